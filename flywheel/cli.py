@@ -1,0 +1,215 @@
+"""The `flywheel` command: each subcommand is one call into the core, errors become exit codes.
+
+Exit codes: 0 success; 1 an operation failed (training, ingest, database); 2 bad config or
+data root; 3 an id names nothing; 4 a production change is not possible; 5 the data root is
+busy (the daemon holds it); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flywheel import __version__
+from flywheel.app import App, DataRootLock, init_data_root
+from flywheel.domain import batch_name, model_name, parse_id, run_name, version_name
+from flywheel.errors import FlywheelError
+from flywheel.registry import current_actor
+
+app = typer.Typer(
+    help=__doc__.split("\n\n")[0] + "\n\nA data root holds config.toml, inbox/, the database and every "
+    "version and model. Start with `flywheel init DIR`, then `flywheel run --root DIR` and drop labeled "
+    "batches (images + YOLO labels + data.yaml or classes.txt) into DIR/inbox/.\n\n" + __doc__.split("\n\n")[1],
+    no_args_is_help=True,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+Root = Annotated[
+    Path,
+    typer.Option("--root", "-r", envvar="FLYWHEEL_ROOT", help="The data root (made by `flywheel init`).",
+                 file_okay=False),
+]
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        datefmt="%Y-%m-%dT%H:%M:%S", stream=sys.stderr, force=True)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
+
+
+def _call(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except FlywheelError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Folder to create (or complete).")]) -> None:
+    """Create a data root: config.toml (every key documented), inbox/, an empty SQLite database."""
+    root = _call(lambda: init_data_root(directory))
+    out.print(f"data root ready: {root}\n  edit {root / 'config.toml'}, then: flywheel run --root {root}")
+
+
+@app.command()
+def run(root: Root = Path(".")) -> None:
+    """Run the daemon in the foreground: watch inbox/, ingest, train, gate, serve /metrics.
+
+    Stops cleanly on SIGTERM or Ctrl-C (a running training is stopped and recorded as cancelled);
+    a second signal exits at once.
+    """
+    from flywheel.daemon import serve
+
+    application = _call(lambda: App(root))
+    _logging(application.config.log_level)
+    _call(lambda: serve(root))
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="A batch folder: images, YOLO labels, data.yaml or classes.txt.",
+                                         exists=True, file_okay=False)],
+    root: Root = Path("."),
+) -> None:
+    """Ingest a batch folder by hand, exactly as the daemon would. The folder is left as it is
+    (bad files are copied to quarantine/); the daemon must not be running on the same root."""
+    _logging()
+    application = _call(lambda: App(root))
+    with _call(lambda: DataRootLock(application.layout.root)):
+        result = _call(lambda: application.ingest(path.resolve(), move=False))
+    b = result.batch
+    out.print(f"{batch_name(b.id or 0)} {b.state}: {result.accepted} images accepted, {result.new_images} new, "
+              f"{len(result.quarantined)} files quarantined")
+    for rel, why in result.quarantined:
+        out.print(f"  [yellow]quarantined[/yellow] {rel}: {why}", highlight=False)
+    if b.reason:
+        out.print(f"  [red]rejected[/red]: {b.reason}", highlight=False)
+    out.print(f"  version: {version_name(result.version.id or 0) if result.version else 'unchanged'}")
+    if b.state == "rejected":
+        raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    root: Root = Path("."),
+    version: Annotated[str | None, typer.Option(help="Version to train (default: the newest).")] = None,
+) -> None:
+    """Train now on the newest version (or --version), then gate and promote or reject."""
+    _logging()
+    application = _call(lambda: App(root))
+    with _call(lambda: DataRootLock(application.layout.root)):
+        latest = application.store.latest_version()
+        if version is None and latest is None:
+            err.print("error: no dataset version yet: ingest a batch first (`flywheel ingest PATH`)")
+            raise typer.Exit(1)
+        vid = _call(lambda: parse_id(version, "v")) if version else latest.id  # type: ignore[union-attr]
+        result = _call(lambda: application.train(vid or 0))
+    d = result.decision
+    out.print(f"run {run_name(result.run.id or 0)}: model {model_name(result.model.id or 0) if result.model else '-'} "
+              f"{d.explain() if d else ''}")
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the production ledger).")],
+    to: Annotated[str | None, typer.Option("--to", help="A retired model id, e.g. m0003.")] = None,
+    root: Root = Path("."),
+) -> None:
+    """Make the previous production model production again (or --to MODEL_ID). Instant: no
+    training and no evaluation; recorded with who, when and why."""
+    application = _call(lambda: App(root))
+    target = _call(lambda: parse_id(to, "m")) if to else None
+    entry = _call(lambda: application.registry.rollback(reason, to=target, actor=current_actor()))
+    out.print(f"production is now {model_name(entry.model_id)} (was {model_name(entry.previous_model_id or 0)}); "
+              f"recorded for {entry.actor}: {entry.reason}")
+
+
+@app.command()
+def status(root: Root = Path(".")) -> None:
+    """Production model, newest version, last runs and batches."""
+    application = _call(lambda: App(root))
+    store = application.store
+    prod = store.production()
+    latest = store.latest_version()
+    out.print(f"data root: {application.layout.root}")
+    out.print(f"production: {model_name(prod.id or 0) + ' (' + version_name(prod.version_id) + ')' if prod else 'none'}")
+    out.print(f"newest version: {version_name(latest.id or 0) if latest else 'none'}"
+              + (f" ({latest.train_images} train / {latest.val_images} val images)" if latest else ""))
+    table = Table("run", "version", "state", "start", "epochs", "model", "error", title="training runs")
+    for r in store.runs()[-10:]:
+        table.add_row(run_name(r.id or 0), version_name(r.version_id), r.state, r.start_kind,
+                      f"{r.epochs_done}/{r.epochs}", model_name(r.model_id) if r.model_id else "-", r.error or "")
+    out.print(table)
+    batches = Table("batch", "name", "state", "accepted", "new", "quarantined", "version", title="batches")
+    for b in store.batches()[-10:]:
+        batches.add_row(batch_name(b.id or 0), b.name, b.state, str(b.images_ok), str(b.images_new),
+                        str(b.quarantined), version_name(b.version_id) if b.version_id else "-")
+    out.print(batches)
+
+
+@app.command()
+def versions(root: Root = Path(".")) -> None:
+    """Dataset versions: parent, sizes, classes."""
+    store = _call(lambda: App(root)).store
+    table = Table("version", "parent", "created (UTC)", "train", "val", "boxes", "classes")
+    for v in store.versions():
+        table.add_row(version_name(v.id or 0), version_name(v.parent_id) if v.parent_id else "-",
+                      f"{v.created_at:%Y-%m-%d %H:%M:%S}", str(v.train_images), str(v.val_images), str(v.boxes),
+                      ", ".join(v.class_names))
+    out.print(table)
+
+
+@app.command()
+def models(root: Root = Path(".")) -> None:
+    """Models: status, version, parent, mAP on their version's val split."""
+    application = _call(lambda: App(root))
+    store = application.store
+    table = Table("model", "status", "version", "run", "parent", "mAP50-95", "mAP50", "sha256")
+    for m in store.models():
+        score = store.evaluation(m.sha256, store.version(m.version_id).val_sha256)
+        table.add_row(model_name(m.id or 0), m.status, version_name(m.version_id), run_name(m.run_id),
+                      model_name(m.parent_model_id) if m.parent_model_id else "-",
+                      f"{score.map50_95:.4f}" if score else "-", f"{score.map50:.4f}" if score else "-",
+                      m.sha256[:12])
+    out.print(table)
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Data root to create for the demo.")] = Path("demo-data"),
+    sample: Annotated[Path | None, typer.Option(help="A YOLO dataset (images/, labels/, data.yaml) to take the "
+                                                     "batch from; default: BCCD if found, else generated images.")] = None,
+    images: Annotated[int, typer.Option(help="Images in the demo batch.")] = 40,
+) -> None:
+    """Set up a data root, run the daemon, drop one sample batch, wait for a promoted model."""
+    from flywheel.demo import run_demo
+
+    _logging()
+    _call(lambda: run_demo(directory, sample, images, out))
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"flywheel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass

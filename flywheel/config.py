@@ -1,0 +1,141 @@
+"""Load and validate `config.toml`.
+
+The file lives in the data root; relative paths in it are relative to that folder. Every key
+has a default (the commented `config.toml` at the repository root is the reference), unknown
+keys are errors (a typo must not silently fall back to a default), and every error names the
+key at fault and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from flywheel.errors import ConfigError
+
+CONFIG_NAME = "config.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InboxConfig(_Section):
+    marker: str = "READY"
+    settle_seconds: float = Field(10.0, ge=0)
+    rescan_seconds: float = Field(30.0, gt=0)
+    ignore: list[str] = [".DS_Store", "Thumbs.db", "desktop.ini"]
+
+
+class DatasetConfig(_Section):
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class ModelConfig(_Section):
+    base: str = "yolov8n.yaml"
+
+    @field_validator("base")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if not value.endswith((".yaml", ".yml", ".pt")):
+            raise ValueError(
+                "must be a model YAML (e.g. yolov8n.yaml, trains from scratch) or a path to a .pt"
+            )
+        return value
+
+
+class TrainingConfig(_Section):
+    epochs_scratch: int = Field(50, ge=1)
+    epochs_warm: int = Field(20, ge=1)
+    imgsz: int = 640
+    batch: int = Field(16, ge=1)
+    device: str = "cpu"
+    threads: int = Field(0, ge=0)
+    seed: int = 0
+    patience: int = Field(100, ge=1)
+    timeout_seconds: float = Field(0, ge=0)
+
+    @field_validator("imgsz")
+    @classmethod
+    def _stride_multiple(cls, value: int) -> int:
+        if value < 32 or value % 32:
+            raise ValueError("must be a multiple of 32 and at least 32 (YOLO's largest stride)")
+        return value
+
+
+class GateConfig(_Section):
+    tolerance: float = Field(0.0, ge=0, le=1)
+
+
+class MetricsConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class DatabaseConfig(_Section):
+    url: str = ""  # empty: sqlite file flywheel.db in the data root
+
+
+class Config(_Section):
+    inbox: InboxConfig = InboxConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    gate: GateConfig = GateConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return value.upper()
+
+
+def parse(data: dict[str, Any], source: str = CONFIG_NAME) -> Config:
+    """Validate a decoded TOML mapping; errors name the dotted key and the file."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+            msg = "unknown key (check its spelling against the documented config.toml)" if (
+                err["type"] == "extra_forbidden"
+            ) else err["msg"]
+            problems.append(f"{source}: key `{key}`: {msg}")
+        raise ConfigError("\n".join(problems)) from None
+
+
+def load(data_root: Path) -> Config:
+    path = data_root / CONFIG_NAME
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path} not found: run `flywheel init {data_root}` to create a data root"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the line it names") from None
+    config = parse(raw, str(path))
+    base = config.model.base
+    if base.endswith(".pt") and not resolve(data_root, base).is_file():
+        raise ConfigError(
+            f"{path}: key `model.base`: checkpoint {resolve(data_root, base)} does not exist. "
+            "flywheel never downloads weights: put the .pt there, or use a YAML such as "
+            "yolov8n.yaml to train from scratch"
+        )
+    return config
+
+
+def resolve(data_root: Path, value: str) -> Path:
+    """A path from config.toml: absolute as given, else relative to the data root."""
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else data_root / path

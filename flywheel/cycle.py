@@ -1,0 +1,164 @@
+"""One turn of the flywheel for a dataset version: train, evaluate, gate, promote or reject.
+
+Plain functions over explicit arguments. The trainer and the observer are ports, so a unit
+test can drive the policy with a fake trainer, and the daemon and `flywheel train` share
+this one path with the real child process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from flywheel.config import Config, resolve
+from flywheel.domain import ModelStatus, RunState, StartKind, model_name, run_name, version_name
+from flywheel.errors import FlywheelError, TrainingCancelled
+from flywheel.gate import GateDecision, Outcome, Score, decide
+from flywheel.ports import Event, Observer, Trainer
+from flywheel.registry import Registry
+from flywheel.store import ObjectStore, Store
+from flywheel.store.materialize import materialize
+from flywheel.store.tables import EpochRow, EvaluationRow, GateRow, ModelRow, RunRow
+from flywheel.training.spec import EPOCH, EVALUATED, TRAINED, WARM_START, EvalTarget, TrainSpec
+
+log = logging.getLogger("flywheel.cycle")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    data_root: Path
+    objects: ObjectStore
+    versions: Path
+    runs: Path
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    run: RunRow
+    model: ModelRow | None
+    decision: GateDecision | None
+
+
+def trainable(store: Store, version_id: int) -> str | None:
+    """Why version `version_id` cannot be trained yet, or None if it can."""
+    v = store.version(version_id)
+    if v.train_images == 0 or v.val_images == 0:
+        return (
+            f"{version_name(version_id)} has {v.train_images} train and {v.val_images} val images; "
+            "training needs at least one of each (the split is fixed by image hash), waiting for more data"
+        )
+    return None
+
+
+def run_cycle(
+    store: Store, registry: Registry, workspace: Workspace, config: Config, trainer: Trainer,
+    observer: Observer, version_id: int,
+) -> CycleResult:
+    version = store.version(version_id)
+    data_yaml = materialize(
+        workspace.objects, workspace.versions, version_id, version.class_names, store.manifest(version_id)
+    )
+    production = store.production()
+    t = config.training
+    if production is not None:
+        kind, start, epochs = StartKind.WARM, str(registry.checkpoint(production)), t.epochs_warm
+    else:
+        base = resolve(workspace.data_root, config.model.base)
+        start = str(base) if base.exists() else config.model.base  # else a name Ultralytics ships
+        kind, epochs = StartKind.SCRATCH, t.epochs_scratch
+    evaluate = [EvalTarget("candidate", "")]
+    cached_production = None
+    if production is not None:
+        cached_production = store.evaluation(production.sha256, version.val_sha256)
+        if cached_production is None:
+            evaluate.append(EvalTarget("production", start))
+    threads = t.threads or os.cpu_count() or 1
+    run = store.create_run(
+        version_id=version_id, start_kind=kind, start_model_id=production.id if production else None,
+        start_checkpoint=start, epochs=epochs,
+        params={"imgsz": t.imgsz, "batch": t.batch, "device": t.device, "threads": threads, "seed": t.seed,
+                "patience": t.patience, "epochs": epochs},
+    )
+    assert run.id is not None
+    spec = TrainSpec(
+        run_id=run.id, data_yaml=str(data_yaml), out_dir=str(workspace.runs / run_name(run.id)), start=start,
+        start_kind=kind, epochs=epochs, imgsz=t.imgsz, batch=t.batch, device=t.device, threads=threads,
+        seed=t.seed, patience=t.patience, class_names=version.class_names, evaluate=evaluate,
+    )
+    store.update_run(run.id, RunState.RUNNING)
+    log.info("run %s started: %s on %s from %s, %d epochs", run_name(run.id), kind, version_name(version_id),
+             model_name(production.id or 0) if production else start, epochs)
+    observer.training_started(run.id, kind, epochs)
+    started = time.monotonic()
+    run_id = run.id
+
+    def on_event(event: Event) -> None:
+        observer.training_event(event)
+        if event["event"] == EPOCH:
+            fields = {k: event[k] for k in ("box_loss", "cls_loss", "dfl_loss", "precision", "recall", "map50",
+                                             "map50_95", "seconds")}
+            store.add_epoch(EpochRow(run_id=run_id, epoch=event["epoch"], **fields))
+            store.update_run(run_id, epochs_done=event["epoch"])
+            log.info("run %s epoch %d/%d: mAP50-95 %.4f box_loss %.3f (%.1fs)", run_name(run_id), event["epoch"],
+                     event["epochs"], event["map50_95"], event["box_loss"], event["seconds"])
+        elif event["event"] == WARM_START:
+            store.update_run(run_id, warm_tensors_matched=event["matched"], warm_tensors_total=event["total"])
+
+    try:
+        events = trainer.run(spec, on_event)
+    except TrainingCancelled as exc:
+        store.update_run(run.id, RunState.CANCELLED, error=str(exc))
+        observer.training_finished("cancelled", time.monotonic() - started)
+        raise
+    except FlywheelError as exc:
+        store.update_run(run.id, RunState.FAILED, error=str(exc))
+        observer.training_finished("failed", time.monotonic() - started)
+        raise
+    best = Path(next(e["best"] for e in events if e["event"] == TRAINED))
+    scores = {e["role"]: _score(e) for e in events if e["event"] == EVALUATED}
+    candidate = registry.add_candidate(
+        best, run.id, version_id, production.id if production else None, version.class_names
+    )
+    assert candidate.id is not None
+    _cache(store, candidate.sha256, version.val_sha256, version_id, scores["candidate"])
+    production_score = None
+    if production is not None:
+        production_score = scores.get("production") or _from_row(cached_production)
+        _cache(store, production.sha256, version.val_sha256, version_id, production_score)
+    decision = decide(scores["candidate"], production_score, config.gate.tolerance)
+    store.add_gate_decision(GateRow(
+        run_id=run.id, version_id=version_id, eval_sha256=version.val_sha256, candidate_model_id=candidate.id,
+        production_model_id=production.id if production else None, candidate_map=decision.candidate_map,
+        production_map=decision.production_map, margin=decision.margin, tolerance=decision.tolerance,
+        outcome=decision.outcome, rule=decision.rule,
+    ))
+    if decision.outcome is Outcome.PROMOTE:
+        registry.promote(candidate.id, reason=decision.explain())
+    else:
+        registry.reject(candidate.id)
+    log.info("model %s %s", model_name(candidate.id), decision.explain())
+    run = store.update_run(run.id, RunState.SUCCEEDED, model_id=candidate.id)
+    observer.training_finished("succeeded", time.monotonic() - started)
+    return CycleResult(run, store.model(candidate.id), decision)
+
+
+def _score(event: Event) -> Score:
+    return Score(event["map50_95"], event["map50"], event["precision"], event["recall"], dict(event["per_class"]))
+
+
+def _from_row(row: EvaluationRow | None) -> Score:
+    assert row is not None, "production score neither cached nor evaluated"
+    return Score(row.map50_95, row.map50, row.precision, row.recall, dict(row.per_class))
+
+
+def _cache(store: Store, model_sha: str, eval_sha: str, version_id: int, score: Score) -> None:
+    store.put_evaluation(EvaluationRow(
+        model_sha256=model_sha, eval_sha256=eval_sha, version_id=version_id, map50_95=score.map50_95,
+        map50=score.map50, precision=score.precision, recall=score.recall, per_class=score.per_class,
+    ))
+
+
+__all__ = ["CycleResult", "ModelStatus", "Workspace", "run_cycle", "trainable"]

@@ -1,0 +1,140 @@
+"""The daemon: watch the inbox, ingest complete batches, train on each new version, serve
+/metrics. Runs in the foreground, as systemd or a container expects.
+
+Threads: watchdog's observer notes file events; APScheduler's interval jobs wake the worker
+when a batch has settled and, as a safety net, every `rescan_seconds`; one worker thread does
+all ingest and training in order, so there is never more than one training at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import start_http_server
+
+from flywheel.app import App, DataRootLock
+from flywheel.domain import batch_name, version_name
+from flywheel.errors import FlywheelError, TrainingCancelled
+from flywheel.ingest.watcher import InboxWatcher, SettleTracker
+from flywheel.metrics import build_registry
+
+log = logging.getLogger("flywheel.daemon")
+
+
+class Daemon:
+    def __init__(self, root: Path):
+        self.app = App(root)
+        self.registry, live = build_registry(self.app.store)
+        self.app.observer = live
+        cfg = self.app.config.inbox
+        self.tracker = SettleTracker(self.app.layout.inbox, cfg.marker, cfg.settle_seconds)
+        self.stopping = threading.Event()
+        self._wake = threading.Event()
+        self.metrics_port = 0
+        self.ready = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("stopping: finishing the current step")
+        self.stopping.set()
+        self._wake.set()
+        self.app.trainer.cancel()
+
+    def run(self) -> None:
+        """Serve until `stop()` (or SIGTERM/SIGINT when run from the main thread)."""
+        app = self.app
+        with DataRootLock(app.layout.root):
+            app.registry.publish()  # heal a crash between a production commit and its swap
+            server, _ = start_http_server(app.config.metrics.port, app.config.metrics.host, registry=self.registry)
+            self.metrics_port = server.server_port
+            log.info("metrics on http://%s:%d/metrics", app.config.metrics.host, self.metrics_port)
+            watcher = InboxWatcher(self.tracker, self.wake)
+            watcher.start()
+            scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
+            settle = max(0.2, min(1.0, app.config.inbox.settle_seconds / 4))
+            scheduler.add_job(self._check_settled, "interval", seconds=settle, id="settle")
+            scheduler.add_job(self.wake, "interval", seconds=app.config.inbox.rescan_seconds, id="rescan")
+            scheduler.start()
+            self.ready.set()
+            log.info("flywheel running on %s", app.layout.root)
+            try:
+                self._work_loop()
+            finally:
+                scheduler.shutdown(wait=False)
+                watcher.stop()
+                server.shutdown()
+                log.info("stopped")
+
+    def _check_settled(self) -> None:
+        if self.tracker.complete():
+            self.wake()
+
+    def _work_loop(self) -> None:
+        self._wake.set()  # look at the inbox once at start-up
+        while not self.stopping.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self.stopping.is_set():
+                break
+            try:
+                self._step()
+            except TrainingCancelled as exc:
+                log.info("%s", exc)
+            except FlywheelError as exc:  # logged; the daemon goes on with the next work
+                log.error("%s", exc)
+
+    def _step(self) -> None:
+        for batch_dir in self.tracker.complete():
+            if self.stopping.is_set():
+                return
+            self._ingest(batch_dir)
+        version_id = self.app.pending_version()
+        if version_id is not None and not self.stopping.is_set():
+            self.app.train(version_id)
+
+    def _ingest(self, batch_dir: Path) -> None:
+        log.info("batch %s complete, ingesting", batch_dir.name)
+        try:
+            result = self.app.ingest(batch_dir, move=True)
+        except FlywheelError as exc:
+            self.tracker.hold(batch_dir.name)
+            log.error("batch %s left in the inbox, to be retried when it changes or on restart: %s",
+                      batch_dir.name, exc)
+            return
+        self.tracker.forget(batch_dir.name)
+        b = result.batch
+        if b.state == "rejected":
+            return  # the ingest service logged why, and where the files went
+        log.info(
+            "batch %s ingested: %d images accepted (%d new, %d relabelled), %d files quarantined%s, %s",
+            batch_name(b.id or 0), result.accepted, result.new_images, result.relabelled, len(result.quarantined),
+            f" to {b.quarantine_dir}" if result.quarantined else "",
+            f"new version {version_name(result.version.id or 0)}" if result.version else "no new version",
+        )
+
+
+def serve(root: Path) -> None:
+    """Run the daemon in the foreground until SIGTERM or SIGINT; a second signal exits at once."""
+    daemon = Daemon(root)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if daemon.stopping.is_set():
+            log.warning("second signal: exiting now")
+            raise SystemExit(128 + signum)
+        log.info("received %s", signal.Signals(signum).name)
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    started = time.monotonic()
+    daemon.run()
+    log.info("ran for %.0fs", time.monotonic() - started)

@@ -1,0 +1,1 @@
+"""The inbox edge: batch layout, validation, quarantine, and the watchdog watcher."""

@@ -1,0 +1,127 @@
+"""The model registry: checkpoints stored by content, the production pointer, rollback.
+
+The database says which model is production (one row, enforced by a unique index); the
+folder `<data_root>/production` mirrors it for whatever serves the model. That folder is a
+symlink to `.production/<model>/` (`model.pt` + `model.json`), swapped with one `rename`,
+so a reader sees the old pair or the new pair, never a mix or a torn file.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from flywheel.domain import ModelStatus, model_name, run_name, version_name
+from flywheel.errors import IntegrityError, RegistryError
+from flywheel.store import ObjectStore, Store
+from flywheel.store.tables import LedgerRow, ModelRow, as_utc
+
+log = logging.getLogger("flywheel.registry")
+
+
+def current_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+class Registry:
+    def __init__(self, store: Store, models_dir: Path, production_link: Path):
+        self.store = store
+        self.checkpoints = ObjectStore(models_dir, ".pt")  # models/<sha[:2]>/<sha>.pt
+        self.production_link = production_link
+        self._published = production_link.parent / ".production"
+
+    def add_candidate(
+        self, best_pt: Path, run_id: int, version_id: int, parent_model_id: int | None, class_names: list[str]
+    ) -> ModelRow:
+        sha = self.checkpoints.put_file(best_pt)
+        return self.store.add_model(
+            sha256=sha, run_id=run_id, version_id=version_id, parent_model_id=parent_model_id,
+            class_names=class_names,
+        )
+
+    def checkpoint(self, model: ModelRow) -> Path:
+        """The model's checkpoint, verified against its recorded sha256 (it is a pickle)."""
+        try:
+            return self.checkpoints.verify(model.sha256)
+        except IntegrityError as exc:
+            raise IntegrityError(f"model {model_name(model.id or 0)}: {exc}") from None
+
+    def promote(self, model_id: int, reason: str, actor: str = "flywheel") -> LedgerRow:
+        entry = self.store.set_production(model_id, "promote", actor, reason)
+        self.publish()
+        return entry
+
+    def reject(self, model_id: int) -> None:
+        self.store.reject(model_id)
+
+    def rollback(self, reason: str, to: int | None = None, actor: str | None = None) -> LedgerRow:
+        """Make the previous production model (or `to`) production again. No training, no eval."""
+        current = self.store.production()
+        if current is None or current.id is None:
+            raise RegistryError("no model is in production yet, so there is nothing to roll back")
+        target = self.store.model(to) if to is not None else self.store.previous_production(current.id)
+        if target.id == current.id:
+            raise RegistryError(f"{model_name(current.id)} is already in production")
+        if target.status != ModelStatus.RETIRED:
+            raise RegistryError(
+                f"{model_name(target.id or 0)} is {target.status}: rollback goes back to a model that "
+                "was in production before (status retired); see `flywheel models`"
+            )
+        self.checkpoint(target)  # refuse before switching if its file is damaged
+        entry = self.store.set_production(target.id or 0, "rollback", actor or current_actor(), reason)
+        self.publish()
+        log.info("rolled back production %s -> %s: %s", model_name(current.id), model_name(target.id or 0), reason)
+        return entry
+
+    def publish(self) -> Path | None:
+        """Make `production/` show the database's production model. Idempotent: the daemon
+        calls it at start-up, so a crash between the database commit and the swap heals."""
+        model = self.store.production()
+        if model is None or model.id is None:
+            return None
+        name = model_name(model.id)
+        folder = self._published / name
+        if not (folder / "model.json").is_file():
+            tmp = self._published / f".tmp-{name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            os.link(self.checkpoint(model), tmp / "model.pt")
+            (tmp / "model.json").write_text(json.dumps(self.describe(model), indent=2) + "\n")
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+        if os.path.realpath(self.production_link) != str(folder.resolve()):
+            link_tmp = self.production_link.with_name(".production-link.tmp")
+            link_tmp.unlink(missing_ok=True)
+            link_tmp.symlink_to(folder.relative_to(self.production_link.parent))
+            os.replace(link_tmp, self.production_link)  # atomic: readers never see a gap
+        for old in self._published.iterdir():
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+    def describe(self, model: ModelRow) -> dict[str, Any]:
+        version = self.store.version(model.version_id)
+        score = self.store.evaluation(model.sha256, version.val_sha256)
+        return {
+            "id": model_name(model.id or 0),
+            "sha256": model.sha256,
+            "version": version_name(model.version_id),
+            "run": run_name(model.run_id),
+            "parent": model_name(model.parent_model_id) if model.parent_model_id else None,
+            "promoted_at": as_utc(model.promoted_at).isoformat() if model.promoted_at else None,
+            "classes": model.class_names,
+            "metrics": None if score is None else {
+                "eval_set": f"{version_name(model.version_id)}/val",
+                "map50_95": score.map50_95, "map50": score.map50,
+                "precision": score.precision, "recall": score.recall, "per_class": score.per_class,
+            },
+        }
+

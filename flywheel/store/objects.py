@@ -1,0 +1,87 @@
+"""Content-addressed files: `objects/<sha[:2]>/<sha>`, written once, never changed.
+
+Dataset versions hard-link these files, so a version costs directory entries, not copies.
+Writes go to a temp file in the same folder and are renamed into place, so a crash leaves
+either the whole object or nothing (a stray temp file at worst, removed on the next put).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from flywheel.errors import IntegrityError, StoreError
+
+_CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ObjectStore:
+    def __init__(self, root: Path, suffix: str = "") -> None:
+        self.root = root
+        self.suffix = suffix  # checkpoints keep ".pt": Ultralytics loads weights by suffix
+
+    def path(self, sha: str) -> Path:
+        return self.root / sha[:2] / (sha + self.suffix)
+
+    def has(self, sha: str) -> bool:
+        return self.path(sha).is_file()
+
+    def put_bytes(self, data: bytes) -> str:
+        sha = sha256_bytes(data)
+        if not self.has(sha):
+            self._write(sha, data)
+        return sha
+
+    def put_file(self, source: Path, sha: str | None = None) -> str:
+        sha = sha or sha256_file(source)
+        if not self.has(sha):
+            self._write(sha, source.read_bytes())
+        return sha
+
+    def verify(self, sha: str) -> Path:
+        """The object's path, after checking its bytes still hash to `sha`."""
+        path = self.path(sha)
+        if not path.is_file():
+            raise IntegrityError(f"object {sha} is missing from {self.root}; the store is damaged")
+        actual = sha256_file(path)
+        if actual != sha:
+            raise IntegrityError(
+                f"{path} hashes to {actual}, not {sha}: the file was changed after it was "
+                "stored. Restore it from backup, or remove the record that points at it"
+            )
+        return path
+
+    def _write(self, sha: str, data: bytes) -> None:
+        target = self.path(sha)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.chmod(tmp, 0o444)  # hard links share it: keep every version read-only
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write object {sha} under {self.root}: {exc.strerror or exc}. "
+                "Check free space and that the data root is writable"
+            ) from exc

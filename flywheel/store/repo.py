@@ -1,0 +1,297 @@
+"""The store's operations on records. Each public method is one transaction, and every state
+change is checked against the core's transition table before it is written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from flywheel.domain import (
+    BatchState,
+    ManifestItem,
+    ModelStatus,
+    RunState,
+    batch_name,
+    check_transition,
+    model_name,
+    run_name,
+    version_name,
+)
+from flywheel.errors import NotFound, RegistryError
+from flywheel.store.db import session
+from flywheel.store.tables import (
+    BatchRow,
+    EpochRow,
+    EvaluationRow,
+    GateRow,
+    LedgerRow,
+    ModelRow,
+    RunRow,
+    VersionItemRow,
+    VersionRow,
+    utcnow,
+)
+
+
+def manifest_hash(items: Mapping[str, ManifestItem], split: str | None = None) -> str:
+    lines = sorted(
+        f"{i.image_sha256} {i.label_sha256} {i.split}"
+        for i in items.values()
+        if split is None or i.split == split
+    )
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # --- batches --------------------------------------------------------------------------
+    def add_batch(self, name: str, content_sha256: str, files: int) -> BatchRow:
+        row = BatchRow(name=name, content_sha256=content_sha256, state=BatchState.RECEIVED, files=files)
+        with session(self.engine) as s:
+            s.add(row)
+        return row
+
+    def update_batch(self, batch_id: int, state: BatchState, **fields: Any) -> BatchRow:
+        with session(self.engine) as s:
+            row = _get(s, BatchRow, batch_id, batch_name(batch_id))
+            check_transition(f"batch {batch_name(batch_id)}", BatchState(row.state), state)
+            row.state = state
+            if state in (BatchState.INGESTED, BatchState.REJECTED):
+                row.finished_at = utcnow()
+            for key, value in fields.items():
+                setattr(row, key, value)
+            s.add(row)
+        return row
+
+    def batches(self) -> list[BatchRow]:
+        with session(self.engine) as s:
+            return list(s.exec(select(BatchRow).order_by(col(BatchRow.id))))
+
+    # --- dataset versions -----------------------------------------------------------------
+    def latest_version(self) -> VersionRow | None:
+        with session(self.engine) as s:
+            return s.exec(select(VersionRow).order_by(col(VersionRow.id).desc())).first()
+
+    def version(self, version_id: int) -> VersionRow:
+        with session(self.engine) as s:
+            return _get(s, VersionRow, version_id, version_name(version_id))
+
+    def versions(self) -> list[VersionRow]:
+        with session(self.engine) as s:
+            return list(s.exec(select(VersionRow).order_by(col(VersionRow.id))))
+
+    def manifest(self, version_id: int) -> dict[str, ManifestItem]:
+        with session(self.engine) as s:
+            rows = s.exec(select(VersionItemRow).where(VersionItemRow.version_id == version_id))
+            return {
+                r.image_sha256: ManifestItem(r.image_sha256, r.label_sha256, r.ext, r.split, r.boxes)
+                for r in rows
+            }
+
+    def create_version(
+        self,
+        parent_id: int | None,
+        batch_id: int | None,
+        class_names: list[str],
+        manifest: Mapping[str, ManifestItem],
+    ) -> VersionRow:
+        items = manifest.values()
+        row = VersionRow(
+            parent_id=parent_id,
+            batch_id=batch_id,
+            class_names=list(class_names),
+            train_images=sum(1 for i in items if i.split == "train"),
+            val_images=sum(1 for i in items if i.split == "val"),
+            boxes=sum(i.boxes for i in items),
+            manifest_sha256=manifest_hash(manifest),
+            val_sha256=manifest_hash(manifest, "val"),
+        )
+        with session(self.engine) as s:
+            s.add(row)
+            s.flush()
+            assert row.id is not None
+            s.add_all(
+                VersionItemRow(
+                    version_id=row.id,
+                    image_sha256=i.image_sha256,
+                    label_sha256=i.label_sha256,
+                    ext=i.ext,
+                    split=i.split,
+                    boxes=i.boxes,
+                )
+                for i in items
+            )
+        return row
+
+    # --- training runs --------------------------------------------------------------------
+    def create_run(self, **fields: Any) -> RunRow:
+        row = RunRow(state=RunState.QUEUED, **fields)
+        with session(self.engine) as s:
+            s.add(row)
+        return row
+
+    def update_run(self, run_id: int, state: RunState | None = None, **fields: Any) -> RunRow:
+        with session(self.engine) as s:
+            row = _get(s, RunRow, run_id, run_name(run_id))
+            if state is not None:
+                check_transition(f"run {run_name(run_id)}", RunState(row.state), state)
+                row.state = state
+                if state is RunState.RUNNING:
+                    row.started_at = utcnow()
+                elif state is not RunState.QUEUED:
+                    row.finished_at = utcnow()
+            for key, value in fields.items():
+                setattr(row, key, value)
+            s.add(row)
+        return row
+
+    def run(self, run_id: int) -> RunRow:
+        with session(self.engine) as s:
+            return _get(s, RunRow, run_id, run_name(run_id))
+
+    def runs(self) -> list[RunRow]:
+        with session(self.engine) as s:
+            return list(s.exec(select(RunRow).order_by(col(RunRow.id))))
+
+    def runs_for_version(self, version_id: int) -> list[RunRow]:
+        with session(self.engine) as s:
+            return list(s.exec(select(RunRow).where(RunRow.version_id == version_id)))
+
+    def add_epoch(self, row: EpochRow) -> None:
+        with session(self.engine) as s:
+            s.merge(row)
+
+    def epochs(self, run_id: int) -> list[EpochRow]:
+        with session(self.engine) as s:
+            return list(s.exec(select(EpochRow).where(EpochRow.run_id == run_id).order_by(col(EpochRow.epoch))))
+
+    # --- models, evaluations, gate decisions ----------------------------------------------
+    def add_model(self, **fields: Any) -> ModelRow:
+        row = ModelRow(status=ModelStatus.CANDIDATE, **fields)
+        with session(self.engine) as s:
+            s.add(row)
+        return row
+
+    def model(self, model_id: int) -> ModelRow:
+        with session(self.engine) as s:
+            return _get(s, ModelRow, model_id, model_name(model_id))
+
+    def models(self) -> list[ModelRow]:
+        with session(self.engine) as s:
+            return list(s.exec(select(ModelRow).order_by(col(ModelRow.id))))
+
+    def production(self) -> ModelRow | None:
+        with session(self.engine) as s:
+            return s.exec(select(ModelRow).where(ModelRow.status == ModelStatus.PRODUCTION)).first()
+
+    def reject(self, model_id: int) -> None:
+        with session(self.engine) as s:
+            row = _get(s, ModelRow, model_id, model_name(model_id))
+            check_transition(f"model {model_name(model_id)}", ModelStatus(row.status), ModelStatus.REJECTED)
+            row.status = ModelStatus.REJECTED
+            s.add(row)
+
+    def set_production(self, model_id: int, action: str, actor: str, reason: str) -> LedgerRow:
+        """Retire the current production model and make `model_id` production, with its ledger
+        entry, in one transaction: the pointer and the record can never disagree."""
+        with session(self.engine) as s:
+            new = _get(s, ModelRow, model_id, model_name(model_id))
+            check_transition(f"model {model_name(model_id)}", ModelStatus(new.status), ModelStatus.PRODUCTION)
+            old = s.exec(select(ModelRow).where(ModelRow.status == ModelStatus.PRODUCTION)).first()
+            if old is not None:
+                old.status = ModelStatus.RETIRED
+                s.add(old)
+                s.flush()  # the unique index allows one production row at a time
+            new.status = ModelStatus.PRODUCTION
+            new.promoted_at = utcnow()
+            s.add(new)
+            entry = LedgerRow(
+                action=action,
+                model_id=model_id,
+                previous_model_id=old.id if old else None,
+                actor=actor,
+                reason=reason,
+            )
+            s.add(entry)
+        return entry
+
+    def ledger(self) -> list[LedgerRow]:
+        with session(self.engine) as s:
+            return list(s.exec(select(LedgerRow).order_by(col(LedgerRow.id))))
+
+    def previous_production(self, current_id: int) -> ModelRow:
+        """The model that was production before `current_id` (one generation back)."""
+        with session(self.engine) as s:
+            row = s.exec(
+                select(ModelRow)
+                .where(ModelRow.status == ModelStatus.RETIRED, col(ModelRow.id) < current_id)
+                .order_by(col(ModelRow.id).desc())
+            ).first()
+        if row is None:
+            raise RegistryError(
+                f"no model was in production before {model_name(current_id)}: nothing to roll "
+                "back to. Name a retired model with `flywheel rollback --to ID`"
+            )
+        return row
+
+    def evaluation(self, model_sha256: str, eval_sha256: str) -> EvaluationRow | None:
+        with session(self.engine) as s:
+            return s.get(EvaluationRow, (model_sha256, eval_sha256))
+
+    def put_evaluation(self, row: EvaluationRow) -> None:
+        with session(self.engine) as s:
+            s.merge(row)
+
+    def add_gate_decision(self, row: GateRow) -> GateRow:
+        with session(self.engine) as s:
+            s.add(row)
+        return row
+
+    def gate_decisions(self) -> list[GateRow]:
+        with session(self.engine) as s:
+            return list(s.exec(select(GateRow).order_by(col(GateRow.id))))
+
+    # --- aggregates for metrics and status ------------------------------------------------
+    def counts(self) -> dict[str, Any]:
+        with session(self.engine) as s:
+            def grouped(column: Any, model: Any) -> dict[str, int]:
+                return {k: int(v) for k, v in s.exec(select(column, func.count()).select_from(model).group_by(column))}
+
+            totals = s.exec(
+                select(func.coalesce(func.sum(BatchRow.images_ok), 0), func.coalesce(func.sum(BatchRow.quarantined), 0))
+            ).one()
+            return {
+                "runs": grouped(RunRow.state, RunRow),
+                "ledger": grouped(LedgerRow.action, LedgerRow),
+                "gate": grouped(GateRow.outcome, GateRow),
+                "batches": grouped(BatchRow.state, BatchRow),
+                "images_ingested": int(totals[0]),
+                "images_quarantined": int(totals[1]),
+            }
+
+
+_LISTING = {ModelRow: "flywheel models", VersionRow: "flywheel versions", RunRow: "flywheel status"}
+
+
+def _get(s: Any, table: Any, key: int, name: str) -> Any:
+    row = s.get(table, key)
+    if row is None:
+        listing = _LISTING.get(table, "flywheel status")
+        raise NotFound(f"{name} does not exist; list the ones that do with `{listing}`")
+    return row
+
+
+def to_json(row: Any) -> str:
+    def default(value: Any) -> Any:
+        return value.isoformat() if isinstance(value, datetime) else str(value)
+
+    return json.dumps(row.model_dump(), default=default, indent=2)

@@ -1,0 +1,166 @@
+"""SQLModel tables: the durable form of the core's records.
+
+States are stored as the core's enum values; every change of a state column goes through
+`flywheel.domain.check_transition` in `Store` (never assigned directly elsewhere).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands datetimes back without a zone; every one flywheel stores is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class BatchRow(SQLModel, table=True):
+    __tablename__ = "batch"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str  # the folder name as dropped
+    content_sha256: str = Field(index=True)
+    state: str
+    received_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    files: int = 0
+    images_ok: int = 0
+    images_new: int = 0  # not already in the parent version with the same label
+    quarantined: int = 0
+    ignored: int = 0
+    version_id: int | None = None
+    reason: str | None = None
+    quarantine_dir: str | None = None
+
+
+class VersionRow(SQLModel, table=True):
+    __tablename__ = "dataset_version"
+    id: int | None = Field(default=None, primary_key=True)
+    parent_id: int | None = None
+    batch_id: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    class_names: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    train_images: int = 0
+    val_images: int = 0
+    boxes: int = 0
+    manifest_sha256: str  # hash of the sorted manifest: equal manifests, equal datasets
+    val_sha256: str  # hash of the val split alone: the eval-set identity for the gate
+
+
+class VersionItemRow(SQLModel, table=True):
+    __tablename__ = "dataset_version_item"
+    version_id: int = Field(primary_key=True)
+    image_sha256: str = Field(primary_key=True)
+    label_sha256: str
+    ext: str
+    split: str
+    boxes: int
+
+
+class RunRow(SQLModel, table=True):
+    __tablename__ = "training_run"
+    id: int | None = Field(default=None, primary_key=True)
+    version_id: int
+    state: str
+    start_kind: str
+    start_model_id: int | None = None
+    start_checkpoint: str
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    epochs: int = 0
+    epochs_done: int = 0
+    warm_tensors_matched: int | None = None  # conv weights equal to the start checkpoint's
+    warm_tensors_total: int | None = None
+    model_id: int | None = None
+    error: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class EpochRow(SQLModel, table=True):
+    __tablename__ = "training_epoch"
+    run_id: int = Field(primary_key=True)
+    epoch: int = Field(primary_key=True)  # 1-based, as Ultralytics prints it
+    box_loss: float
+    cls_loss: float
+    dfl_loss: float
+    precision: float
+    recall: float
+    map50: float
+    map50_95: float
+    seconds: float
+
+
+class ModelRow(SQLModel, table=True):
+    __tablename__ = "model"
+    # At most one production model, enforced by the database itself.
+    __table_args__ = (
+        Index(
+            "one_production",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'production'"),
+            postgresql_where=text("status = 'production'"),
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(index=True)
+    run_id: int
+    version_id: int
+    parent_model_id: int | None = None
+    status: str
+    created_at: datetime = Field(default_factory=utcnow)
+    promoted_at: datetime | None = None
+    class_names: list[str] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class EvaluationRow(SQLModel, table=True):
+    """A model's score on an eval set; (model sha, eval-set sha) is computed once."""
+
+    __tablename__ = "evaluation"
+    model_sha256: str = Field(primary_key=True)
+    eval_sha256: str = Field(primary_key=True)
+    version_id: int
+    map50_95: float
+    map50: float
+    precision: float
+    recall: float
+    per_class: dict[str, float] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class GateRow(SQLModel, table=True):
+    __tablename__ = "gate_decision"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int
+    version_id: int
+    eval_sha256: str
+    candidate_model_id: int
+    production_model_id: int | None
+    candidate_map: float
+    production_map: float | None
+    margin: float | None
+    tolerance: float
+    outcome: str
+    rule: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LedgerRow(SQLModel, table=True):
+    """Every production change: who, when, why. Append-only."""
+
+    __tablename__ = "production_ledger"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow)
+    action: str  # promote | rollback
+    model_id: int
+    previous_model_id: int | None
+    actor: str
+    reason: str

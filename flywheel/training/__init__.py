@@ -1,0 +1,1 @@
+"""The training edge: the spec (no torch), the child process (Ultralytics), the runner."""

@@ -1,0 +1,98 @@
+"""Daemon side of training: start the child process, relay its events, stop it on request.
+
+torch never enters the daemon's memory, and a child that crashes, runs out of memory or is
+killed ends as a TrainingError naming its log, never as a dead daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flywheel.domain import run_name
+from flywheel.errors import TrainingCancelled, TrainingError
+from flywheel.training.spec import FAILED, TrainSpec
+
+log = logging.getLogger("flywheel.training")
+
+Event = dict[str, Any]
+
+
+class SubprocessTrainer:
+    """Runs `python -m flywheel.training.child` for a spec; one run at a time."""
+
+    def __init__(self, config_dir: Path, python: str = sys.executable, timeout_seconds: float = 0):
+        self.config_dir = config_dir  # YOLO_CONFIG_DIR: Ultralytics' settings stay in the data root
+        self.python = python
+        self.timeout_seconds = timeout_seconds
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._cancelled = threading.Event()
+
+    def run(self, spec: TrainSpec, on_event: Callable[[Event], None]) -> list[Event]:
+        """Run the child to the end; every event goes to `on_event` and is returned in order."""
+        out = Path(spec.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        spec_path = out / "spec.json"
+        spec.write(spec_path)
+        log_path = out / "train.log"
+        read_fd, write_fd = os.pipe()
+        env = {
+            **os.environ,
+            "FLYWHEEL_EVENT_FD": str(write_fd),
+            "YOLO_CONFIG_DIR": str(self.config_dir),
+            "MPLCONFIGDIR": str(self.config_dir / "matplotlib"),
+            "YOLO_OFFLINE": "true",
+            "YOLO_AUTOINSTALL": "false",
+            "OMP_NUM_THREADS": str(spec.threads),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self._cancelled.clear()
+        events: list[Event] = []
+        with log_path.open("ab") as log_file:
+            try:
+                self._proc = subprocess.Popen(
+                    [self.python, "-m", "flywheel.training.child", str(spec_path)],
+                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    pass_fds=(write_fd,), env=env,
+                )
+            finally:
+                os.close(write_fd)  # the child holds the only writer: EOF when it exits
+            timer = None
+            if self.timeout_seconds:
+                timer = threading.Timer(self.timeout_seconds, self.cancel)
+                timer.start()
+            try:
+                with os.fdopen(read_fd, "r") as pipe:
+                    for line in pipe:
+                        try:
+                            event = json.loads(line)
+                        except json.JSONDecodeError:
+                            continue
+                        events.append(event)
+                        on_event(event)
+                code = self._proc.wait()
+            finally:
+                if timer:
+                    timer.cancel()
+                self._proc = None
+        name = run_name(spec.run_id)
+        if self._cancelled.is_set():
+            raise TrainingCancelled(f"training run {name} was stopped before it finished; log: {log_path}")
+        if code != 0:
+            reason = next((e["error"] for e in events if e.get("event") == FAILED), f"exit code {code}")
+            raise TrainingError(f"training run {name} failed: {reason}. Full log: {log_path}")
+        return events
+
+    def cancel(self) -> None:
+        """Stop the running child (SIGTERM); `run` then raises TrainingCancelled."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self._cancelled.set()
+            proc.terminate()
