@@ -76,8 +76,16 @@ def init_data_root(root: Path, config_text: str | None = None) -> Path:
     """Create a data root (idempotent; an existing config.toml is kept)."""
     root = root.resolve()
     layout = Layout(root)
-    for folder in (layout.inbox, layout.done, layout.quarantine, layout.objects, layout.versions, layout.runs,
-                   layout.models, layout.ultralytics):
+    for folder in (
+        layout.inbox,
+        layout.done,
+        layout.quarantine,
+        layout.objects,
+        layout.versions,
+        layout.runs,
+        layout.models,
+        layout.ultralytics,
+    ):
         folder.mkdir(parents=True, exist_ok=True)
     cfg = root / CONFIG_NAME
     if not cfg.exists():
@@ -111,14 +119,22 @@ class App:
         started = time.monotonic()
         paths = IngestPaths(self.objects, self.layout.versions, self.layout.quarantine, self.layout.done)
         inbox = self.config.inbox
-        result = ingest_batch(self.store, paths, batch_dir, val_fraction=self.config.dataset.val_fraction,
-                              marker=inbox.marker, ignore=inbox.ignore, move=move)
+        result = ingest_batch(
+            self.store,
+            paths,
+            batch_dir,
+            val_fraction=self.config.dataset.val_fraction,
+            marker=inbox.marker,
+            ignore=inbox.ignore,
+            move=move,
+        )
         self.observer.batch_processed(time.monotonic() - started, [why for _, why in result.quarantined])
         return result
 
     def train(self, version_id: int) -> CycleResult:
-        return run_cycle(self.store, self.registry, self.workspace, self.config, self.trainer, self.observer,
-                         version_id)
+        return run_cycle(
+            self.store, self.registry, self.workspace, self.config, self.trainer, self.observer, version_id
+        )
 
     def pending_version(self) -> int | None:
         """The newest version if no training has been tried on it and it can be trained."""
@@ -162,4 +178,3 @@ class DataRootLock:
             self._fh.truncate(0)
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
-

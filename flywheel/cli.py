@@ -36,14 +36,20 @@ T = TypeVar("T")
 
 Root = Annotated[
     Path,
-    typer.Option("--root", "-r", envvar="FLYWHEEL_ROOT", help="The data root (made by `flywheel init`).",
-                 file_okay=False),
+    typer.Option(
+        "--root", "-r", envvar="FLYWHEEL_ROOT", help="The data root (made by `flywheel init`).", file_okay=False
+    ),
 ]
 
 
 def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        datefmt="%Y-%m-%dT%H:%M:%S", stream=sys.stderr, force=True)
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
 
 
@@ -80,8 +86,12 @@ def run(root: Root = Path(".")) -> None:
 
 @app.command()
 def ingest(
-    path: Annotated[Path, typer.Argument(help="A batch folder: images, YOLO labels, data.yaml or classes.txt.",
-                                         exists=True, file_okay=False)],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A batch folder: images, YOLO labels, data.yaml or classes.txt.", exists=True, file_okay=False
+        ),
+    ],
     root: Root = Path("."),
 ) -> None:
     """Ingest a batch folder by hand, exactly as the daemon would. The folder is left as it is
@@ -91,8 +101,10 @@ def ingest(
     with _call(lambda: DataRootLock(application.layout.root)):
         result = _call(lambda: application.ingest(path.resolve(), move=False))
     b = result.batch
-    out.print(f"{batch_name(b.id or 0)} {b.state}: {result.accepted} images accepted, {result.new_images} new, "
-              f"{len(result.quarantined)} files quarantined")
+    out.print(
+        f"{batch_name(b.id or 0)} {b.state}: {result.accepted} images accepted, {result.new_images} new, "
+        f"{len(result.quarantined)} files quarantined"
+    )
     for rel, why in result.quarantined:
         out.print(f"  [yellow]quarantined[/yellow] {rel}: {why}", highlight=False)
     if b.reason:
@@ -118,8 +130,10 @@ def train(
         vid = _call(lambda: parse_id(version, "v")) if version else latest.id  # type: ignore[union-attr]
         result = _call(lambda: application.train(vid or 0))
     d = result.decision
-    out.print(f"run {run_name(result.run.id or 0)}: model {model_name(result.model.id or 0) if result.model else '-'} "
-              f"{d.explain() if d else ''}")
+    out.print(
+        f"run {run_name(result.run.id or 0)}: model {model_name(result.model.id or 0) if result.model else '-'} "
+        f"{d.explain() if d else ''}"
+    )
 
 
 @app.command()
@@ -133,8 +147,10 @@ def rollback(
     application = _call(lambda: App(root))
     target = _call(lambda: parse_id(to, "m")) if to else None
     entry = _call(lambda: application.registry.rollback(reason, to=target, actor=current_actor()))
-    out.print(f"production is now {model_name(entry.model_id)} (was {model_name(entry.previous_model_id or 0)}); "
-              f"recorded for {entry.actor}: {entry.reason}")
+    out.print(
+        f"production is now {model_name(entry.model_id)} (was {model_name(entry.previous_model_id or 0)}); "
+        f"recorded for {entry.actor}: {entry.reason}"
+    )
 
 
 @app.command()
@@ -145,18 +161,36 @@ def status(root: Root = Path(".")) -> None:
     prod = store.production()
     latest = store.latest_version()
     out.print(f"data root: {application.layout.root}")
-    out.print(f"production: {model_name(prod.id or 0) + ' (' + version_name(prod.version_id) + ')' if prod else 'none'}")
-    out.print(f"newest version: {version_name(latest.id or 0) if latest else 'none'}"
-              + (f" ({latest.train_images} train / {latest.val_images} val images)" if latest else ""))
+    out.print(
+        f"production: {model_name(prod.id or 0) + ' (' + version_name(prod.version_id) + ')' if prod else 'none'}"
+    )
+    out.print(
+        f"newest version: {version_name(latest.id or 0) if latest else 'none'}"
+        + (f" ({latest.train_images} train / {latest.val_images} val images)" if latest else "")
+    )
     table = Table("run", "version", "state", "start", "epochs", "model", "error", title="training runs")
     for r in store.runs()[-10:]:
-        table.add_row(run_name(r.id or 0), version_name(r.version_id), r.state, r.start_kind,
-                      f"{r.epochs_done}/{r.epochs}", model_name(r.model_id) if r.model_id else "-", r.error or "")
+        table.add_row(
+            run_name(r.id or 0),
+            version_name(r.version_id),
+            r.state,
+            r.start_kind,
+            f"{r.epochs_done}/{r.epochs}",
+            model_name(r.model_id) if r.model_id else "-",
+            r.error or "",
+        )
     out.print(table)
     batches = Table("batch", "name", "state", "accepted", "new", "quarantined", "version", title="batches")
     for b in store.batches()[-10:]:
-        batches.add_row(batch_name(b.id or 0), b.name, b.state, str(b.images_ok), str(b.images_new),
-                        str(b.quarantined), version_name(b.version_id) if b.version_id else "-")
+        batches.add_row(
+            batch_name(b.id or 0),
+            b.name,
+            b.state,
+            str(b.images_ok),
+            str(b.images_new),
+            str(b.quarantined),
+            version_name(b.version_id) if b.version_id else "-",
+        )
     out.print(batches)
 
 
@@ -166,9 +200,15 @@ def versions(root: Root = Path(".")) -> None:
     store = _call(lambda: App(root)).store
     table = Table("version", "parent", "created (UTC)", "train", "val", "boxes", "classes")
     for v in store.versions():
-        table.add_row(version_name(v.id or 0), version_name(v.parent_id) if v.parent_id else "-",
-                      f"{v.created_at:%Y-%m-%d %H:%M:%S}", str(v.train_images), str(v.val_images), str(v.boxes),
-                      ", ".join(v.class_names))
+        table.add_row(
+            version_name(v.id or 0),
+            version_name(v.parent_id) if v.parent_id else "-",
+            f"{v.created_at:%Y-%m-%d %H:%M:%S}",
+            str(v.train_images),
+            str(v.val_images),
+            str(v.boxes),
+            ", ".join(v.class_names),
+        )
     out.print(table)
 
 
@@ -180,18 +220,29 @@ def models(root: Root = Path(".")) -> None:
     table = Table("model", "status", "version", "run", "parent", "mAP50-95", "mAP50", "sha256")
     for m in store.models():
         score = store.evaluation(m.sha256, store.version(m.version_id).val_sha256)
-        table.add_row(model_name(m.id or 0), m.status, version_name(m.version_id), run_name(m.run_id),
-                      model_name(m.parent_model_id) if m.parent_model_id else "-",
-                      f"{score.map50_95:.4f}" if score else "-", f"{score.map50:.4f}" if score else "-",
-                      m.sha256[:12])
+        table.add_row(
+            model_name(m.id or 0),
+            m.status,
+            version_name(m.version_id),
+            run_name(m.run_id),
+            model_name(m.parent_model_id) if m.parent_model_id else "-",
+            f"{score.map50_95:.4f}" if score else "-",
+            f"{score.map50:.4f}" if score else "-",
+            m.sha256[:12],
+        )
     out.print(table)
 
 
 @app.command()
 def demo(
     directory: Annotated[Path, typer.Argument(help="Data root to create for the demo.")] = Path("demo-data"),
-    sample: Annotated[Path | None, typer.Option(help="A YOLO dataset (images/, labels/, data.yaml) to take the "
-                                                     "batch from; default: BCCD if found, else generated images.")] = None,
+    sample: Annotated[
+        Path | None,
+        typer.Option(
+            help="A YOLO dataset (images/, labels/, data.yaml) to take the "
+            "batch from; default: BCCD if found, else generated images."
+        ),
+    ] = None,
     images: Annotated[int, typer.Option(help="Images in the demo batch.")] = 40,
 ) -> None:
     """Set up a data root, run the daemon, drop one sample batch, wait for a promoted model."""
@@ -209,7 +260,8 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     pass

@@ -42,9 +42,7 @@ class ModelConfig(_Section):
     @classmethod
     def _known_kind(cls, value: str) -> str:
         if not value.endswith((".yaml", ".yml", ".pt")):
-            raise ValueError(
-                "must be a model YAML (e.g. yolov8n.yaml, trains from scratch) or a path to a .pt"
-            )
+            raise ValueError("must be a model YAML (e.g. yolov8n.yaml, trains from scratch) or a path to a .pt")
         return value
 
 
@@ -106,9 +104,11 @@ def parse(data: dict[str, Any], source: str = CONFIG_NAME) -> Config:
         problems = []
         for err in exc.errors():
             key = ".".join(str(part) for part in err["loc"]) or "(top level)"
-            msg = "unknown key (check its spelling against the documented config.toml)" if (
-                err["type"] == "extra_forbidden"
-            ) else err["msg"]
+            msg = (
+                "unknown key (check its spelling against the documented config.toml)"
+                if (err["type"] == "extra_forbidden")
+                else err["msg"]
+            )
             problems.append(f"{source}: key `{key}`: {msg}")
         raise ConfigError("\n".join(problems)) from None
 
@@ -119,9 +119,7 @@ def load(data_root: Path) -> Config:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(
-            f"{path} not found: run `flywheel init {data_root}` to create a data root"
-        ) from None
+        raise ConfigError(f"{path} not found: run `flywheel init {data_root}` to create a data root") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the line it names") from None
     config = parse(raw, str(path))

@@ -54,8 +54,13 @@ def trainable(store: Store, version_id: int) -> str | None:
 
 
 def run_cycle(
-    store: Store, registry: Registry, workspace: Workspace, config: Config, trainer: Trainer,
-    observer: Observer, version_id: int,
+    store: Store,
+    registry: Registry,
+    workspace: Workspace,
+    config: Config,
+    trainer: Trainer,
+    observer: Observer,
+    version_id: int,
 ) -> CycleResult:
     version = store.version(version_id)
     data_yaml = materialize(
@@ -77,20 +82,47 @@ def run_cycle(
             evaluate.append(EvalTarget("production", start))
     threads = t.threads or os.cpu_count() or 1
     run = store.create_run(
-        version_id=version_id, start_kind=kind, start_model_id=production.id if production else None,
-        start_checkpoint=start, epochs=epochs,
-        params={"imgsz": t.imgsz, "batch": t.batch, "device": t.device, "threads": threads, "seed": t.seed,
-                "patience": t.patience, "epochs": epochs},
+        version_id=version_id,
+        start_kind=kind,
+        start_model_id=production.id if production else None,
+        start_checkpoint=start,
+        epochs=epochs,
+        params={
+            "imgsz": t.imgsz,
+            "batch": t.batch,
+            "device": t.device,
+            "threads": threads,
+            "seed": t.seed,
+            "patience": t.patience,
+            "epochs": epochs,
+        },
     )
     assert run.id is not None
     spec = TrainSpec(
-        run_id=run.id, data_yaml=str(data_yaml), out_dir=str(workspace.runs / run_name(run.id)), start=start,
-        start_kind=kind, epochs=epochs, imgsz=t.imgsz, batch=t.batch, device=t.device, threads=threads,
-        seed=t.seed, patience=t.patience, class_names=version.class_names, evaluate=evaluate,
+        run_id=run.id,
+        data_yaml=str(data_yaml),
+        out_dir=str(workspace.runs / run_name(run.id)),
+        start=start,
+        start_kind=kind,
+        epochs=epochs,
+        imgsz=t.imgsz,
+        batch=t.batch,
+        device=t.device,
+        threads=threads,
+        seed=t.seed,
+        patience=t.patience,
+        class_names=version.class_names,
+        evaluate=evaluate,
     )
     store.update_run(run.id, RunState.RUNNING)
-    log.info("run %s started: %s on %s from %s, %d epochs", run_name(run.id), kind, version_name(version_id),
-             model_name(production.id or 0) if production else start, epochs)
+    log.info(
+        "run %s started: %s on %s from %s, %d epochs",
+        run_name(run.id),
+        kind,
+        version_name(version_id),
+        model_name(production.id or 0) if production else start,
+        epochs,
+    )
     observer.training_started(run.id, kind, epochs)
     started = time.monotonic()
     run_id = run.id
@@ -98,12 +130,21 @@ def run_cycle(
     def on_event(event: Event) -> None:
         observer.training_event(event)
         if event["event"] == EPOCH:
-            fields = {k: event[k] for k in ("box_loss", "cls_loss", "dfl_loss", "precision", "recall", "map50",
-                                             "map50_95", "seconds")}
+            fields = {
+                k: event[k]
+                for k in ("box_loss", "cls_loss", "dfl_loss", "precision", "recall", "map50", "map50_95", "seconds")
+            }
             store.add_epoch(EpochRow(run_id=run_id, epoch=event["epoch"], **fields))
             store.update_run(run_id, epochs_done=event["epoch"])
-            log.info("run %s epoch %d/%d: mAP50-95 %.4f box_loss %.3f (%.1fs)", run_name(run_id), event["epoch"],
-                     event["epochs"], event["map50_95"], event["box_loss"], event["seconds"])
+            log.info(
+                "run %s epoch %d/%d: mAP50-95 %.4f box_loss %.3f (%.1fs)",
+                run_name(run_id),
+                event["epoch"],
+                event["epochs"],
+                event["map50_95"],
+                event["box_loss"],
+                event["seconds"],
+            )
         elif event["event"] == WARM_START:
             store.update_run(run_id, warm_tensors_matched=event["matched"], warm_tensors_total=event["total"])
 
@@ -129,12 +170,21 @@ def run_cycle(
         production_score = scores.get("production") or _from_row(cached_production)
         _cache(store, production.sha256, version.val_sha256, version_id, production_score)
     decision = decide(scores["candidate"], production_score, config.gate.tolerance)
-    store.add_gate_decision(GateRow(
-        run_id=run.id, version_id=version_id, eval_sha256=version.val_sha256, candidate_model_id=candidate.id,
-        production_model_id=production.id if production else None, candidate_map=decision.candidate_map,
-        production_map=decision.production_map, margin=decision.margin, tolerance=decision.tolerance,
-        outcome=decision.outcome, rule=decision.rule,
-    ))
+    store.add_gate_decision(
+        GateRow(
+            run_id=run.id,
+            version_id=version_id,
+            eval_sha256=version.val_sha256,
+            candidate_model_id=candidate.id,
+            production_model_id=production.id if production else None,
+            candidate_map=decision.candidate_map,
+            production_map=decision.production_map,
+            margin=decision.margin,
+            tolerance=decision.tolerance,
+            outcome=decision.outcome,
+            rule=decision.rule,
+        )
+    )
     if decision.outcome is Outcome.PROMOTE:
         registry.promote(candidate.id, reason=decision.explain())
     else:
@@ -155,10 +205,18 @@ def _from_row(row: EvaluationRow | None) -> Score:
 
 
 def _cache(store: Store, model_sha: str, eval_sha: str, version_id: int, score: Score) -> None:
-    store.put_evaluation(EvaluationRow(
-        model_sha256=model_sha, eval_sha256=eval_sha, version_id=version_id, map50_95=score.map50_95,
-        map50=score.map50, precision=score.precision, recall=score.recall, per_class=score.per_class,
-    ))
+    store.put_evaluation(
+        EvaluationRow(
+            model_sha256=model_sha,
+            eval_sha256=eval_sha,
+            version_id=version_id,
+            map50_95=score.map50_95,
+            map50=score.map50,
+            precision=score.precision,
+            recall=score.recall,
+            per_class=score.per_class,
+        )
+    )
 
 
 __all__ = ["CycleResult", "ModelStatus", "Workspace", "run_cycle", "trainable"]

@@ -107,8 +107,9 @@ class Daemon:
             result = self.app.ingest(batch_dir, move=True)
         except FlywheelError as exc:
             self.tracker.hold(batch_dir.name)
-            log.error("batch %s left in the inbox, to be retried when it changes or on restart: %s",
-                      batch_dir.name, exc)
+            log.error(
+                "batch %s left in the inbox, to be retried when it changes or on restart: %s", batch_dir.name, exc
+            )
             return
         self.tracker.forget(batch_dir.name)
         b = result.batch
@@ -116,7 +117,11 @@ class Daemon:
             return  # the ingest service logged why, and where the files went
         log.info(
             "batch %s ingested: %d images accepted (%d new, %d relabelled), %d files quarantined%s, %s",
-            batch_name(b.id or 0), result.accepted, result.new_images, result.relabelled, len(result.quarantined),
+            batch_name(b.id or 0),
+            result.accepted,
+            result.new_images,
+            result.relabelled,
+            len(result.quarantined),
             f" to {b.quarantine_dir}" if result.quarantined else "",
             f"new version {version_name(result.version.id or 0)}" if result.version else "no new version",
         )

@@ -95,7 +95,7 @@ def run_demo(directory: Path, sample: Path | None, images: int, console: Console
         pool = sorted(sample.glob("images/*/*.jpg"))
         random.Random(0).shuffle(pool)
         for n in range(2):
-            batches.append(yolo_subset(sample, staging / f"batch{n + 1}", pool[n * images:(n + 1) * images], names))
+            batches.append(yolo_subset(sample, staging / f"batch{n + 1}", pool[n * images : (n + 1) * images], names))
         console.print(f"demo batches: 2 x {images} images from {sample.resolve()}")
     else:
         for n in range(2):

@@ -52,9 +52,7 @@ _TRANSITIONS: dict[type[StrEnum], dict[StrEnum, frozenset[StrEnum]]] = {
     },
     RunState: {
         RunState.QUEUED: frozenset({RunState.RUNNING, RunState.CANCELLED}),
-        RunState.RUNNING: frozenset(
-            {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.INTERRUPTED}
-        ),
+        RunState.RUNNING: frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.INTERRUPTED}),
         RunState.INTERRUPTED: frozenset({RunState.QUEUED, RunState.CANCELLED}),
         RunState.SUCCEEDED: frozenset(),
         RunState.FAILED: frozenset(),
@@ -100,9 +98,7 @@ def split_of(image_sha256: str, val_fraction: float) -> str:
     return "val" if int(image_sha256[:8], 16) / 2**32 < val_fraction else "train"
 
 
-def merge_class_map(
-    project: Iterable[str], batch: Iterable[str]
-) -> tuple[list[str], dict[int, int]]:
+def merge_class_map(project: Iterable[str], batch: Iterable[str]) -> tuple[list[str], dict[int, int]]:
     """Fold a batch's class names into the project's class map.
 
     Returns the new project map and, for each batch class id, the project id it becomes.
@@ -119,8 +115,7 @@ def merge_class_map(
             raise BatchRejected(f"class id {batch_id} has an empty name; give every class a name")
         if name in seen:
             raise BatchRejected(
-                f"class name {name!r} appears twice in the batch's class list; "
-                "each name must be listed once"
+                f"class name {name!r} appears twice in the batch's class list; each name must be listed once"
             )
         seen.add(name)
         if name not in index:
@@ -141,9 +136,7 @@ class ManifestItem:
     boxes: int
 
 
-def next_manifest(
-    parent: Mapping[str, ManifestItem], new: Iterable[ManifestItem]
-) -> dict[str, ManifestItem]:
+def next_manifest(parent: Mapping[str, ManifestItem], new: Iterable[ManifestItem]) -> dict[str, ManifestItem]:
     """Parent manifest plus the new items; a re-labelled image takes its new label."""
     merged = dict(parent)
     for item in new:

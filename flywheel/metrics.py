@@ -32,7 +32,9 @@ class LiveMetrics:
     def __init__(self, registry: CollectorRegistry):
         Info("flywheel_build", "flywheel's version", registry=registry).info({"version": __version__})
         self.batch_seconds = Histogram(
-            "flywheel_batch_processing_seconds", "Time to ingest one batch", registry=registry,
+            "flywheel_batch_processing_seconds",
+            "Time to ingest one batch",
+            registry=registry,
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
         )
         self.running = Gauge("flywheel_training_running", "1 while a training runs", registry=registry)
@@ -45,8 +47,11 @@ class LiveMetrics:
             "flywheel_training_batch_progress_ratio", "Share of the current epoch's batches done", registry=registry
         )
         self.duration = Histogram(
-            "flywheel_training_duration_seconds", "Wall time of training runs (train and eval)", ["outcome"],
-            registry=registry, buckets=_DURATION_BUCKETS,
+            "flywheel_training_duration_seconds",
+            "Wall time of training runs (train and eval)",
+            ["outcome"],
+            registry=registry,
+            buckets=_DURATION_BUCKETS,
         )
 
     # --- Observer -------------------------------------------------------------------------
@@ -88,8 +93,12 @@ class StateCollector(Collector):
 
     def _collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily]:
         counts = self.store.counts()
-        yield CounterMetricFamily("flywheel_images_ingested", "Images accepted into the store", value=counts["images_ingested"])
-        yield CounterMetricFamily("flywheel_files_quarantined", "Files moved to quarantine", value=counts["images_quarantined"])
+        yield CounterMetricFamily(
+            "flywheel_images_ingested", "Images accepted into the store", value=counts["images_ingested"]
+        )
+        yield CounterMetricFamily(
+            "flywheel_files_quarantined", "Files moved to quarantine", value=counts["images_quarantined"]
+        )
         batches = CounterMetricFamily("flywheel_batches", "Batches by final state", labels=["state"])
         for state in ("ingested", "rejected"):
             batches.add_metric([state], counts["batches"].get(state, 0))
@@ -98,9 +107,15 @@ class StateCollector(Collector):
         for state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.INTERRUPTED):
             runs.add_metric([state.value], counts["runs"].get(state, 0))
         yield runs
-        yield CounterMetricFamily("flywheel_promotions", "Models promoted to production", value=counts["ledger"].get("promote", 0))
-        yield CounterMetricFamily("flywheel_rollbacks", "Rollbacks of production", value=counts["ledger"].get("rollback", 0))
-        yield CounterMetricFamily("flywheel_rejections", "Candidates rejected by the gate", value=counts["gate"].get("reject", 0))
+        yield CounterMetricFamily(
+            "flywheel_promotions", "Models promoted to production", value=counts["ledger"].get("promote", 0)
+        )
+        yield CounterMetricFamily(
+            "flywheel_rollbacks", "Rollbacks of production", value=counts["ledger"].get("rollback", 0)
+        )
+        yield CounterMetricFamily(
+            "flywheel_rejections", "Candidates rejected by the gate", value=counts["gate"].get("reject", 0)
+        )
 
         latest = self.store.latest_version()
         versions = GaugeMetricFamily("flywheel_dataset_version", "Id of the newest dataset version (0: none)")
@@ -130,8 +145,14 @@ class StateCollector(Collector):
                 for metric in ("map50_95", "map50", "precision", "recall"):
                     score.add_metric([role, metric], getattr(row, metric))
         if production is not None:
-            info.add_metric([], {"id": model_name(production.id or 0), "version": version_name(production.version_id),
-                                 "sha256": production.sha256[:12]})
+            info.add_metric(
+                [],
+                {
+                    "id": model_name(production.id or 0),
+                    "version": version_name(production.version_id),
+                    "sha256": production.sha256[:12],
+                },
+            )
         yield score
         yield info
         decisions = self.store.gate_decisions()

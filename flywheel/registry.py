@@ -43,7 +43,10 @@ class Registry:
     ) -> ModelRow:
         sha = self.checkpoints.put_file(best_pt)
         return self.store.add_model(
-            sha256=sha, run_id=run_id, version_id=version_id, parent_model_id=parent_model_id,
+            sha256=sha,
+            run_id=run_id,
+            version_id=version_id,
+            parent_model_id=parent_model_id,
             class_names=class_names,
         )
 
@@ -118,10 +121,14 @@ class Registry:
             "parent": model_name(model.parent_model_id) if model.parent_model_id else None,
             "promoted_at": as_utc(model.promoted_at).isoformat() if model.promoted_at else None,
             "classes": model.class_names,
-            "metrics": None if score is None else {
+            "metrics": None
+            if score is None
+            else {
                 "eval_set": f"{version_name(model.version_id)}/val",
-                "map50_95": score.map50_95, "map50": score.map50,
-                "precision": score.precision, "recall": score.recall, "per_class": score.per_class,
+                "map50_95": score.map50_95,
+                "map50": score.map50,
+                "precision": score.precision,
+                "recall": score.recall,
+                "per_class": score.per_class,
             },
         }
-

@@ -65,6 +65,4 @@ def _parse_line(line: str, number: int, class_count: int) -> Box:
 
 def normalised(boxes: list[Box], remap: Mapping[int, int]) -> bytes:
     """The stored form: project class ids, fixed precision, LF line endings."""
-    return "".join(
-        f"{remap[b.cls]} {b.cx:.6f} {b.cy:.6f} {b.w:.6f} {b.h:.6f}\n" for b in boxes
-    ).encode()
+    return "".join(f"{remap[b.cls]} {b.cx:.6f} {b.cy:.6f} {b.w:.6f} {b.h:.6f}\n" for b in boxes).encode()

@@ -32,9 +32,7 @@ class Layout:
 
 def list_files(root: Path) -> list[str]:
     """Every regular file under `root`, as sorted POSIX relpaths (symlinks are not followed)."""
-    return sorted(
-        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.is_symlink()
-    )
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def read_layout(root: Path, files: list[str], marker: str, ignore: list[str]) -> Layout:

@@ -76,7 +76,10 @@ def ingest_batch(
         if move:
             _move(batch_dir, paths.done / label)  # only empty folders remain: keep the inbox clear
         result.batch = store.update_batch(
-            batch.id, BatchState.REJECTED, reason=str(exc), quarantined=len(files),
+            batch.id,
+            BatchState.REJECTED,
+            reason=str(exc),
+            quarantined=len(files),
             quarantine_dir=str(paths.quarantine / label),
         )
         log.warning("batch %s rejected: %s (files in %s)", label, exc, paths.quarantine / label)

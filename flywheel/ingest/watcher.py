@@ -109,7 +109,9 @@ class InboxWatcher:
     def __init__(self, tracker: SettleTracker, wake: Callable[[], None]):
         self.tracker = tracker
         self._observer = Observer()
-        self._observer.schedule(_Handler(tracker.inbox.resolve(), tracker, wake), str(tracker.inbox.resolve()), recursive=True)
+        self._observer.schedule(
+            _Handler(tracker.inbox.resolve(), tracker, wake), str(tracker.inbox.resolve()), recursive=True
+        )
 
     def start(self) -> None:
         self._observer.start()

@@ -7,11 +7,11 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from flywheel.domain import (
     BatchState,
@@ -42,9 +42,7 @@ from flywheel.store.tables import (
 
 def manifest_hash(items: Mapping[str, ManifestItem], split: str | None = None) -> str:
     lines = sorted(
-        f"{i.image_sha256} {i.label_sha256} {i.split}"
-        for i in items.values()
-        if split is None or i.split == split
+        f"{i.image_sha256} {i.label_sha256} {i.split}" for i in items.values() if split is None or i.split == split
     )
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
@@ -92,10 +90,7 @@ class Store:
     def manifest(self, version_id: int) -> dict[str, ManifestItem]:
         with session(self.engine) as s:
             rows = s.exec(select(VersionItemRow).where(VersionItemRow.version_id == version_id))
-            return {
-                r.image_sha256: ManifestItem(r.image_sha256, r.label_sha256, r.ext, r.split, r.boxes)
-                for r in rows
-            }
+            return {r.image_sha256: ManifestItem(r.image_sha256, r.label_sha256, r.ext, r.split, r.boxes) for r in rows}
 
     def create_version(
         self,
@@ -263,6 +258,7 @@ class Store:
     # --- aggregates for metrics and status ------------------------------------------------
     def counts(self) -> dict[str, Any]:
         with session(self.engine) as s:
+
             def grouped(column: Any, model: Any) -> dict[str, int]:
                 return {k: int(v) for k, v in s.exec(select(column, func.count()).select_from(model).group_by(column))}
 
@@ -279,10 +275,13 @@ class Store:
             }
 
 
-_LISTING = {ModelRow: "flywheel models", VersionRow: "flywheel versions", RunRow: "flywheel status"}
+_LISTING: dict[type, str] = {ModelRow: "flywheel models", VersionRow: "flywheel versions", RunRow: "flywheel status"}
 
 
-def _get(s: Any, table: Any, key: int, name: str) -> Any:
+Row = TypeVar("Row", BatchRow, VersionRow, RunRow, ModelRow)
+
+
+def _get(s: Session, table: type[Row], key: int, name: str) -> Row:
     row = s.get(table, key)
     if row is None:
         listing = _LISTING.get(table, "flywheel status")

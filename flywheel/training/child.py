@@ -70,8 +70,12 @@ def train(spec: TrainSpec, report: Reporter) -> Path:
         state["epoch"] = trainer.epoch
 
     def on_batch_end(trainer: Any) -> None:
-        report.progress(epoch=trainer.epoch + 1, epochs=trainer.epochs, batch=state.get("batch", 0) + 1,
-                        batches=len(trainer.train_loader))
+        report.progress(
+            epoch=trainer.epoch + 1,
+            epochs=trainer.epochs,
+            batch=state.get("batch", 0) + 1,
+            batches=len(trainer.train_loader),
+        )
         state["batch"] = state.get("batch", 0) + 1
 
     def on_fit_epoch_end(trainer: Any) -> None:
@@ -141,7 +145,11 @@ def _weights_from(model: Any, checkpoint: Path) -> tuple[int, int]:
             continue
         total += 1
         other = source.get(name)
-        if other is not None and other.shape == tensor.shape and torch.equal(other.half(), tensor.detach().cpu().half()):
+        if (
+            other is not None
+            and other.shape == tensor.shape
+            and torch.equal(other.half(), tensor.detach().cpu().half())
+        ):
             matched += 1
     return matched, total
 
@@ -151,15 +159,30 @@ def evaluate(spec: TrainSpec, checkpoint: Path, role: str, report: Reporter) -> 
 
     started = time.monotonic()
     metrics = YOLO(str(checkpoint)).val(
-        data=spec.data_yaml, split="val", imgsz=spec.imgsz, batch=spec.batch, device=spec.device,
-        plots=False, project=spec.out_dir, name=f"eval-{role}", exist_ok=True, verbose=False,
+        data=spec.data_yaml,
+        split="val",
+        imgsz=spec.imgsz,
+        batch=spec.batch,
+        device=spec.device,
+        plots=False,
+        project=spec.out_dir,
+        name=f"eval-{role}",
+        exist_ok=True,
+        verbose=False,
     )
     box = metrics.box
     names = metrics.names
     per_class = {names[int(c)]: float(ap) for c, ap in zip(box.ap_class_index, box.ap, strict=True)}
     report.send(
-        EVALUATED, role=role, checkpoint=str(checkpoint), map50_95=float(box.map), map50=float(box.map50),
-        precision=float(box.mp), recall=float(box.mr), per_class=per_class, seconds=time.monotonic() - started,
+        EVALUATED,
+        role=role,
+        checkpoint=str(checkpoint),
+        map50_95=float(box.map),
+        map50=float(box.map50),
+        precision=float(box.mp),
+        recall=float(box.mr),
+        per_class=per_class,
+        seconds=time.monotonic() - started,
     )
 
 

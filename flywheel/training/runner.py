@@ -59,8 +59,11 @@ class SubprocessTrainer:
             try:
                 self._proc = subprocess.Popen(
                     [self.python, "-m", "flywheel.training.child", str(spec_path)],
-                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    pass_fds=(write_fd,), env=env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    pass_fds=(write_fd,),
+                    env=env,
                 )
             finally:
                 os.close(write_fd)  # the child holds the only writer: EOF when it exits

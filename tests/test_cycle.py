@@ -1,0 +1,87 @@
+"""The cycle's policy with a fake trainer: start points, gate outcomes, score caching, failures.
+
+The same path with the real Ultralytics child is proven in test_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flywheel.app import App
+from flywheel.demo import synthetic_batch
+from flywheel.domain import ModelStatus, RunState, StartKind
+from flywheel.errors import TrainingError
+from flywheel.gate import Outcome
+from tests.fakes import FakeTrainer
+
+
+def _ingest(app: App, tmp_path: Path, seed: int) -> int:
+    batch = synthetic_batch(tmp_path / f"batch{seed}", 12, seed=seed)
+    result = app.ingest(batch, move=False)
+    assert result.version is not None and result.version.id is not None
+    return result.version.id
+
+
+def test_first_model_trains_from_base_and_is_promoted(data_root, tmp_path):
+    trainer = FakeTrainer([0.2])
+    app = App(data_root, trainer=trainer)
+    result = app.train(_ingest(app, tmp_path, 1))
+    spec = trainer.specs[0]
+    assert spec.start_kind == StartKind.SCRATCH and spec.start == "yolov8n.yaml" and spec.epochs == 2
+    assert [t.role for t in spec.evaluate] == ["candidate"]
+    assert result.decision is not None and result.decision.outcome is Outcome.PROMOTE
+    assert app.store.production().id == result.model.id
+    assert result.run.state == RunState.SUCCEEDED
+    assert [e.map50_95 for e in app.store.epochs(result.run.id)] == [0.2]
+
+
+def test_second_model_warm_starts_from_production_checkpoint(data_root, tmp_path):
+    trainer = FakeTrainer([0.2, 0.3], production_map=0.25)
+    app = App(data_root, trainer=trainer)
+    first = app.train(_ingest(app, tmp_path, 1)).model
+    second = app.train(_ingest(app, tmp_path, 2))
+    spec = trainer.specs[1]
+    assert spec.start_kind == StartKind.WARM and spec.epochs == 1
+    assert Path(spec.start) == app.registry.checkpoint(first)
+    assert second.run.start_model_id == first.id and second.model.parent_model_id == first.id
+    # production was re-scored on the new version's val split, not on its own old one
+    assert [t.role for t in spec.evaluate] == ["candidate", "production"]
+    gate = app.store.gate_decisions()[-1]
+    assert gate.production_map == 0.25 and gate.candidate_map == 0.3 and gate.margin == pytest.approx(0.05)
+    assert app.store.production().id == second.model.id
+    assert app.store.model(first.id).status == ModelStatus.RETIRED
+
+
+def test_worse_candidate_is_rejected_and_production_stays(data_root, tmp_path):
+    trainer = FakeTrainer([0.4, 0.1], production_map=0.4)
+    app = App(data_root, trainer=trainer)
+    first = app.train(_ingest(app, tmp_path, 1)).model
+    second = app.train(_ingest(app, tmp_path, 2))
+    assert second.decision.outcome is Outcome.REJECT
+    assert second.model.status == ModelStatus.REJECTED
+    assert app.store.production().id == first.id
+    assert (data_root / "production" / "model.json").read_text().count('"m0001"') == 1
+
+
+def test_cached_production_score_is_not_recomputed(data_root, tmp_path):
+    trainer = FakeTrainer([0.4, 0.1, 0.2], production_map=0.4)
+    app = App(data_root, trainer=trainer)
+    app.train(_ingest(app, tmp_path, 1))
+    version = _ingest(app, tmp_path, 2)
+    app.train(version)  # rejected: production scored on this version once
+    app.train(version)  # same production, same eval set: the cached score is used
+    assert [t.role for t in trainer.specs[2].evaluate] == ["candidate"]
+    assert app.store.gate_decisions()[-1].production_map == 0.4
+
+
+def test_failed_training_is_recorded_and_leaves_production_alone(data_root, tmp_path):
+    app = App(data_root, trainer=FakeTrainer([], fail=True))
+    version = _ingest(app, tmp_path, 1)
+    with pytest.raises(TrainingError, match="train.log"):
+        app.train(version)
+    run = app.store.runs()[-1]
+    assert run.state == RunState.FAILED and "boom" in run.error
+    assert app.store.models() == [] and app.store.production() is None
+    assert app.pending_version() is None  # not retried in a loop on the same version

@@ -1,0 +1,106 @@
+"""Registry: production pointer, atomic production/ folder, rollback, checkpoint integrity."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlmodel import Session
+
+from flywheel.app import App
+from flywheel.demo import synthetic_batch
+from flywheel.domain import ModelStatus
+from flywheel.errors import IntegrityError, RegistryError
+from flywheel.store.tables import ModelRow
+from tests.fakes import FakeTrainer
+
+
+def _three_generations(data_root: Path, tmp_path: Path) -> App:
+    app = App(data_root, trainer=FakeTrainer([0.1, 0.2, 0.3], production_map=0.0))
+    for seed in (1, 2, 3):
+        result = app.ingest(synthetic_batch(tmp_path / f"b{seed}", 12, seed=seed), move=False)
+        app.train(result.version.id)
+    assert app.store.production().id == 3
+    return app
+
+
+def _published(root: Path) -> dict:
+    return json.loads((root / "production" / "model.json").read_text())
+
+
+def test_production_folder_describes_the_production_model(data_root, tmp_path):
+    app = _three_generations(data_root, tmp_path)
+    described = _published(data_root)
+    assert described["id"] == "m0003" and described["parent"] == "m0002" and described["version"] == "v0003"
+    assert described["metrics"]["map50_95"] == 0.3
+    assert (data_root / "production").is_symlink()
+    assert os.path.samefile(data_root / "production" / "model.pt", app.registry.checkpoint(app.store.model(3)))
+
+
+def test_rollback_goes_one_generation_back_each_time(data_root, tmp_path):
+    app = _three_generations(data_root, tmp_path)
+    started = time.perf_counter()
+    entry = app.registry.rollback("bad on site B", actor="alice")
+    elapsed = time.perf_counter() - started
+    assert (entry.model_id, entry.previous_model_id, entry.actor, entry.reason) == (2, 3, "alice", "bad on site B")
+    assert elapsed < 1.0  # no training, no evaluation
+    assert _published(data_root)["id"] == "m0002"
+    assert app.store.model(3).status == ModelStatus.RETIRED
+    app.registry.rollback("still bad", actor="alice")
+    assert app.store.production().id == 1
+    with pytest.raises(RegistryError, match="nothing to roll back to"):
+        app.registry.rollback("again", actor="alice")
+    assert [e.action for e in app.store.ledger()] == ["promote", "promote", "promote", "rollback", "rollback"]
+
+
+def test_rollback_to_a_named_retired_model(data_root, tmp_path):
+    app = _three_generations(data_root, tmp_path)
+    app.registry.rollback("pin the first", to=1, actor="bob")
+    assert app.store.production().id == 1 and _published(data_root)["id"] == "m0001"
+
+
+def test_rollback_refuses_a_model_that_never_was_production(data_root, tmp_path):
+    app = App(data_root, trainer=FakeTrainer([0.5, 0.1], production_map=0.5))
+    for seed in (1, 2):
+        app.train(app.ingest(synthetic_batch(tmp_path / f"b{seed}", 12, seed=seed), move=False).version.id)
+    assert app.store.model(2).status == ModelStatus.REJECTED
+    with pytest.raises(RegistryError, match="m0002 is rejected"):
+        app.registry.rollback("try the rejected one", to=2, actor="eve")
+    assert app.store.production().id == 1
+
+
+def test_rollback_without_production_is_a_clear_error(data_root):
+    with pytest.raises(RegistryError, match="no model is in production"):
+        App(data_root).registry.rollback("nothing yet")
+
+
+def test_a_changed_checkpoint_is_refused_before_it_is_loaded_or_published(data_root, tmp_path):
+    app = _three_generations(data_root, tmp_path)
+    path = app.registry.checkpoint(app.store.model(2))
+    path.chmod(0o644)
+    path.write_bytes(b"tampered pickle")
+    with pytest.raises(IntegrityError, match="m0002"):
+        app.registry.rollback("go back", actor="alice")
+    assert app.store.production().id == 3  # nothing switched
+
+
+def test_database_allows_only_one_production_model(data_root, tmp_path):
+    app = _three_generations(data_root, tmp_path)
+    with Session(app.engine) as s:
+        row = s.get(ModelRow, 1)
+        row.status = ModelStatus.PRODUCTION
+        s.add(row)
+        with pytest.raises(SAIntegrityError):
+            s.commit()
+
+
+def test_publish_heals_a_production_folder_that_lags_the_database(data_root, tmp_path):
+    app = _three_generations(data_root, tmp_path)
+    app.store.set_production(2, "rollback", "crash-test", "simulated crash before the folder swap")
+    assert _published(data_root)["id"] == "m0003"  # the crash left the folder behind
+    app.registry.publish()
+    assert _published(data_root)["id"] == "m0002"
