@@ -79,7 +79,7 @@ def test_cached_production_score_is_not_recomputed(data_root, tmp_path):
 def test_failed_training_is_recorded_and_leaves_production_alone(data_root, tmp_path):
     app = App(data_root, trainer=FakeTrainer([], fail=True))
     version = _ingest(app, tmp_path, 1)
-    with pytest.raises(TrainingError, match="train.log"):
+    with pytest.raises(TrainingError, match=r"train\.log"):
         app.train(version)
     run = app.store.runs()[-1]
     assert run.state == RunState.FAILED and "boom" in run.error
