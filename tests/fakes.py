@@ -31,15 +31,36 @@ class FakeTrainer:
         best.write_bytes(f"fake checkpoint of run {spec.run_id}".encode())
         cand = self.candidate_maps.pop(0)
         events: list[Event] = [
-            {"event": EPOCH, "epoch": 1, "epochs": spec.epochs, "box_loss": 1.0, "cls_loss": 2.0, "dfl_loss": 3.0,
-             "precision": 0.1, "recall": 0.2, "map50": cand + 0.1, "map50_95": cand, "seconds": 0.5},
+            {
+                "event": EPOCH,
+                "epoch": 1,
+                "epochs": spec.epochs,
+                "box_loss": 1.0,
+                "cls_loss": 2.0,
+                "dfl_loss": 3.0,
+                "precision": 0.1,
+                "recall": 0.2,
+                "map50": cand + 0.1,
+                "map50_95": cand,
+                "seconds": 0.5,
+            },
             {"event": TRAINED, "best": str(best), "seconds": 1.0},
         ]
         for target in spec.evaluate:
             value = cand if target.role == "candidate" else self.production_map
-            events.append({"event": EVALUATED, "role": target.role, "checkpoint": target.checkpoint or str(best),
-                           "map50_95": value, "map50": value + 0.1, "precision": 0.5, "recall": 0.5,
-                           "per_class": {"red": value}, "seconds": 0.1})
+            events.append(
+                {
+                    "event": EVALUATED,
+                    "role": target.role,
+                    "checkpoint": target.checkpoint or str(best),
+                    "map50_95": value,
+                    "map50": value + 0.1,
+                    "precision": 0.5,
+                    "recall": 0.5,
+                    "per_class": {"red": value},
+                    "seconds": 0.1,
+                }
+            )
         for e in events:
             on_event(e)
         return events

@@ -118,8 +118,9 @@ def test_two_batches_make_two_models_the_second_warm_started_then_rollback(runni
         app.store.set_production(m2.id, "promote", "test", "so there is something to roll back")
         app.registry.publish()
     t0 = time.monotonic()
-    cli = subprocess.run([*FLYWHEEL, "rollback", "--root", str(root), "--reason", "e2e test"],
-                         capture_output=True, text=True)
+    cli = subprocess.run(
+        [*FLYWHEEL, "rollback", "--root", str(root), "--reason", "e2e test"], capture_output=True, text=True
+    )
     timings["rollback_cli_s"] = time.monotonic() - t0
     assert cli.returncode == 0, cli.stderr
     assert "production is now m0001" in cli.stdout
@@ -135,8 +136,11 @@ def test_two_batches_make_two_models_the_second_warm_started_then_rollback(runni
     (bad / "labels" / "s3_0001.txt").write_text("0 0.5 0.5 0.2\n")
     t0 = time.monotonic()
     drop(bad, root / "inbox")
-    batch3 = wait_for("batch 3", lambda: next((b for b in app.store.batches() if b.name == "batch3"
-                                               and b.state == "ingested"), None), daemon)
+    batch3 = wait_for(
+        "batch 3",
+        lambda: next((b for b in app.store.batches() if b.name == "batch3" and b.state == "ingested"), None),
+        daemon,
+    )
     timings["batch3_ingest_s"] = time.monotonic() - t0
     assert batch3.images_ok == 8 and batch3.quarantined == 4 and batch3.version_id == 3
     report = json.loads((root / "quarantine" / "b0003-batch3" / "report.json").read_text())
@@ -163,8 +167,9 @@ def test_cli_ingest_and_train_by_hand(tmp_path):
     (root / "config.toml").write_text(TINY_CONFIG.format(port=0))
     batch = synthetic_batch(tmp_path / "hand", 12, seed=5)
     before = sorted(p.relative_to(batch) for p in batch.rglob("*"))
-    ingest = subprocess.run([*FLYWHEEL, "ingest", str(batch), "--root", str(root)], capture_output=True, text=True,
-                            env=env)
+    ingest = subprocess.run(
+        [*FLYWHEEL, "ingest", str(batch), "--root", str(root)], capture_output=True, text=True, env=env
+    )
     assert ingest.returncode == 0, ingest.stderr
     assert "12 images accepted" in ingest.stdout and "v0001" in ingest.stdout
     assert sorted(p.relative_to(batch) for p in batch.rglob("*")) == before  # source left as it was

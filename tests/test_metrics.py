@@ -51,8 +51,10 @@ def test_a_promotion_and_a_rejection_reach_metrics(served, tmp_path):
     assert value(s, "flywheel_model_score", role="production", metric="map50_95") == 0.2
     assert value(s, "flywheel_model_score", role="candidate", metric="map50_95") == 0.1
     assert value(s, "flywheel_gate_margin") == pytest.approx(-0.1)
-    assert value(s, "flywheel_production_model_info", id="m0001", version="v0001",
-                 sha256=app.store.model(1).sha256[:12]) == 1
+    assert (
+        value(s, "flywheel_production_model_info", id="m0001", version="v0001", sha256=app.store.model(1).sha256[:12])
+        == 1
+    )
     # live instruments: the last epoch of the last run, and the durations
     assert value(s, "flywheel_training_epoch") == 1
     assert value(s, "flywheel_training_val", metric="map50_95") == 0.1
@@ -70,5 +72,7 @@ def test_a_rollback_from_another_process_shows_at_the_next_scrape(served, tmp_pa
     App(data_root).registry.rollback("from the CLI", actor="ops")  # a second App: as the CLI would
     s = scrape(port)
     assert value(s, "flywheel_rollbacks_total") == 1
-    assert value(s, "flywheel_production_model_info", id="m0001", version="v0001",
-                 sha256=app.store.model(1).sha256[:12]) == 1
+    assert (
+        value(s, "flywheel_production_model_info", id="m0001", version="v0001", sha256=app.store.model(1).sha256[:12])
+        == 1
+    )

@@ -26,6 +26,7 @@ class Layout:
     class_file: str
     pairs: list[tuple[str, str | None]] = field(default_factory=list)  # image, label (relpaths)
     orphan_labels: list[str] = field(default_factory=list)  # a .txt no image claims
+    refused: list[tuple[str, str]] = field(default_factory=list)  # relpath, reason
     unsupported: list[str] = field(default_factory=list)  # neither image, label nor metadata
     ignored: list[str] = field(default_factory=list)  # on the ignore list, or the marker
 
@@ -40,18 +41,25 @@ def read_layout(root: Path, files: list[str], marker: str, ignore: list[str]) ->
     layout = Layout(root, names, class_file)
     ignore_names = set(ignore) | {marker}
     images = [f for f in files if PurePosixPath(f).suffix.lower() in IMAGE_SUFFIXES]
-    claimed: set[str] = set()
+    claimed: dict[str, str] = {}
     present = set(files)
     for image in images:
         label = _label_for(image, present)
+        if label in claimed:  # x.png and x.jpg both map to x.txt: which one it describes is unknowable
+            layout.refused.append(
+                (image, f"its label {label} is also the label of {claimed[label]}; give each image its own label")
+            )
+            continue
         layout.pairs.append((image, label))
         if label:
-            claimed.add(label)
+            claimed[label] = image
     for f in files:
         name = PurePosixPath(f).name
         if f in claimed or f in images or f == class_file:
             continue
-        if name in ignore_names:
+        if name in CLASS_FILES:
+            layout.refused.append((f, f"a second class-name file; {class_file} was used"))
+        elif name in ignore_names:
             layout.ignored.append(f)
         elif f.endswith(".txt"):
             layout.orphan_labels.append(f)

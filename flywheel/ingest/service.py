@@ -89,6 +89,7 @@ def ingest_batch(
     bad = result.quarantined
     bad += [(f, "label file without a matching image") for f in layout.orphan_labels]
     bad += [(f, "not an image, label or class-name file") for f in layout.unsupported]
+    bad += layout.refused
     items: list[ManifestItem] = []
     seen: dict[str, str] = {}
     for image, label_file in layout.pairs:
@@ -136,8 +137,9 @@ def ingest_batch(
         batch.id,
         BatchState.INGESTED,
         images_ok=result.accepted,
+        files_versioned=2 * result.accepted + 1,  # each image, its label, and the class-name file
         images_new=result.new_images,
-        quarantined=len(bad),
+        quarantined=len({rel for rel, _ in bad}),
         ignored=len(result.ignored),
         version_id=result.version.id if result.version else None,
         quarantine_dir=str(paths.quarantine / label) if bad else None,
@@ -150,7 +152,7 @@ def _quarantine(
 ) -> None:
     target = paths.quarantine / label
     target.mkdir(parents=True, exist_ok=True)
-    for rel, _ in bad:
+    for rel in dict.fromkeys(rel for rel, _ in bad):  # once each, even if two reasons name it
         dest = target / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         (shutil.move if move else shutil.copy2)(str(batch_dir / rel), str(dest))

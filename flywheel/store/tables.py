@@ -30,7 +30,9 @@ class BatchRow(SQLModel, table=True):
     state: str
     received_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+    # Accounting: files == files_versioned + quarantined + ignored, once the batch is ingested.
     files: int = 0
+    files_versioned: int = 0
     images_ok: int = 0
     images_new: int = 0  # not already in the parent version with the same label
     quarantined: int = 0
