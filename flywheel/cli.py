@@ -28,6 +28,7 @@ app = typer.Typer(
     "version and model. Start with `flywheel init DIR`, then `flywheel run --root DIR` and drop labeled "
     "batches (images + YOLO labels + data.yaml or classes.txt) into DIR/inbox/.\n\n" + __doc__.split("\n\n")[1],
     no_args_is_help=True,
+    rich_markup_mode="markdown",
     add_completion=False,
 )
 out = Console()

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from flywheel.errors import BatchRejected, InvalidTransition
+from flywheel.errors import BatchRejected, InvalidTransition, UsageError
 
 
 class BatchState(StrEnum):
@@ -166,5 +166,5 @@ def parse_id(text: str, prefix: str) -> int:
     if raw.startswith(prefix):
         raw = raw[len(prefix) :]
     if not raw.isdigit():
-        raise ValueError(f"{text!r} is not an id like {prefix}0003 or 3")
+        raise UsageError(f"{text!r} is not an id like {prefix}0003 or 3")
     return int(raw)

@@ -21,6 +21,12 @@ class ConfigError(FlywheelError):
     exit_code = 2
 
 
+class UsageError(FlywheelError):
+    """A command-line argument is malformed (e.g. an id that is not like m0003)."""
+
+    exit_code = 2
+
+
 class DataRootError(FlywheelError):
     """The data root is missing, not initialised, or not writable."""
 

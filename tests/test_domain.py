@@ -17,7 +17,7 @@ from flywheel.domain import (
     parse_id,
     split_of,
 )
-from flywheel.errors import BatchRejected, InvalidTransition
+from flywheel.errors import BatchRejected, InvalidTransition, UsageError
 
 
 @pytest.mark.parametrize(
@@ -118,5 +118,5 @@ def test_parse_id(text, expected):
 
 
 def test_parse_id_refuses_junk():
-    with pytest.raises(ValueError, match="m0003"):
+    with pytest.raises(UsageError, match="m0003"):
         parse_id("model-three", "m")
