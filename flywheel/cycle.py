@@ -8,13 +8,12 @@ this one path with the real child process.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flywheel.config import Config, resolve
-from flywheel.domain import ModelStatus, RunState, StartKind, model_name, run_name, version_name
+from flywheel.config import Config
+from flywheel.domain import RunState, model_name, run_name, version_name
 from flywheel.errors import FlywheelError, TrainingCancelled
 from flywheel.gate import GateDecision, Outcome, Score, decide
 from flywheel.ports import Event, Observer, Trainer
@@ -22,7 +21,8 @@ from flywheel.registry import Registry
 from flywheel.store import ObjectStore, Store
 from flywheel.store.materialize import materialize
 from flywheel.store.tables import EpochRow, EvaluationRow, GateRow, ModelRow, RunRow
-from flywheel.training.spec import EPOCH, EVALUATED, TRAINED, WARM_START, EvalTarget, TrainSpec
+from flywheel.training.plan import build_spec, choose_start, resolve_params
+from flywheel.training.spec import EPOCH, EVALUATED, TRAINED, WARM_START, EvalTarget
 
 log = logging.getLogger("flywheel.cycle")
 
@@ -67,63 +67,37 @@ def run_cycle(
         workspace.objects, workspace.versions, version_id, version.class_names, store.manifest(version_id)
     )
     production = store.production()
-    t = config.training
-    if production is not None:
-        kind, start, epochs = StartKind.WARM, str(registry.checkpoint(production)), t.epochs_warm
-    else:
-        base = resolve(workspace.data_root, config.model.base)
-        start = str(base) if base.exists() else config.model.base  # else a name Ultralytics ships
-        kind, epochs = StartKind.SCRATCH, t.epochs_scratch
+    start = choose_start(
+        config, workspace.data_root, (production.id or 0, registry.checkpoint(production)) if production else None
+    )
     evaluate = [EvalTarget("candidate", "")]
     cached_production = None
     if production is not None:
         cached_production = store.evaluation(production.sha256, version.val_sha256)
         if cached_production is None:
-            evaluate.append(EvalTarget("production", start))
-    threads = t.threads or os.cpu_count() or 1
+            evaluate.append(EvalTarget("production", start.checkpoint))
+    params = resolve_params(config, start)
     run = store.create_run(
         version_id=version_id,
-        start_kind=kind,
-        start_model_id=production.id if production else None,
-        start_checkpoint=start,
-        epochs=epochs,
-        params={
-            "imgsz": t.imgsz,
-            "batch": t.batch,
-            "device": t.device,
-            "threads": threads,
-            "seed": t.seed,
-            "patience": t.patience,
-            "epochs": epochs,
-        },
+        start_kind=start.kind,
+        start_model_id=start.model_id,
+        start_checkpoint=start.checkpoint,
+        epochs=params["epochs"],
+        params=params,
     )
     assert run.id is not None
-    spec = TrainSpec(
-        run_id=run.id,
-        data_yaml=str(data_yaml),
-        out_dir=str(workspace.runs / run_name(run.id)),
-        start=start,
-        start_kind=kind,
-        epochs=epochs,
-        imgsz=t.imgsz,
-        batch=t.batch,
-        device=t.device,
-        threads=threads,
-        seed=t.seed,
-        patience=t.patience,
-        class_names=version.class_names,
-        evaluate=evaluate,
-    )
+    out_dir = workspace.runs / run_name(run.id)
+    spec = build_spec(run.id, data_yaml, out_dir, start, params, version.class_names, evaluate)
     store.update_run(run.id, RunState.RUNNING)
     log.info(
         "run %s started: %s on %s from %s, %d epochs",
         run_name(run.id),
-        kind,
+        start.kind,
         version_name(version_id),
-        model_name(production.id or 0) if production else start,
-        epochs,
+        model_name(start.model_id) if start.model_id else start.checkpoint,
+        spec.epochs,
     )
-    observer.training_started(run.id, kind, epochs)
+    observer.training_started(run.id, start.kind, spec.epochs)
     started = time.monotonic()
     run_id = run.id
 
@@ -219,4 +193,3 @@ def _cache(store: Store, model_sha: str, eval_sha: str, version_id: int, score: 
     )
 
 
-__all__ = ["CycleResult", "ModelStatus", "Workspace", "run_cycle", "trainable"]
