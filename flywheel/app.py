@@ -17,6 +17,7 @@ from flywheel.config import CONFIG_NAME, Config
 from flywheel.cycle import CycleResult, Workspace, run_cycle, trainable
 from flywheel.errors import Busy, DataRootError
 from flywheel.ingest.service import IngestPaths, IngestResult, ingest_batch
+from flywheel.hooks import Notifier
 from flywheel.ports import NullObserver, Observer, Trainer
 from flywheel.registry import Registry
 from flywheel.store import ObjectStore, Store, create_schema, database_url, make_engine
@@ -108,7 +109,9 @@ class App:
         create_schema(self.engine)
         self.store = Store(self.engine)
         self.objects = ObjectStore(self.layout.objects)
-        self.registry = Registry(self.store, self.layout.models, self.layout.production)
+        n = self.config.notify
+        notifier = Notifier(n.command, n.webhook, n.retries, n.retry_seconds)
+        self.registry = Registry(self.store, self.layout.models, self.layout.production, notifier)
         self.trainer: Trainer = trainer or SubprocessTrainer(
             self.layout.ultralytics, timeout_seconds=self.config.training.timeout_seconds
         )

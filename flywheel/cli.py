@@ -7,20 +7,16 @@ busy (the daemon holds it); 130 interrupted.
 
 from __future__ import annotations
 
-import logging
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from flywheel import __version__
+from flywheel import __version__, cli_models
 from flywheel.app import App, DataRootLock, init_data_root
+from flywheel.cli_common import Root, call, err, out, setup_logging
 from flywheel.domain import batch_name, model_name, parse_id, run_name, version_name
-from flywheel.errors import FlywheelError
 from flywheel.registry import current_actor
 
 app = typer.Typer(
@@ -31,37 +27,8 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
-
-Root = Annotated[
-    Path,
-    typer.Option(
-        "--root", "-r", envvar="FLYWHEEL_ROOT", help="The data root (made by `flywheel init`).", file_okay=False
-    ),
-]
-
-
-def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-        stream=sys.stderr,
-        force=True,
-    )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
-
-
-def _call(fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except FlywheelError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+_logging = setup_logging
+_call = call
 
 
 @app.command()
@@ -149,7 +116,7 @@ def rollback(
     target = _call(lambda: parse_id(to, "m")) if to else None
     entry = _call(lambda: application.registry.rollback(reason, to=target, actor=current_actor()))
     out.print(
-        f"production is now {model_name(entry.model_id)} (was {model_name(entry.previous_model_id or 0)}); "
+        f"production is now {model_name(entry.model_id or 0)} (was {model_name(entry.previous_model_id or 0)}); "
         f"recorded for {entry.actor}: {entry.reason}"
     )
 
@@ -214,27 +181,6 @@ def versions(root: Root = Path(".")) -> None:
 
 
 @app.command()
-def models(root: Root = Path(".")) -> None:
-    """Models: status, version, parent, mAP on their version's val split."""
-    application = _call(lambda: App(root))
-    store = application.store
-    table = Table("model", "status", "version", "run", "parent", "mAP50-95", "mAP50", "sha256")
-    for m in store.models():
-        score = store.evaluation(m.sha256, store.version(m.version_id).val_sha256)
-        table.add_row(
-            model_name(m.id or 0),
-            m.status,
-            version_name(m.version_id),
-            run_name(m.run_id),
-            model_name(m.parent_model_id) if m.parent_model_id else "-",
-            f"{score.map50_95:.4f}" if score else "-",
-            f"{score.map50:.4f}" if score else "-",
-            m.sha256[:12],
-        )
-    out.print(table)
-
-
-@app.command()
 def demo(
     directory: Annotated[Path, typer.Argument(help="Data root to create for the demo.")] = Path("demo-data"),
     sample: Annotated[
@@ -266,3 +212,6 @@ def main(
     ] = False,
 ) -> None:
     pass
+
+
+cli_models.register(app)

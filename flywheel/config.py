@@ -67,11 +67,24 @@ class TrainingConfig(_Section):
 
 class GateConfig(_Section):
     tolerance: float = Field(0.0, ge=0, le=1)
+    max_class_drop: float = Field(0.1, ge=0, le=1)
+    min_class_instances: int = Field(10, ge=0)
+
+
+class NotifyConfig(_Section):
+    command: str = ""
+    webhook: str = ""
+    retries: int = Field(3, ge=1)
+    retry_seconds: float = Field(2.0, ge=0)
 
 
 class MetricsConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
+
+
+class HealthConfig(_Section):
+    stall_seconds: float = Field(1800.0, ge=0)
 
 
 class DatabaseConfig(_Section):
@@ -84,7 +97,9 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     gate: GateConfig = GateConfig()
+    notify: NotifyConfig = NotifyConfig()
     metrics: MetricsConfig = MetricsConfig()
+    health: HealthConfig = HealthConfig()
     database: DatabaseConfig = DatabaseConfig()
     log_level: str = "INFO"
 

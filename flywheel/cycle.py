@@ -15,12 +15,14 @@ from pathlib import Path
 from flywheel.config import Config
 from flywheel.domain import RunState, model_name, run_name, version_name
 from flywheel.errors import FlywheelError, TrainingCancelled
-from flywheel.gate import GateDecision, Outcome, Score, decide
+from flywheel.evalsets import version_eval_sets
+from flywheel.gate import GateDecision
 from flywheel.ports import Event, Observer, Trainer
+from flywheel.promotion import cached, gate_and_promote, score_of
 from flywheel.registry import Registry
 from flywheel.store import ObjectStore, Store
 from flywheel.store.materialize import materialize
-from flywheel.store.tables import EpochRow, EvaluationRow, GateRow, ModelRow, RunRow
+from flywheel.store.tables import EpochRow, ModelRow, RunRow
 from flywheel.training.plan import build_spec, choose_start, resolve_params
 from flywheel.training.spec import EPOCH, EVALUATED, TRAINED, WARM_START, EvalTarget
 
@@ -63,19 +65,21 @@ def run_cycle(
     version_id: int,
 ) -> CycleResult:
     version = store.version(version_id)
-    data_yaml = materialize(
-        workspace.objects, workspace.versions, version_id, version.class_names, store.manifest(version_id)
-    )
+    manifest = store.manifest(version_id)
+    data_yaml = materialize(workspace.objects, workspace.versions, version_id, version.class_names, manifest)
     production = store.production()
     start = choose_start(
         config, workspace.data_root, (production.id or 0, registry.checkpoint(production)) if production else None
     )
-    evaluate = [EvalTarget("candidate", "")]
-    cached_production = None
-    if production is not None:
-        cached_production = store.evaluation(production.sha256, version.val_sha256)
-        if cached_production is None:
-            evaluate.append(EvalTarget("production", start.checkpoint))
+    parent = store.manifest(version.parent_id) if version.parent_id else {}
+    eval_sets = version_eval_sets(workspace.versions, version_id, version.class_names, manifest, parent)
+    evaluate = [EvalTarget("candidate", "", e.name, str(e.data_yaml)) for e in eval_sets]
+    if production is not None:  # production is re-scored only on sets it has no cached score for
+        evaluate += [
+            EvalTarget("production", start.checkpoint, e.name, str(e.data_yaml))
+            for e in eval_sets
+            if cached(store, production, e) is None
+        ]
     params = resolve_params(config, start)
     run = store.create_run(
         version_id=version_id,
@@ -133,63 +137,12 @@ def run_cycle(
         observer.training_finished("failed", time.monotonic() - started)
         raise
     best = Path(next(e["best"] for e in events if e["event"] == TRAINED))
-    scores = {e["role"]: _score(e) for e in events if e["event"] == EVALUATED}
+    scores = {(e["role"], e.get("eval_set", "val")): score_of(e) for e in events if e["event"] == EVALUATED}
     candidate = registry.add_candidate(
         best, run.id, version_id, production.id if production else None, version.class_names
     )
     assert candidate.id is not None
-    _cache(store, candidate.sha256, version.val_sha256, version_id, scores["candidate"])
-    production_score = None
-    if production is not None:
-        production_score = scores.get("production") or _from_row(cached_production)
-        _cache(store, production.sha256, version.val_sha256, version_id, production_score)
-    decision = decide(scores["candidate"], production_score, config.gate.tolerance)
-    store.add_gate_decision(
-        GateRow(
-            run_id=run.id,
-            version_id=version_id,
-            eval_sha256=version.val_sha256,
-            candidate_model_id=candidate.id,
-            production_model_id=production.id if production else None,
-            candidate_map=decision.candidate_map,
-            production_map=decision.production_map,
-            margin=decision.margin,
-            tolerance=decision.tolerance,
-            outcome=decision.outcome,
-            rule=decision.rule,
-        )
-    )
-    if decision.outcome is Outcome.PROMOTE:
-        registry.promote(candidate.id, reason=decision.explain())
-    else:
-        registry.reject(candidate.id)
-    log.info("model %s %s", model_name(candidate.id), decision.explain())
+    decision = gate_and_promote(store, registry, config, run.id, version_id, eval_sets, candidate, production, scores)
     run = store.update_run(run.id, RunState.SUCCEEDED, model_id=candidate.id)
     observer.training_finished("succeeded", time.monotonic() - started)
     return CycleResult(run, store.model(candidate.id), decision)
-
-
-def _score(event: Event) -> Score:
-    return Score(event["map50_95"], event["map50"], event["precision"], event["recall"], dict(event["per_class"]))
-
-
-def _from_row(row: EvaluationRow | None) -> Score:
-    assert row is not None, "production score neither cached nor evaluated"
-    return Score(row.map50_95, row.map50, row.precision, row.recall, dict(row.per_class))
-
-
-def _cache(store: Store, model_sha: str, eval_sha: str, version_id: int, score: Score) -> None:
-    store.put_evaluation(
-        EvaluationRow(
-            model_sha256=model_sha,
-            eval_sha256=eval_sha,
-            version_id=version_id,
-            map50_95=score.map50_95,
-            map50=score.map50,
-            precision=score.precision,
-            recall=score.recall,
-            per_class=score.per_class,
-        )
-    )
-
-

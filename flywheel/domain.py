@@ -67,18 +67,23 @@ _TRANSITIONS: dict[type[StrEnum], dict[StrEnum, frozenset[StrEnum]]] = {
 }
 
 
-def allowed(current: StrEnum, target: StrEnum) -> bool:
-    return target in _TRANSITIONS[type(current)][current]
+# Only by a person's explicit override (`flywheel promote ID --force`), never by the gate.
+_FORCED: dict[StrEnum, frozenset[StrEnum]] = {ModelStatus.REJECTED: frozenset({ModelStatus.PRODUCTION})}
 
 
-def check_transition(what: str, current: StrEnum, target: StrEnum) -> None:
+def allowed(current: StrEnum, target: StrEnum, forced: bool = False) -> bool:
+    return target in _TRANSITIONS[type(current)][current] or (forced and target in _FORCED.get(current, ()))
+
+
+def check_transition(what: str, current: StrEnum, target: StrEnum, forced: bool = False) -> None:
     """Raise InvalidTransition unless `current -> target` is allowed; `what` names the record."""
     if type(current) is not type(target):
         raise TypeError(f"{current!r} and {target!r} are states of different records")
-    if not allowed(current, target):
+    if not allowed(current, target, forced):
         ok = sorted(s.value for s in _TRANSITIONS[type(current)][current]) or ["none (final)"]
+        hint = " unless forced (--force)" if target in _FORCED.get(current, ()) else ""
         raise InvalidTransition(
-            f"{what} is {current.value}; it cannot become {target.value} "
+            f"{what} is {current.value}; it cannot become {target.value}{hint} "
             f"(allowed from {current.value}: {', '.join(ok)})"
         )
 

@@ -1,13 +1,18 @@
-"""The promotion gate: a pure decision from two scores on the same eval set.
+"""The promotion gate: a pure decision from scores on the same frozen eval sets.
 
-Policy (README "The gate"): the candidate is promoted iff its mAP50-95 is at least
-production's minus `tolerance`. With no production model yet the candidate is promoted:
-something is better than nothing, and the next candidate must then beat it.
+Policy (README "The gate"), checked on every eval set (the new version's val split, and the
+golden set when configured), first refusal wins:
+1. overall mAP50-95 may not drop by more than `tolerance`;
+2. no class's AP50-95 may drop by more than `max_class_drop`; a class with fewer than
+   `min_class_instances` boxes in the set is reported, not gated (its AP is noise);
+With no production model yet the candidate is promoted: something is better than nothing,
+and the next candidate must then beat it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -18,8 +23,9 @@ class Outcome(StrEnum):
 
 class Rule(StrEnum):
     FIRST_MODEL = "first_model"  # nothing in production to compare with
-    MAP_NOT_WORSE = "map_not_worse"  # candidate >= production - tolerance
-    MAP_REGRESSED = "map_regressed"  # candidate < production - tolerance
+    MAP_NOT_WORSE = "map_not_worse"  # every rule passed
+    MAP_REGRESSED = "map_regressed"  # overall mAP50-95 dropped beyond tolerance
+    CLASS_REGRESSED = "class_regressed"  # one class's AP dropped beyond max_class_drop
 
 
 @dataclass(frozen=True)
@@ -30,40 +36,118 @@ class Score:
     map50: float
     precision: float
     recall: float
-    per_class: dict[str, float]  # AP50-95 by class name, only classes present in the set
+    per_class: dict[str, float]  # AP50-95 by class name, classes present in the set
+    instances: dict[str, int] = field(default_factory=dict)  # boxes per class in the set
+
+
+@dataclass(frozen=True)
+class Policy:
+    tolerance: float = 0.0
+    max_class_drop: float = 0.1
+    min_class_instances: int = 10
+
+    def __post_init__(self) -> None:
+        if self.tolerance < 0 or self.max_class_drop < 0:
+            raise ValueError(f"tolerance and max_class_drop must be >= 0, got {self}")
+
+
+@dataclass(frozen=True)
+class ClassCheck:
+    name: str
+    candidate: float
+    production: float
+    instances: int
+    gated: bool  # False: too few instances, reported only
+
+    @property
+    def drop(self) -> float:
+        return self.production - self.candidate
+
+
+@dataclass(frozen=True)
+class SetVerdict:
+    eval_set: str
+    candidate: Score
+    production: Score | None
+    classes: tuple[ClassCheck, ...]
+    rule: Rule
+
+    @property
+    def margin(self) -> float | None:
+        return None if self.production is None else self.candidate.map50_95 - self.production.map50_95
 
 
 @dataclass(frozen=True)
 class GateDecision:
     outcome: Outcome
     rule: Rule
-    candidate_map: float
-    production_map: float | None
-    margin: float | None  # candidate - production; positive is better
-    tolerance: float
+    verdicts: tuple[SetVerdict, ...]  # the first is the primary set (the version's val split)
+    policy: Policy
+
+    @property
+    def candidate_map(self) -> float:
+        return self.verdicts[0].candidate.map50_95
+
+    @property
+    def production_map(self) -> float | None:
+        p = self.verdicts[0].production
+        return None if p is None else p.map50_95
+
+    @property
+    def margin(self) -> float | None:
+        return self.verdicts[0].margin
+
+    @property
+    def tolerance(self) -> float:
+        return self.policy.tolerance
 
     def explain(self) -> str:
-        if self.production_map is None:
+        if self.rule is Rule.FIRST_MODEL:
             return f"promoted: first model (mAP50-95 {self.candidate_map:.4f}, nothing to beat)"
+        deciding = next((v for v in self.verdicts if v.rule is self.rule), self.verdicts[0])
         verb = "promoted" if self.outcome is Outcome.PROMOTE else "rejected"
-        return (
-            f"{verb}: mAP50-95 {self.candidate_map:.4f} vs production {self.production_map:.4f} "
-            f"(margin {self.margin:+.4f}, tolerance {self.tolerance:.4f})"
+        text = (
+            f"{verb}: mAP50-95 {deciding.candidate.map50_95:.4f} vs production "
+            f"{deciding.production.map50_95 if deciding.production else 0.0:.4f} on {deciding.eval_set} "
+            f"(margin {deciding.margin or 0.0:+.4f}, tolerance {self.policy.tolerance:.4f})"
         )
+        if self.rule is Rule.CLASS_REGRESSED:
+            worst = max((c for c in deciding.classes if c.gated), key=lambda c: c.drop)
+            text += (
+                f"; class {worst.name!r} AP50-95 {worst.production:.4f} -> {worst.candidate:.4f} "
+                f"(drop {worst.drop:.4f} > max_class_drop {self.policy.max_class_drop:.4f})"
+            )
+        return text
 
 
-def decide(candidate: Score, production: Score | None, tolerance: float) -> GateDecision:
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+def judge(eval_set: str, candidate: Score, production: Score | None, policy: Policy) -> SetVerdict:
     if production is None:
-        return GateDecision(Outcome.PROMOTE, Rule.FIRST_MODEL, candidate.map50_95, None, None, tolerance)
-    margin = candidate.map50_95 - production.map50_95
-    ok = margin >= -tolerance
-    return GateDecision(
-        Outcome.PROMOTE if ok else Outcome.REJECT,
-        Rule.MAP_NOT_WORSE if ok else Rule.MAP_REGRESSED,
-        candidate.map50_95,
-        production.map50_95,
-        margin,
-        tolerance,
+        return SetVerdict(eval_set, candidate, None, (), Rule.FIRST_MODEL)
+    classes = tuple(
+        ClassCheck(
+            name,
+            candidate.per_class.get(name, 0.0),
+            production.per_class[name],
+            production.instances.get(name, candidate.instances.get(name, 0)),
+            production.instances.get(name, candidate.instances.get(name, 0)) >= policy.min_class_instances,
+        )
+        for name in sorted(production.per_class)
     )
+    if candidate.map50_95 - production.map50_95 < -policy.tolerance:
+        rule = Rule.MAP_REGRESSED
+    elif any(c.gated and c.drop > policy.max_class_drop for c in classes):
+        rule = Rule.CLASS_REGRESSED
+    else:
+        rule = Rule.MAP_NOT_WORSE
+    return SetVerdict(eval_set, candidate, production, classes, rule)
+
+
+def decide(scores: Mapping[str, tuple[Score, Score | None]], policy: Policy) -> GateDecision:
+    """`scores`: eval-set name -> (candidate, production or None), primary set first."""
+    if not scores:
+        raise ValueError("the gate needs at least one eval set")
+    verdicts = tuple(judge(name, cand, prod, policy) for name, (cand, prod) in scores.items())
+    refusal = next((v for v in verdicts if v.rule in (Rule.MAP_REGRESSED, Rule.CLASS_REGRESSED)), None)
+    if refusal is not None:
+        return GateDecision(Outcome.REJECT, refusal.rule, verdicts, policy)
+    return GateDecision(Outcome.PROMOTE, verdicts[0].rule, verdicts, policy)

@@ -1,23 +1,30 @@
-"""The model registry: checkpoints stored by content, the production pointer, rollback.
+"""The model registry: checkpoints stored by content, the production pointer, rollback, pin.
 
 The database says which model is production (one row, enforced by a unique index); the
 folder `<data_root>/production` mirrors it for whatever serves the model. That folder is a
 symlink to `.production/<model>/` (`model.pt` + `model.json`), swapped with one `rename`,
-so a reader sees the old pair or the new pair, never a mix or a torn file.
+so a reader sees the old pair or the new pair, never a mix or a torn file. Every change runs
+under a lock file, so the daemon promoting and the CLI rolling back in the same instant end
+with the database and the folder agreeing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from flywheel.domain import ModelStatus, model_name, run_name, version_name
 from flywheel.errors import IntegrityError, RegistryError
+from flywheel.hooks import Notifier
+from flywheel.ledger import Action
 from flywheel.store import ObjectStore, Store
 from flywheel.store.tables import LedgerRow, ModelRow, as_utc
 
@@ -32,11 +39,13 @@ def current_actor() -> str:
 
 
 class Registry:
-    def __init__(self, store: Store, models_dir: Path, production_link: Path):
+    def __init__(self, store: Store, models_dir: Path, production_link: Path, notifier: Notifier | None = None):
         self.store = store
         self.checkpoints = ObjectStore(models_dir, ".pt")  # models/<sha[:2]>/<sha>.pt
         self.production_link = production_link
+        self.notifier = notifier or Notifier()
         self._published = production_link.parent / ".production"
+        self._lock_path = production_link.parent / ".production.lock"
 
     def add_candidate(
         self, best_pt: Path, run_id: int, version_id: int, parent_model_id: int | None, class_names: list[str]
@@ -57,33 +66,82 @@ class Registry:
         except IntegrityError as exc:
             raise IntegrityError(f"model {model_name(model.id or 0)}: {exc}") from None
 
-    def promote(self, model_id: int, reason: str, actor: str = "flywheel") -> LedgerRow:
-        entry = self.store.set_production(model_id, "promote", actor, reason)
-        self.publish()
+    # --- production changes ---------------------------------------------------------------
+    def promote(self, model_id: int, reason: str, actor: str = "flywheel", force: bool = False) -> LedgerRow:
+        """Make `model_id` production. The gate calls this for a candidate it passed; a person
+        may promote a retired model, or with `force` a rejected one."""
+        with self._locked():
+            model = self.store.model(model_id)
+            if model.status == ModelStatus.PRODUCTION:
+                raise RegistryError(f"{model_name(model_id)} is already in production")
+            self.checkpoint(model)
+            entry = self.store.set_production(model_id, Action.PROMOTE, actor, reason, forced=force)
+            self.publish()
+        self._announce(entry)
         return entry
 
-    def reject(self, model_id: int) -> None:
-        self.store.reject(model_id)
+    def reject(self, model_id: int, reason: str) -> LedgerRow:
+        return self.store.reject(model_id, reason)
 
     def rollback(self, reason: str, to: int | None = None, actor: str | None = None) -> LedgerRow:
         """Make the previous production model (or `to`) production again. No training, no eval."""
-        current = self.store.production()
-        if current is None or current.id is None:
-            raise RegistryError("no model is in production yet, so there is nothing to roll back")
-        target = self.store.model(to) if to is not None else self.store.previous_production(current.id)
-        if target.id == current.id:
-            raise RegistryError(f"{model_name(current.id)} is already in production")
-        if target.status != ModelStatus.RETIRED:
-            raise RegistryError(
-                f"{model_name(target.id or 0)} is {target.status}: rollback goes back to a model that "
-                "was in production before (status retired); see `flywheel models`"
-            )
-        self.checkpoint(target)  # refuse before switching if its file is damaged
-        entry = self.store.set_production(target.id or 0, "rollback", actor or current_actor(), reason)
-        self.publish()
+        with self._locked():
+            current = self.store.production()
+            if current is None or current.id is None:
+                raise RegistryError("no model is in production yet, so there is nothing to roll back")
+            target = self.store.model(to) if to is not None else self.store.previous_production(current.id)
+            if target.id == current.id:
+                raise RegistryError(f"{model_name(current.id)} is already in production")
+            if target.status != ModelStatus.RETIRED:
+                raise RegistryError(
+                    f"{model_name(target.id or 0)} is {target.status}: rollback goes back to a model that "
+                    "was in production before (status retired); see `flywheel models`"
+                )
+            self.checkpoint(target)  # refuse before switching if its file is damaged
+            entry = self.store.set_production(target.id or 0, Action.ROLLBACK, actor or current_actor(), reason)
+            self.publish()
         log.info("rolled back production %s -> %s: %s", model_name(current.id), model_name(target.id or 0), reason)
+        self._announce(entry)
         return entry
 
+    def pin(self, reason: str, actor: str | None = None) -> LedgerRow:
+        """Hold promotions: the gate still scores candidates, but none replaces production."""
+        with self._locked():
+            if self.store.pin() is not None:
+                raise RegistryError("production is already pinned; `flywheel unpin --reason ...` releases it")
+            return self.store.set_pin(True, actor or current_actor(), reason)
+
+    def unpin(self, reason: str, actor: str | None = None) -> LedgerRow:
+        with self._locked():
+            if self.store.pin() is None:
+                raise RegistryError("production is not pinned")
+            return self.store.set_pin(False, actor or current_actor(), reason)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock_path.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # waits: production changes take milliseconds
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _announce(self, entry: LedgerRow) -> None:
+        model = self.store.model(entry.model_id or 0)
+        self.notifier.notify(
+            {
+                "action": entry.action,
+                "model": model_name(model.id or 0),
+                "previous": model_name(entry.previous_model_id) if entry.previous_model_id else None,
+                "actor": entry.actor,
+                "reason": entry.reason,
+                "at": as_utc(entry.at).isoformat(),
+                "production": self.describe(model),
+            }
+        )
+
+    # --- the production folder ------------------------------------------------------------
     def publish(self) -> Path | None:
         """Make `production/` show the database's production model. Idempotent: the daemon
         calls it at start-up, so a crash between the database commit and the swap heals."""

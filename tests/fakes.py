@@ -15,9 +15,18 @@ Event = dict[str, Any]
 class FakeTrainer:
     """Writes a distinct fake checkpoint and reports the scores it is told to."""
 
-    def __init__(self, candidate_maps: list[float], production_map: float = 0.0, fail: bool = False):
+    def __init__(
+        self,
+        candidate_maps: list[float],
+        production_map: float = 0.0,
+        fail: bool = False,
+        per_class: dict[str, tuple[float, float]] | None = None,  # name -> (candidate AP, production AP)
+        instances: int = 50,
+    ):
         self.candidate_maps = list(candidate_maps)
         self.production_map = production_map
+        self.per_class = per_class
+        self.instances = instances
         self.fail = fail
         self.specs: list[TrainSpec] = []
 
@@ -48,16 +57,22 @@ class FakeTrainer:
         ]
         for target in spec.evaluate:
             value = cand if target.role == "candidate" else self.production_map
+            if self.per_class:
+                per_class = {n: (c if target.role == "candidate" else p) for n, (c, p) in self.per_class.items()}
+            else:
+                per_class = {"red": value}
             events.append(
                 {
                     "event": EVALUATED,
                     "role": target.role,
+                    "eval_set": target.eval_set,
                     "checkpoint": target.checkpoint or str(best),
                     "map50_95": value,
                     "map50": value + 0.1,
                     "precision": 0.5,
                     "recall": 0.5,
-                    "per_class": {"red": value},
+                    "per_class": per_class,
+                    "instances": dict.fromkeys(per_class, self.instances),
                     "seconds": 0.1,
                 }
             )

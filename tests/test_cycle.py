@@ -46,8 +46,9 @@ def test_second_model_warm_starts_from_production_checkpoint(data_root, tmp_path
     assert spec.start_kind == StartKind.WARM and spec.epochs == 1
     assert Path(spec.start) == app.registry.checkpoint(first)
     assert second.run.start_model_id == first.id and second.model.parent_model_id == first.id
-    # production was re-scored on the new version's val split, not on its own old one
-    assert [t.role for t in spec.evaluate] == ["candidate", "production"]
+    # production was re-scored on the new version's val split (and its old/new halves), not on its own old one
+    assert [(t.role, t.eval_set) for t in spec.evaluate if t.eval_set == "val"] == [
+        ("candidate", "val"), ("production", "val")]
     gate = app.store.gate_decisions()[-1]
     assert gate.production_map == 0.25 and gate.candidate_map == 0.3 and gate.margin == pytest.approx(0.05)
     assert app.store.production().id == second.model.id
@@ -72,7 +73,7 @@ def test_cached_production_score_is_not_recomputed(data_root, tmp_path):
     version = _ingest(app, tmp_path, 2)
     app.train(version)  # rejected: production scored on this version once
     app.train(version)  # same production, same eval set: the cached score is used
-    assert [t.role for t in trainer.specs[2].evaluate] == ["candidate"]
+    assert {t.role for t in trainer.specs[2].evaluate} == {"candidate"}
     assert app.store.gate_decisions()[-1].production_map == 0.4
 
 

@@ -1,45 +1,86 @@
-"""The promotion gate's rule, margins and explanations."""
+"""The promotion gate's rules, margins and explanations (pure; the real-model path is in
+test_gate_real.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from flywheel.gate import Outcome, Rule, Score, decide
+from flywheel.gate import Outcome, Policy, Rule, Score, decide
 
 
-def score(map50_95: float) -> Score:
-    return Score(map50_95, map50_95 + 0.1, 0.5, 0.5, {"a": map50_95})
+def score(overall: float, **per_class: float) -> Score:
+    classes = per_class or {"a": overall}
+    return Score(overall, overall + 0.1, 0.5, 0.5, classes, dict.fromkeys(classes, 50))
+
+
+def one(candidate: Score, production: Score | None, **policy: float):
+    return decide({"val": (candidate, production)}, Policy(**policy))
 
 
 def test_first_model_is_promoted_with_its_own_rule():
-    d = decide(score(0.0), None, tolerance=0.0)
+    d = one(score(0.0), None)
     assert (d.outcome, d.rule, d.margin, d.production_map) == (Outcome.PROMOTE, Rule.FIRST_MODEL, None, None)
     assert "first model" in d.explain()
 
 
 def test_equal_score_is_not_a_regression():
-    d = decide(score(0.4), score(0.4), tolerance=0.0)
+    d = one(score(0.4), score(0.4))
     assert d.outcome is Outcome.PROMOTE and d.rule is Rule.MAP_NOT_WORSE and d.margin == 0.0
 
 
 def test_better_candidate_is_promoted_with_positive_margin():
-    d = decide(score(0.5), score(0.4), tolerance=0.0)
+    d = one(score(0.5), score(0.4))
     assert d.outcome is Outcome.PROMOTE
     assert d.margin == pytest.approx(0.1)
 
 
 def test_small_drop_within_tolerance_is_promoted():
-    d = decide(score(0.39), score(0.40), tolerance=0.02)
+    d = one(score(0.39), score(0.40), tolerance=0.02)
     assert d.outcome is Outcome.PROMOTE and d.margin == pytest.approx(-0.01)
 
 
 def test_drop_beyond_tolerance_is_rejected_and_explained():
-    d = decide(score(0.30), score(0.40), tolerance=0.05)
+    d = one(score(0.30), score(0.40), tolerance=0.05)
     assert d.outcome is Outcome.REJECT and d.rule is Rule.MAP_REGRESSED
     assert d.margin == pytest.approx(-0.10)
     assert "rejected" in d.explain() and "-0.1000" in d.explain()
 
 
+def test_overall_rises_but_a_class_collapses_is_rejected():
+    production = score(0.40, cat=0.40, dog=0.40)
+    candidate = score(0.45, cat=0.80, dog=0.10)
+    d = one(candidate, production, max_class_drop=0.1)
+    assert d.margin == pytest.approx(0.05)
+    assert d.outcome is Outcome.REJECT and d.rule is Rule.CLASS_REGRESSED
+    dog = next(c for c in d.verdicts[0].classes if c.name == "dog")
+    assert dog.drop == pytest.approx(0.30) and dog.gated
+    assert "'dog'" in d.explain() and "0.3000" in d.explain()
+
+
+def test_a_rare_class_is_reported_not_gated():
+    production = Score(0.4, 0.5, 0.5, 0.5, {"cat": 0.4, "dog": 0.4}, {"cat": 50, "dog": 3})
+    candidate = Score(0.45, 0.5, 0.5, 0.5, {"cat": 0.8, "dog": 0.1}, {"cat": 50, "dog": 3})
+    d = one(candidate, production, min_class_instances=10)
+    assert d.outcome is Outcome.PROMOTE
+    dog = next(c for c in d.verdicts[0].classes if c.name == "dog")
+    assert not dog.gated and dog.instances == 3 and dog.drop == pytest.approx(0.3)
+
+
+def test_a_class_new_in_this_version_is_not_gated():
+    d = one(score(0.45, cat=0.5, bird=0.0), score(0.40, cat=0.4))
+    assert d.outcome is Outcome.PROMOTE
+    assert [c.name for c in d.verdicts[0].classes] == ["cat"]
+
+
+def test_every_gated_set_must_pass_and_the_failing_one_is_named():
+    val = (score(0.5), score(0.4))
+    golden = (score(0.2), score(0.4))
+    d = decide({"val": val, "golden": golden}, Policy())
+    assert d.outcome is Outcome.REJECT and d.rule is Rule.MAP_REGRESSED
+    assert "on golden" in d.explain()
+    assert d.margin == pytest.approx(0.1)  # the headline margin is the primary set's
+
+
 def test_negative_tolerance_is_refused():
     with pytest.raises(ValueError, match="tolerance"):
-        decide(score(0.3), score(0.3), tolerance=-0.1)
+        Policy(tolerance=-0.1)

@@ -28,12 +28,20 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn: Any, _record: Any) -> None:
+            conn.isolation_level = None  # let SQLAlchemy's "begin" below open the transaction
             # WAL: the CLI can read (and roll back) while the daemon writes.
             cur = conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Any) -> None:
+            # Take the write lock when a transaction starts, not when it first writes: two
+            # processes changing production (daemon promoting, CLI rolling back) then run one
+            # after the other instead of one failing with "database is locked" mid-change.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)

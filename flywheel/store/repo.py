@@ -25,6 +25,7 @@ from flywheel.domain import (
     version_name,
 )
 from flywheel.errors import NotFound, RegistryError
+from flywheel.ledger import GENESIS, Action, digest
 from flywheel.store.db import session
 from flywheel.store.tables import (
     BatchRow,
@@ -188,19 +189,24 @@ class Store:
         with session(self.engine) as s:
             return s.exec(select(ModelRow).where(ModelRow.status == ModelStatus.PRODUCTION)).first()
 
-    def reject(self, model_id: int) -> None:
+    def reject(self, model_id: int, reason: str, actor: str = "flywheel") -> LedgerRow:
         with session(self.engine) as s:
             row = _get(s, ModelRow, model_id, model_name(model_id))
             check_transition(f"model {model_name(model_id)}", ModelStatus(row.status), ModelStatus.REJECTED)
             row.status = ModelStatus.REJECTED
             s.add(row)
+            return _append(s, Action.REJECT, model_id, None, actor, reason)
 
-    def set_production(self, model_id: int, action: str, actor: str, reason: str) -> LedgerRow:
+    def set_production(
+        self, model_id: int, action: Action, actor: str, reason: str, forced: bool = False
+    ) -> LedgerRow:
         """Retire the current production model and make `model_id` production, with its ledger
         entry, in one transaction: the pointer and the record can never disagree."""
         with session(self.engine) as s:
             new = _get(s, ModelRow, model_id, model_name(model_id))
-            check_transition(f"model {model_name(model_id)}", ModelStatus(new.status), ModelStatus.PRODUCTION)
+            check_transition(
+                f"model {model_name(model_id)}", ModelStatus(new.status), ModelStatus.PRODUCTION, forced
+            )
             old = s.exec(select(ModelRow).where(ModelRow.status == ModelStatus.PRODUCTION)).first()
             if old is not None:
                 old.status = ModelStatus.RETIRED
@@ -209,15 +215,27 @@ class Store:
             new.status = ModelStatus.PRODUCTION
             new.promoted_at = utcnow()
             s.add(new)
-            entry = LedgerRow(
-                action=action,
-                model_id=model_id,
-                previous_model_id=old.id if old else None,
-                actor=actor,
-                reason=reason,
-            )
-            s.add(entry)
-        return entry
+            return _append(s, action, model_id, old.id if old else None, actor, reason)
+
+    def set_pin(self, pinned: bool, actor: str, reason: str) -> LedgerRow:
+        with session(self.engine) as s:
+            current = s.exec(select(ModelRow).where(ModelRow.status == ModelStatus.PRODUCTION)).first()
+            return _append(s, Action.PIN if pinned else Action.UNPIN, current.id if current else None, None,
+                           actor, reason)
+
+    def pin(self) -> LedgerRow | None:
+        """The pin entry holding promotions, or None when production is not pinned."""
+        with session(self.engine) as s:
+            last = s.exec(
+                select(LedgerRow)
+                .where(col(LedgerRow.action).in_([Action.PIN, Action.UNPIN]))
+                .order_by(col(LedgerRow.id).desc())
+            ).first()
+        return last if last is not None and last.action == Action.PIN else None
+
+    def append_ledger(self, action: Action, actor: str, reason: str, model_id: int | None = None) -> LedgerRow:
+        with session(self.engine) as s:
+            return _append(s, action, model_id, None, actor, reason)
 
     def ledger(self) -> list[LedgerRow]:
         with session(self.engine) as s:
@@ -273,6 +291,21 @@ class Store:
                 "images_ingested": int(totals[0]),
                 "images_quarantined": int(totals[1]),
             }
+
+
+def _append(
+    s: Session, action: Action, model_id: int | None, previous: int | None, actor: str, reason: str
+) -> LedgerRow:
+    """Add a ledger entry chained to the last one. Callers hold a write transaction, so two
+    processes cannot both chain onto the same predecessor."""
+    last = s.exec(select(LedgerRow).order_by(col(LedgerRow.id).desc())).first()
+    entry = LedgerRow(action=action, model_id=model_id, previous_model_id=previous, actor=actor, reason=reason,
+                      prev_hash=last.entry_hash if last else GENESIS)
+    s.add(entry)
+    s.flush()  # assigns the id, which the hash covers
+    entry.entry_hash = digest(entry, entry.prev_hash)
+    s.add(entry)
+    return entry
 
 
 _LISTING: dict[type, str] = {ModelRow: "flywheel models", VersionRow: "flywheel versions", RunRow: "flywheel status"}

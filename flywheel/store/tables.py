@@ -135,6 +135,7 @@ class EvaluationRow(SQLModel, table=True):
     precision: float
     recall: float
     per_class: dict[str, float] = Field(sa_column=Column(JSON, nullable=False))
+    instances: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -152,17 +153,23 @@ class GateRow(SQLModel, table=True):
     tolerance: float
     outcome: str
     rule: str
+    held: bool = False  # passed, but production was pinned: left a candidate
+    # Per eval set: both scores overall and per class, the class checks, forgetting.
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 
 
 class LedgerRow(SQLModel, table=True):
-    """Every production change: who, when, why. Append-only."""
+    """Every production change and gate refusal: who, when, why. Append-only, hash-chained
+    (see flywheel/ledger.py): each entry's hash covers its fields and the previous hash."""
 
     __tablename__ = "production_ledger"
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=utcnow)
-    action: str  # promote | rollback
-    model_id: int
+    action: str  # flywheel.ledger.Action
+    model_id: int | None  # None for pin / unpin
     previous_model_id: int | None
     actor: str
     reason: str
+    prev_hash: str = ""
+    entry_hash: str = ""

@@ -16,7 +16,17 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from flywheel.training.spec import EPOCH, EVALUATED, FAILED, PROGRESS, STARTED, TRAINED, WARM_START, TrainSpec
+from flywheel.training.spec import (
+    EPOCH,
+    EVALUATED,
+    FAILED,
+    PROGRESS,
+    STARTED,
+    TRAINED,
+    WARM_START,
+    EvalTarget,
+    TrainSpec,
+)
 
 
 def _offline_environment(threads: int) -> None:
@@ -154,28 +164,33 @@ def _weights_from(model: Any, checkpoint: Path) -> tuple[int, int]:
     return matched, total
 
 
-def evaluate(spec: TrainSpec, checkpoint: Path, role: str, report: Reporter) -> None:
+def evaluate(spec: TrainSpec, checkpoint: Path, target: EvalTarget, report: Reporter) -> None:
     from ultralytics import YOLO
 
     started = time.monotonic()
+    role = target.role
     metrics = YOLO(str(checkpoint)).val(
-        data=spec.data_yaml,
+        data=target.data_yaml or spec.data_yaml,
         split="val",
         imgsz=spec.imgsz,
         batch=spec.batch,
         device=spec.device,
         plots=False,
         project=spec.out_dir,
-        name=f"eval-{role}",
+        name=f"eval-{role}-{target.eval_set}",
         exist_ok=True,
         verbose=False,
     )
     box = metrics.box
     names = metrics.names
     per_class = {names[int(c)]: float(ap) for c, ap in zip(box.ap_class_index, box.ap, strict=True)}
+    counts = metrics.nt_per_class if metrics.nt_per_class is not None else []
+    instances = {names[i]: int(n) for i, n in enumerate(counts) if n}
     report.send(
         EVALUATED,
         role=role,
+        eval_set=target.eval_set,
+        instances=instances,
         checkpoint=str(checkpoint),
         map50_95=float(box.map),
         map50=float(box.map50),
@@ -192,9 +207,12 @@ def main(argv: list[str]) -> int:
     report = Reporter(os.fdopen(fd, "w", buffering=1))
     _offline_environment(spec.threads)
     try:
-        best = train(spec, report)
+        best = None if spec.evaluate_only else train(spec, report)
         for target in spec.evaluate:
-            evaluate(spec, Path(target.checkpoint) if target.checkpoint else best, target.role, report)
+            checkpoint = Path(target.checkpoint) if target.checkpoint else best
+            if checkpoint is None:
+                raise ValueError(f"eval target {target.role}/{target.eval_set} names no checkpoint")
+            evaluate(spec, checkpoint, target, report)
     except BaseException as exc:  # report any failure, then exit non-zero
         traceback.print_exc()
         report.send(FAILED, error=f"{type(exc).__name__}: {exc}")

@@ -18,7 +18,8 @@ WARM_START = "warm_start"  # {matched, total}: conv weights equal to the start c
 PROGRESS = "progress"  # {epoch, batch, batches}, at most a few per second
 EPOCH = "epoch"  # {epoch, epochs, box_loss, cls_loss, dfl_loss, precision, recall, map50, map50_95, seconds}
 TRAINED = "trained"  # {best, seconds}
-EVALUATED = "evaluated"  # {role, checkpoint, map50_95, map50, precision, recall, per_class, seconds}
+EVALUATED = "evaluated"  # {role, eval_set, checkpoint, map50_95, map50, precision, recall, per_class,
+#                           instances, seconds}
 FAILED = "failed"  # {error}
 
 
@@ -26,6 +27,8 @@ FAILED = "failed"  # {error}
 class EvalTarget:
     role: str  # "candidate" (the run's own best.pt) or "production"
     checkpoint: str  # empty for the candidate: the child fills in its best.pt
+    eval_set: str = "val"  # the name scores are recorded under
+    data_yaml: str = ""  # empty: the spec's data_yaml (the version's val split)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class TrainSpec:
     patience: int
     class_names: list[str]
     evaluate: list[EvalTarget] = field(default_factory=list)
+    evaluate_only: bool = False  # `flywheel compare`: score the given checkpoints, train nothing
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")

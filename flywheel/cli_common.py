@@ -1,0 +1,47 @@
+"""What every CLI module shares: the --root option, consoles, logging, error → exit code."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from flywheel.errors import FlywheelError
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+Root = Annotated[
+    Path,
+    typer.Option(
+        "--root", "-r", envvar="FLYWHEEL_ROOT", help="The data root (made by `flywheel init`).", file_okay=False
+    ),
+]
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
+
+
+def call(fn: Callable[[], T]) -> T:
+    """Run one call into the core; a FlywheelError becomes its message and its exit code."""
+    try:
+        return fn()
+    except FlywheelError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None

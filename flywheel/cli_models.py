@@ -1,0 +1,229 @@
+"""CLI commands for the registry and the gate: models, promote, pin, history, audit, compare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from flywheel import ledger
+from flywheel.app import App
+from flywheel.cli_common import Root, call, err, out
+from flywheel.compare import compare as compare_models
+from flywheel.compare import resolve
+from flywheel.domain import model_name, parse_id, run_name, version_name
+from flywheel.registry import current_actor
+from flywheel.store.tables import as_utc
+
+models_app = typer.Typer(help="Models: list them, or `show ID` for one model's record and gate decision.")
+audit_app = typer.Typer(help="Check the production ledger.", no_args_is_help=True)
+Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the production ledger).")]
+
+
+def _f(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context, root: Root = Path(".")) -> None:
+    """Models: status, version, parent, mAP on their version's val split."""
+    if ctx.invoked_subcommand is not None:
+        return
+    application = call(lambda: App(root))
+    store = application.store
+    table = Table("model", "status", "version", "run", "parent", "mAP50-95", "mAP50", "sha256")
+    for m in store.models():
+        score = store.evaluation(m.sha256, store.version(m.version_id).val_sha256)
+        table.add_row(
+            model_name(m.id or 0),
+            m.status,
+            version_name(m.version_id),
+            run_name(m.run_id),
+            model_name(m.parent_model_id) if m.parent_model_id else "-",
+            _f(score.map50_95 if score else None),
+            _f(score.map50 if score else None),
+            m.sha256[:12],
+        )
+    out.print(table)
+
+
+@models_app.command()
+def show(model_id: Annotated[str, typer.Argument(help="e.g. m0003")], root: Root = Path(".")) -> None:
+    """One model: its record, the gate decision on it (scores overall and per class, margins,
+    the deciding rule, the eval-set hash), and its ledger entries."""
+    application = call(lambda: App(root))
+    store = application.store
+    model = call(lambda: store.model(call(lambda: parse_id(model_id, "m"))))
+    name = model_name(model.id or 0)
+    run = store.run(model.run_id)
+    out.print(f"[bold]{name}[/bold]  {model.status}  sha256 {model.sha256}")
+    out.print(
+        f"  version {version_name(model.version_id)}, run {run_name(model.run_id)} ({run.start_kind}, "
+        f"{run.epochs_done}/{run.epochs} epochs), parent "
+        f"{model_name(model.parent_model_id) if model.parent_model_id else '-'}, classes {model.class_names}"
+    )
+    decision = next((g for g in store.gate_decisions() if g.candidate_model_id == model.id), None)
+    if decision is None:
+        out.print("  no gate decision recorded for this model")
+    else:
+        against = model_name(decision.production_model_id) if decision.production_model_id else "nothing"
+        out.print(
+            f"  gate: {decision.outcome} by rule {decision.rule}{' (held: production pinned)' if decision.held else ''}"
+            f" against {against}; eval set {decision.eval_sha256[:12]}"
+        )
+        for verdict in decision.details.get("verdicts", []):
+            _print_verdict(verdict, decision.details.get("policy", {}))
+        for subset, f in decision.details.get("forgetting", {}).items():
+            out.print(
+                f"  forgetting on {subset}: production {_f(f['production'])} -> candidate "
+                f"{_f(f['candidate'])} (drop {f['drop']:+.4f})"
+            )
+    for entry in store.ledger():
+        if model.id in (entry.model_id, entry.previous_model_id):
+            out.print(
+                f"  ledger #{entry.id} {as_utc(entry.at):%Y-%m-%d %H:%M:%S} {entry.action} by {entry.actor}: "
+                f"{entry.reason}",
+                highlight=False,
+            )
+
+
+def _print_verdict(verdict: dict[str, Any], policy: dict[str, Any]) -> None:
+    cand, prod = verdict["candidate"], verdict["production"]
+    table = Table(
+        "",
+        "candidate",
+        "production",
+        "drop",
+        "instances",
+        "gated",
+        title=f"{verdict['eval_set']}: {verdict['rule']} (margin {_f(verdict['margin'])}, "
+        f"tolerance {_f(policy.get('tolerance'))}, max class drop {_f(policy.get('max_class_drop'))})",
+    )
+    table.add_row(
+        "mAP50-95 (all)",
+        _f(cand["map50_95"]),
+        _f(prod["map50_95"] if prod else None),
+        _f(prod["map50_95"] - cand["map50_95"]) if prod else "-",
+        "",
+        "yes",
+    )
+    for c in verdict["classes"]:
+        table.add_row(
+            c["name"],
+            _f(c["candidate"]),
+            _f(c["production"]),
+            _f(c["drop"]),
+            str(c["instances"]),
+            "yes" if c["gated"] else "no (few)",
+        )
+    out.print(table)
+
+
+def promote(
+    model_id: Annotated[str, typer.Argument(help="A candidate or retired model, e.g. m0004.")],
+    reason: Reason,
+    force: Annotated[bool, typer.Option(help="Also promote a model the gate rejected.")] = False,
+    root: Root = Path("."),
+) -> None:
+    """Make a model production by hand (recorded with who and why). A rejected model needs --force."""
+    application = call(lambda: App(root))
+    target = call(lambda: parse_id(model_id, "m"))
+    entry = call(lambda: application.registry.promote(target, reason, actor=current_actor(), force=force))
+    application.registry.notifier.wait()
+    out.print(
+        f"production is now {model_name(target)} (was "
+        f"{model_name(entry.previous_model_id) if entry.previous_model_id else 'nothing'})"
+    )
+
+
+def pin(reason: Reason, root: Root = Path(".")) -> None:
+    """Hold promotions while investigating: candidates are still scored, none becomes production."""
+    entry = call(lambda: App(root).registry.pin(reason))
+    out.print(f"production pinned by {entry.actor}: {entry.reason}")
+
+
+def unpin(reason: Reason, root: Root = Path(".")) -> None:
+    """Release a pin: the next candidate that passes the gate is promoted again."""
+    entry = call(lambda: App(root).registry.unpin(reason))
+    out.print(f"production unpinned by {entry.actor}: {entry.reason}")
+
+
+def history(root: Root = Path(".")) -> None:
+    """The production ledger: every promotion, rejection, rollback and pin, oldest first."""
+    table = Table("#", "when (UTC)", "action", "model", "was", "by", "reason", "hash")
+    for e in call(lambda: App(root)).store.ledger():
+        table.add_row(
+            str(e.id),
+            f"{as_utc(e.at):%Y-%m-%d %H:%M:%S}",
+            e.action,
+            model_name(e.model_id) if e.model_id else "-",
+            model_name(e.previous_model_id) if e.previous_model_id else "-",
+            e.actor,
+            e.reason,
+            e.entry_hash[:12],
+        )
+    out.print(table)
+
+
+@audit_app.command()
+def verify(root: Root = Path(".")) -> None:
+    """Recompute the ledger's hash chain; any edited, removed or inserted entry is reported (exit 1)."""
+    entries = call(lambda: App(root)).store.ledger()
+    problems = ledger.verify(entries)
+    for p in problems:
+        err.print(f"[red]tampered:[/red] {p}", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    out.print(f"ledger intact: {len(entries)} entries, head {entries[-1].entry_hash[:12] if entries else '-'}")
+
+
+def compare(
+    a: Annotated[str, typer.Argument(help="A model id (m0003) or, with --trust, a .pt path.")],
+    b: Annotated[str, typer.Argument(help="Another model id or .pt path.")],
+    version: Annotated[str | None, typer.Option(help="Eval on this version's val split (default: newest).")] = None,
+    trust: Annotated[bool, typer.Option(help="Allow loading .pt files the registry did not write.")] = False,
+    root: Root = Path("."),
+) -> None:
+    """Score two models side by side on the same frozen eval sets (cached scores are reused)."""
+    application = call(lambda: App(root))
+    store = application.store
+    latest = store.latest_version()
+    vid = call(lambda: parse_id(version, "v")) if version else (latest.id if latest else None)
+    if vid is None:
+        err.print("error: no dataset version yet: ingest a batch first")
+        raise typer.Exit(1)
+    contenders = [call(lambda r=r: resolve(store, application.registry, r, trust)) for r in (a, b)]  # type: ignore[misc]
+    sets, results = call(
+        lambda: compare_models(
+            store,
+            application.registry,
+            application.objects,
+            application.layout.versions,
+            application.layout.runs,
+            application.config,
+            application.trainer,
+            contenders,
+            vid,
+        )
+    )
+    for e in sets:
+        table = Table(
+            "",
+            *[c.label for c in contenders],
+            title=f"{version_name(vid)}/{e.name} ({e.images} images, {e.sha256[:12]})",
+        )
+        scores = [results[c.label][e.name] for c in contenders]
+        for metric in ("map50_95", "map50", "precision", "recall"):
+            table.add_row(metric, *[_f(getattr(s, metric)) for s in scores])
+        for name in sorted({n for s in scores for n in s.per_class}):
+            table.add_row(f"AP50-95 {name}", *[_f(s.per_class.get(name)) for s in scores])
+        out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")
+    app.add_typer(audit_app, name="audit")
+    for command in (promote, pin, unpin, history, compare):
+        app.command()(command)

@@ -1,0 +1,147 @@
+"""After training: cache the scores, ask the gate, record the decision, promote or reject.
+
+Separate from the training half of the cycle so the decision can be tested on its own and
+re-run (`flywheel compare`) without training anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from flywheel.config import Config
+from flywheel.domain import model_name
+from flywheel.evalsets import GATED, EvalSet
+from flywheel.gate import GateDecision, Outcome, Policy, Score, SetVerdict, decide
+from flywheel.registry import Registry
+from flywheel.store import Store
+from flywheel.store.tables import EvaluationRow, GateRow, ModelRow
+
+log = logging.getLogger("flywheel.gate")
+
+
+def policy_of(config: Config) -> Policy:
+    g = config.gate
+    return Policy(g.tolerance, g.max_class_drop, g.min_class_instances)
+
+
+def score_of(event: Mapping[str, Any]) -> Score:
+    return Score(
+        event["map50_95"],
+        event["map50"],
+        event["precision"],
+        event["recall"],
+        dict(event["per_class"]),
+        dict(event.get("instances", {})),
+    )
+
+
+def cached(store: Store, model: ModelRow, eval_set: EvalSet) -> Score | None:
+    row = store.evaluation(model.sha256, eval_set.sha256)
+    if row is None:
+        return None
+    return Score(row.map50_95, row.map50, row.precision, row.recall, dict(row.per_class), dict(row.instances))
+
+
+def remember(store: Store, model: ModelRow, eval_set: EvalSet, version_id: int, score: Score) -> None:
+    store.put_evaluation(
+        EvaluationRow(
+            model_sha256=model.sha256,
+            eval_sha256=eval_set.sha256,
+            version_id=version_id,
+            map50_95=score.map50_95,
+            map50=score.map50,
+            precision=score.precision,
+            recall=score.recall,
+            per_class=score.per_class,
+            instances=score.instances,
+        )
+    )
+
+
+def gate_and_promote(
+    store: Store,
+    registry: Registry,
+    config: Config,
+    run_id: int,
+    version_id: int,
+    eval_sets: list[EvalSet],
+    candidate: ModelRow,
+    production: ModelRow | None,
+    scores: Mapping[tuple[str, str], Score],  # (role, eval set) -> score, as the child reported
+) -> GateDecision:
+    assert candidate.id is not None
+    pairs: dict[str, tuple[Score, Score | None]] = {}
+    for eval_set in eval_sets:
+        cand = scores[("candidate", eval_set.name)]
+        remember(store, candidate, eval_set, version_id, cand)
+        prod = None
+        if production is not None:
+            prod = scores.get(("production", eval_set.name)) or cached(store, production, eval_set)
+            assert prod is not None, f"production was neither scored nor cached on {eval_set.name}"
+            remember(store, production, eval_set, version_id, prod)
+        pairs[eval_set.name] = (cand, prod)
+    gated = {name: pair for name, pair in pairs.items() if name in GATED}
+    decision = decide(gated, policy_of(config))
+    details = {
+        "eval_sets": {s.name: {"sha256": s.sha256, "images": s.images} for s in eval_sets},
+        "verdicts": [_verdict(v) for v in decision.verdicts],
+        "forgetting": _forgetting(pairs),
+        "policy": asdict(decision.policy),
+    }
+    pin = store.pin()
+    held = decision.outcome is Outcome.PROMOTE and pin is not None and production is not None
+    store.add_gate_decision(
+        GateRow(
+            run_id=run_id,
+            version_id=version_id,
+            eval_sha256=eval_sets[0].sha256,
+            candidate_model_id=candidate.id,
+            production_model_id=production.id if production else None,
+            candidate_map=decision.candidate_map,
+            production_map=decision.production_map,
+            margin=decision.margin,
+            tolerance=decision.tolerance,
+            outcome=decision.outcome,
+            rule=decision.rule,
+            held=held,
+            details=details,
+        )
+    )
+    if held:
+        log.info(
+            "model %s passed the gate but production is pinned (%s): left a candidate; "
+            "`flywheel promote %s` when ready",
+            model_name(candidate.id),
+            pin.reason if pin else "",
+            model_name(candidate.id),
+        )
+    elif decision.outcome is Outcome.PROMOTE:
+        registry.promote(candidate.id, reason=decision.explain())
+    else:
+        registry.reject(candidate.id, reason=decision.explain())
+    log.info("model %s %s", model_name(candidate.id), decision.explain())
+    return decision
+
+
+def _verdict(v: SetVerdict) -> dict[str, Any]:
+    return {
+        "eval_set": v.eval_set,
+        "rule": v.rule,
+        "margin": v.margin,
+        "candidate": asdict(v.candidate),
+        "production": asdict(v.production) if v.production else None,
+        "classes": [{**asdict(c), "drop": c.drop} for c in v.classes],
+    }
+
+
+def _forgetting(pairs: Mapping[str, tuple[Score, Score | None]]) -> dict[str, Any]:
+    """mAP50-95 drop (production - candidate) on the images the parent had and on the new ones."""
+    out: dict[str, Any] = {}
+    for name in ("val_old", "val_new"):
+        cand, prod = pairs.get(name, (None, None))
+        if cand is not None and prod is not None:
+            out[name] = {"candidate": cand.map50_95, "production": prod.map50_95, "drop": prod.map50_95 - cand.map50_95}
+    return out
