@@ -14,13 +14,14 @@ from typing import IO
 
 from flywheel import config as config_mod
 from flywheel.config import CONFIG_NAME, Config
-from flywheel.cycle import CycleResult, Workspace, run_cycle, trainable
+from flywheel.cycle import CycleResult, Workspace, resume_interrupted, run_cycle, trainable
 from flywheel.errors import Busy, DataRootError
-from flywheel.ingest.service import IngestPaths, IngestResult, ingest_batch
 from flywheel.hooks import Notifier
+from flywheel.ingest.service import IngestOptions, IngestPaths, IngestResult, ingest_batch
 from flywheel.ports import NullObserver, Observer, Trainer
 from flywheel.registry import Registry
 from flywheel.store import ObjectStore, Store, create_schema, database_url, make_engine
+from flywheel.training.export import SubprocessExporter
 from flywheel.training.runner import SubprocessTrainer
 
 log = logging.getLogger("flywheel")
@@ -111,17 +112,24 @@ class App:
         self.objects = ObjectStore(self.layout.objects)
         n = self.config.notify
         notifier = Notifier(n.command, n.webhook, n.retries, n.retry_seconds)
-        self.registry = Registry(self.store, self.layout.models, self.layout.production, notifier)
+        exporter = SubprocessExporter(self.layout.ultralytics) if self.config.production.export_onnx else None
+        self.registry = Registry(
+            self.store, self.layout.models, self.layout.production, notifier, exporter, self.config.training.imgsz
+        )
         self.trainer: Trainer = trainer or SubprocessTrainer(
             self.layout.ultralytics, timeout_seconds=self.config.training.timeout_seconds
         )
         self.observer: Observer = observer or NullObserver()
         self.workspace = Workspace(self.layout.root, self.objects, self.layout.versions, self.layout.runs)
 
-    def ingest(self, batch_dir: Path, move: bool) -> IngestResult:
+    def ingest(self, batch_dir: Path, move: bool, again: bool = False) -> IngestResult:
+        """Ingest a batch folder or archive; `again`: even if its content was ingested before."""
         started = time.monotonic()
         paths = IngestPaths(self.objects, self.layout.versions, self.layout.quarantine, self.layout.done)
-        inbox = self.config.inbox
+        inbox, ing = self.config.inbox, self.config.ingest
+        options = IngestOptions(
+            ing.max_image_pixels, ing.coordinate_tolerance, ing.allow_unlabeled, ing.max_archive_bytes, ing.keep_done
+        )
         result = ingest_batch(
             self.store,
             paths,
@@ -130,13 +138,30 @@ class App:
             marker=inbox.marker,
             ignore=inbox.ignore,
             move=move,
+            options=options,
+            again=again,
         )
-        self.observer.batch_processed(time.monotonic() - started, [why for _, why in result.quarantined])
+        # codes, not sentences: a bounded set (flywheel.ingest.reasons.Code), fit for a metric label
+        self.observer.batch_processed(time.monotonic() - started, result.codes)
         return result
 
-    def train(self, version_id: int) -> CycleResult:
+    def train(self, version_id: int, start_from: str | None = None) -> CycleResult:
+        """`start_from`: `flywheel train --from` (production, base, a model id, a .yaml or .pt)."""
         return run_cycle(
-            self.store, self.registry, self.workspace, self.config, self.trainer, self.observer, version_id
+            self.store,
+            self.registry,
+            self.workspace,
+            self.config,
+            self.trainer,
+            self.observer,
+            version_id,
+            start_from=start_from,
+        )
+
+    def resume_interrupted(self) -> list[CycleResult]:
+        """Continue the runs a dead process left interrupted (training.on_interrupt)."""
+        return resume_interrupted(
+            self.store, self.registry, self.workspace, self.config, self.trainer, self.observer
         )
 
     def pending_version(self) -> int | None:

@@ -9,6 +9,7 @@ key at fault and the file.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,15 @@ class InboxConfig(_Section):
     marker: str = "READY"
     settle_seconds: float = Field(10.0, ge=0)
     rescan_seconds: float = Field(30.0, gt=0)
-    ignore: list[str] = [".DS_Store", "Thumbs.db", "desktop.ini"]
+    ignore: list[str] = [".DS_Store", "Thumbs.db", "desktop.ini", "__MACOSX", "._*"]
+
+
+class IngestConfig(_Section):
+    max_image_pixels: int = Field(64_000_000, ge=1, le=178_956_970)  # Pillow refuses above anyway
+    coordinate_tolerance: float = Field(0.01, ge=0, le=0.5)
+    allow_unlabeled: bool = False
+    max_archive_bytes: int = Field(20 * 2**30, ge=1)
+    keep_done: bool = True
 
 
 class DatasetConfig(_Section):
@@ -48,7 +57,7 @@ class ModelConfig(_Section):
 
 class TrainingConfig(_Section):
     epochs_scratch: int = Field(50, ge=1)
-    epochs_warm: int = Field(20, ge=1)
+    epochs_warm: int = Field(10, ge=1)
     imgsz: int = 640
     batch: int = Field(16, ge=1)
     device: str = "cpu"
@@ -56,6 +65,43 @@ class TrainingConfig(_Section):
     seed: int = 0
     patience: int = Field(100, ge=1)
     timeout_seconds: float = Field(0, ge=0)
+    # Transfer: how a run that starts from a registered model trains (flywheel/training/plan.py).
+    optimizer: str = "auto"
+    lr0: float = Field(0.01, gt=0)
+    lrf: float = Field(0.01, gt=0, le=1)
+    cos_lr: bool = False
+    nbs: int = Field(64, ge=1)
+    warmup_epochs: float = Field(3.0, ge=0)
+    warmup_epochs_warm: float = Field(0.0, ge=0)
+    close_mosaic: int = Field(10, ge=0)
+    close_mosaic_warm: int = Field(2, ge=0)
+    freeze_epochs: int = Field(0, ge=0)
+    backbone_lr_scale: float = Field(1.0, gt=0, le=10)
+    scratch_challenger_every: int = Field(0, ge=0)
+    scratch_challenger_after_rejections: int = Field(2, ge=0)
+    on_interrupt: str = "resume"
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        known = ("auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSprop", "Adamax")
+        if value not in known:
+            raise ValueError(f"must be one of {', '.join(known)}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"cpu|mps|(cuda:)?\d+(,\d+)*", value.strip()):
+            raise ValueError('must be "cpu", a GPU index such as "0", several such as "0,1" (DDP), or "mps"')
+        return value.strip()
+
+    @field_validator("on_interrupt")
+    @classmethod
+    def _known_on_interrupt(cls, value: str) -> str:
+        if value not in ("resume", "restart", "leave"):
+            raise ValueError("must be resume (from the run's last.pt), restart (from its start) or leave")
+        return value
 
     @field_validator("imgsz")
     @classmethod
@@ -65,10 +111,21 @@ class TrainingConfig(_Section):
         return value
 
 
+class ReplayConfig(_Section):
+    max_images: int = Field(0, ge=0)
+
+
 class GateConfig(_Section):
     tolerance: float = Field(0.0, ge=0, le=1)
     max_class_drop: float = Field(0.1, ge=0, le=1)
     min_class_instances: int = Field(10, ge=0)
+    bootstrap: bool = False
+    bootstrap_samples: int = Field(1000, ge=100)
+    bootstrap_confidence: float = Field(0.95, gt=0.5, lt=1)
+
+
+class ProductionConfig(_Section):
+    export_onnx: bool = False
 
 
 class NotifyConfig(_Section):
@@ -93,10 +150,13 @@ class DatabaseConfig(_Section):
 
 class Config(_Section):
     inbox: InboxConfig = InboxConfig()
+    ingest: IngestConfig = IngestConfig()
     dataset: DatasetConfig = DatasetConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
+    replay: ReplayConfig = ReplayConfig()
     gate: GateConfig = GateConfig()
+    production: ProductionConfig = ProductionConfig()
     notify: NotifyConfig = NotifyConfig()
     metrics: MetricsConfig = MetricsConfig()
     health: HealthConfig = HealthConfig()

@@ -117,7 +117,7 @@ def mixed_batch(folder: Path) -> dict[str, str]:
         "labels/corrupt.txt": "its image images/corrupt.png was refused",
         "images/empty.png": "empty file (0 bytes)",
         "labels/empty.txt": "its image images/empty.png was refused",
-        "labels/badlabel.txt": "line 2: w=1.7 is outside [0, 1]",
+        "labels/badlabel.txt": "line 2: box edge x0=-0.35 is outside [0, 1]",
         "images/badlabel.png": "its label labels/badlabel.txt was refused",
         "images/nolabel.png": "no label file",
         "labels/orphan.txt": "label file without a matching image",
@@ -299,9 +299,12 @@ def test_duplicate_image_content_inside_a_batch_is_quarantined_once(env: Env):
     result = env.ingest(batch)
 
     assert result.accepted == 1
-    reasons = {f["path"]: f["reason"] for f in report_of(env, result)["files"]}
-    assert reasons == {"b.png": "same image content as a.png in this batch", "b.txt": reasons["b.txt"]}
-    assert "a.png" in reasons["b.txt"]
+    files = {f["path"]: (f["code"], f["reason"]) for f in report_of(env, result)["files"]}
+    assert files == {
+        "b.png": ("image_duplicate_in_batch", "same image content as a.png in this batch"),
+        "b.txt": ("partner_refused", "its image b.png was refused"),
+    }
+    assert result.batch.quarantine_reasons == {"image_duplicate_in_batch": 1, "partner_refused": 1}
 
 
 def test_two_refused_images_sharing_a_label_are_quarantined_without_crashing(env: Env):
@@ -338,15 +341,18 @@ def test_batch_without_class_names_is_rejected_into_quarantine(env: Env):
     assert result.version is None
     assert env.store.versions() == []
     assert "no class names" in (result.batch.reason or "")
-    assert result.batch.quarantined == len(dropped)
+    data = set(dropped) - {MARKER}  # the marker is ignored, refused batch or not
+    assert (result.batch.files, result.batch.quarantined, result.batch.ignored) == (len(dropped), len(data), 1)
+    assert result.batch.quarantine_reasons == {"no_class_names": len(data)}
     quarantine = env.paths.quarantine / "b0001-nonames"
     report = json.loads((quarantine / "report.json").read_text())
     assert "no class names" in report["reason"]
+    assert report["code"] == "no_class_names"
     assert "classes.txt" in report["reason"]  # says what to add
-    assert {f["path"] for f in report["files"]} == set(dropped)
-    assert all(f["reason"] for f in report["files"])
-    for rel, file_sha in dropped.items():
-        assert sha((quarantine / rel).read_bytes()) == file_sha
+    assert {f["path"] for f in report["files"]} == data
+    assert all(f["reason"] and f["code"] == "no_class_names" for f in report["files"])
+    for rel in data:
+        assert sha((quarantine / rel).read_bytes()) == dropped[rel]
     assert not batch.exists(), "a rejected batch must not stay in the inbox"
     assert [b.state for b in env.store.batches()] == [BatchState.REJECTED]
 
@@ -438,22 +444,48 @@ def test_class_names_as_a_data_yaml_mapping(env: Env):
     assert label_boxes_of(env, 1, sha(png_bytes(1)))[0].startswith("1 ")
 
 
-def test_redropping_identical_content_makes_no_new_version(env: Env, tmp_path: Path):
+def test_redropping_identical_content_is_not_ingested_again(env: Env, tmp_path: Path):
+    # a batch's identity is its content: the same files under another name (and with a marker
+    # file now) are the same batch, recognised and moved out of the inbox, not processed twice
     pristine = synthetic_batch(tmp_path / "pristine" / "same", 6, seed=3, size=32)
     shutil.copytree(pristine, env.inbox / "same")
     first = env.ingest(env.inbox / "same")
     assert first.version is not None
 
-    shutil.copytree(pristine, env.inbox / "same")
-    second = env.ingest(env.inbox / "same")
+    shutil.copytree(pristine, env.inbox / "renamed")
+    write(env.inbox / "renamed" / MARKER, "")
+    second = env.ingest(env.inbox / "renamed")
 
+    assert second.already
+    assert second.batch.id == first.batch.id
     assert second.version is None
-    assert second.batch.state == BatchState.INGESTED
-    assert second.batch.version_id is None
-    assert second.new_images == 0 and second.relabelled == 0
-    assert second.accepted == 6
     assert [v.id for v in env.store.versions()] == [1]
     assert sorted(p.name for p in env.paths.versions.iterdir()) == ["v0001"]
+    assert [b.id for b in env.store.batches()] == [first.batch.id]
+    assert not (env.inbox / "renamed").exists()
+    assert snapshot(env.paths.done / "b0001-renamed") == snapshot(pristine) | {MARKER: sha(b"")}
+
+
+def test_again_ingests_identical_content_as_a_new_batch_without_a_new_version(env: Env, tmp_path: Path):
+    pristine = synthetic_batch(tmp_path / "pristine" / "same", 6, seed=3, size=32)
+    shutil.copytree(pristine, env.inbox / "same")
+    first = env.ingest(env.inbox / "same")
+    shutil.copytree(pristine, env.inbox / "same")
+
+    second = ingest_batch(
+        env.store,
+        env.paths,
+        env.inbox / "same",
+        val_fraction=0.25,
+        marker=MARKER,
+        ignore=IGNORE,
+        move=True,
+        again=True,
+    )
+
+    assert second.batch.id == 2 and second.batch.state == BatchState.INGESTED
+    assert second.version is None and second.batch.version_id is None
+    assert (second.accepted, second.new_images, second.relabelled) == (6, 0, 0)
     assert [b.content_sha256 for b in env.store.batches()] == [first.batch.content_sha256] * 2
     assert (env.paths.done / "b0002-same").is_dir()
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from flywheel.ingest.labels import Box, LabelProblem, normalised, parse_label
+from flywheel.ingest.labels import Annotation, Box, LabelProblem, RawBox, finish, normalised, parse_label, parse_yolo
+from flywheel.ingest.reasons import Code
 
 
 def test_good_lines_parse_to_boxes():
@@ -17,8 +18,9 @@ def test_good_lines_parse_to_boxes():
 
 
 def test_edges_of_the_unit_square_are_accepted():
-    # 0 and 1 are inside [0, 1]; a box as wide as the image is a valid box.
-    assert parse_label("0 0 1 1 1", class_count=1) == [Box(0, 0.0, 1.0, 1.0, 1.0)]
+    # a box as large as the image touches all four edges and is inside [0, 1]
+    assert parse_label("0 0.5 0.5 1 1", class_count=1) == [Box(0, 0.5, 0.5, 1.0, 1.0)]
+    assert parse_label("0 0.05 0.95 0.1 0.1", class_count=1) == [Box(0, 0.05, 0.95, 0.1, 0.1)]
 
 
 def test_class_id_written_as_float_is_accepted():
@@ -43,29 +45,32 @@ def test_bom_and_crlf_are_accepted():
 
 
 @pytest.mark.parametrize(
-    ("line", "reason"),
+    ("line", "code", "reason"),
     [
-        ("0 0.5 0.5 0.2", "expected 5 numbers"),
-        ("0 0.5 0.5 0.2 0.2 0.9", "expected 5 numbers"),
-        ("0 0.5 abc 0.2 0.2", "not a number"),
-        ("0 0.5 0.5 nan 0.2", "NaN or infinite"),
-        ("0 0.5 0.5 0.2 inf", "NaN or infinite"),
-        ("0 -inf 0.5 0.2 0.2", "NaN or infinite"),
-        ("1.5 0.5 0.5 0.2 0.2", "not a non-negative integer"),
-        ("-1 0.5 0.5 0.2 0.2", "not a non-negative integer"),
-        ("3 0.5 0.5 0.2 0.2", "unknown"),
-        ("7 0.5 0.5 0.2 0.2", "unknown"),
-        ("0 0.5 0.5 0 0.2", "width and height must be positive"),
-        ("0 0.5 0.5 0.2 -0.1", "width and height must be positive"),
-        ("0 1.2 0.5 0.2 0.2", "cx=1.2 is outside [0, 1]"),
-        ("0 0.5 -0.01 0.2 0.2", "cy=-0.01 is outside [0, 1]"),
-        ("0 0.5 0.5 1.5 0.2", "w=1.5 is outside [0, 1]"),
-        ("0 0.5 0.5 0.2 2", "h=2.0 is outside [0, 1]"),
+        ("0 0.5 0.5 0.2", "label_bad_fields", "expected 5 numbers"),
+        ("0 0.5 0.5 0.2 0.2 0.9", "label_bad_fields", "expected 5 numbers"),
+        ("0 0.1 0.1 0.2 0.1 0.2 0.2 0.1", "label_bad_fields", "found 8 fields"),  # half a polygon point
+        ("0 0.5 abc 0.2 0.2", "label_not_numeric", "not a number"),
+        ("0 0.5 0.5 nan 0.2", "label_not_finite", "NaN or infinite"),
+        ("0 0.5 0.5 0.2 inf", "label_not_finite", "NaN or infinite"),
+        ("0 -inf 0.5 0.2 0.2", "label_not_finite", "NaN or infinite"),
+        ("1.5 0.5 0.5 0.2 0.2", "label_unknown_class", "not a non-negative integer"),
+        ("-1 0.5 0.5 0.2 0.2", "label_unknown_class", "not a non-negative integer"),
+        ("3 0.5 0.5 0.2 0.2", "label_unknown_class", "unknown"),
+        ("7 0.5 0.5 0.2 0.2", "label_unknown_class", "unknown"),
+        ("0 0.5 0.5 -0.2 0.2", "label_bad_size", "width and height must be positive"),
+        ("0 0.5 0.5 0.2 -0.1", "label_bad_size", "width and height must be positive"),
+        ("0 1.2 0.5 0.2 0.2", "label_out_of_range", "box edge x0=1.1 is outside [0, 1]"),
+        ("0 0.5 -0.01 0.2 0.2", "label_out_of_range", "box edge y0=-0.11 is outside [0, 1]"),
+        ("0 0.5 0.5 1.5 0.2", "label_out_of_range", "box edge x0=-0.25 is outside [0, 1]"),
+        ("0 0.5 0.5 0.2 2", "label_out_of_range", "box edge y0=-0.5 is outside [0, 1]"),
+        ("0 0 1 1 1", "label_out_of_range", "box edge x0=-0.5 is outside [0, 1]"),  # centre on the edge
     ],
 )
-def test_each_refusal_has_its_own_reason(line, reason):
+def test_each_refusal_has_its_own_code_and_reason(line, code, reason):
     with pytest.raises(LabelProblem) as info:
         parse_label(line, class_count=3)
+    assert info.value.code == code
     assert reason in str(info.value)
     assert str(info.value).startswith("line 1:")
 
@@ -78,9 +83,10 @@ def test_reasons_are_distinct_per_kind_of_fault():
         "0 nan 0.5 0.2 0.2": "NaN or infinite",
         "-1 0.5 0.5 0.2 0.2": "not a non-negative integer",
         "5 0.5 0.5 0.2 0.2": "is unknown",
-        "0 0.5 0.5 0 0.2": "must be positive",
+        "0 0.5 0.5 -1 0.2": "must be positive",
         "0 1.5 0.5 0.2 0.2": "is outside [0, 1]",
     }
+    codes = set()
     for line, phrase in faults.items():
         with pytest.raises(LabelProblem) as info:
             parse_label(line, class_count=2)
@@ -88,6 +94,65 @@ def test_reasons_are_distinct_per_kind_of_fault():
         assert phrase in message, (line, message)
         others = [p for p in faults.values() if p != phrase and p in message]
         assert not others, (line, message, others)
+        codes.add(info.value.code)
+    assert len(codes) == 6  # a class id that is negative and one that is too big share label_unknown_class
+
+
+# --- tolerance, clipping, dropped boxes, polygons ----------------------------------------
+
+
+def test_a_box_overhanging_within_the_tolerance_is_clipped_with_a_note():
+    ann = parse_yolo("0 0.995 0.5 0.02 0.2\n", class_count=1)  # x1 = 1.005
+    boxes, notes = finish(ann, None, tolerance=0.01)
+    assert len(boxes) == 1
+    b = boxes[0]
+    assert b.cx + b.w / 2 == pytest.approx(1.0) and b.cx - b.w / 2 == pytest.approx(0.985)
+    assert [code for code, _ in notes] == [Code.BOX_CLIPPED]
+    assert "line 1" in notes[0][1]
+
+
+def test_the_same_overhang_beyond_the_tolerance_is_refused():
+    with pytest.raises(LabelProblem) as info:
+        parse_label("0 0.995 0.5 0.02 0.2\n", class_count=1, tolerance=0.001)
+    assert info.value.code == Code.LABEL_OUT_OF_RANGE
+    assert "x1=1.005" in str(info.value) and "coordinate_tolerance = 0.001" in str(info.value)
+
+
+def test_rounding_noise_at_an_edge_is_clamped_without_a_note():
+    ann = parse_yolo("0 0.9 0.5 0.2 0.2\n", class_count=1)  # 0.9 + 0.1 is 1.0000000000000002 in floats
+    boxes, notes = finish(ann, None, tolerance=0.0)
+    assert len(boxes) == 1 and notes == []
+    assert boxes[0].cx + boxes[0].w / 2 <= 1.0
+
+
+def test_zero_size_boxes_are_dropped_with_a_note_and_the_rest_kept():
+    ann = parse_yolo("0 0.5 0.5 0 0.2\n0 0.3 0.3 0.1 0.1\n0 0.5 0.5 0.2 0\n", class_count=1)
+    boxes, notes = finish(ann, None, tolerance=0.0)
+    assert boxes == [Box(0, 0.3, 0.3, 0.1, 0.1)]
+    assert [code for code, _ in notes] == [Code.BOX_ZERO_SIZE, Code.BOX_ZERO_SIZE]
+    assert "line 1" in notes[0][1] and "line 3" in notes[1][1]
+
+
+def test_duplicate_boxes_are_kept_once_with_a_note():
+    ann = parse_yolo("1 0.5 0.5 0.2 0.2\n1 0.50 0.5 0.2 0.2000000\n0 0.5 0.5 0.2 0.2\n", class_count=2)
+    boxes, notes = finish(ann, None, tolerance=0.0)
+    assert [b.cls for b in boxes] == [1, 0]  # the same place with another class is another box
+    assert notes == [(Code.BOX_DUPLICATE, "line 2: the same box twice, kept once")]
+
+
+def test_a_segmentation_polygon_becomes_its_bounding_box():
+    ann = parse_yolo("1 0.1 0.2 0.5 0.1 0.4 0.6 0.2 0.5\n", class_count=2)  # 4 points
+    boxes, notes = finish(ann, None, tolerance=0.0)
+    assert len(boxes) == 1
+    b = boxes[0]
+    assert (b.cls, b.cx, b.cy, b.w, b.h) == pytest.approx((1, 0.3, 0.35, 0.4, 0.5))
+    assert [code for code, _ in notes] == [Code.POLYGON_TO_BOX]
+
+
+def test_pixel_boxes_are_normalised_by_the_image_size():
+    ann = Annotation([RawBox(0, 320.0, 120.0, 64.0, 48.0, "object 1")], pixels=True, size=(640, 480))
+    boxes, notes = finish(ann, (640, 480), tolerance=0.0)
+    assert boxes == [Box(0, 0.5, 0.25, 0.1, 0.1)] and notes == []
 
 
 def test_unknown_class_reason_names_the_valid_range():
@@ -107,8 +172,9 @@ def test_line_number_counts_the_bom_line_as_line_1_and_crlf_lines():
         parse_label(text, class_count=1)
 
 
-def test_label_problem_is_a_value_error():
+def test_label_problem_is_a_value_error_with_a_code():
     assert issubclass(LabelProblem, ValueError)
+    assert LabelProblem(Code.LABEL_BAD_FIELDS, "x").code == "label_bad_fields"
 
 
 def test_normalised_remaps_class_ids_with_fixed_precision_and_lf():

@@ -1,50 +1,37 @@
-"""Ingest one batch folder: validate every pair, store the good ones by content, quarantine
-the rest with a reason, and make the next immutable dataset version.
+"""Ingest one dropped batch (a folder or an archive): read whichever export format it is,
+validate every pair, store the good ones by content, quarantine the rest with a code and a
+reason, and make the next immutable dataset version.
 
-Accounting: every file of the batch ends in exactly one place, and the batch record counts
-them: a version (the object store holds its bytes), `quarantine/<batch>/` with a line in
-`report.json`, or the ignored list (marker file, `.DS_Store`, ...). The original folder is
-moved to `inbox/.done/` afterwards, so the source files are never deleted.
+Accounting: every entry of the batch ends in exactly one place, and the batch record counts
+them (`files == files_versioned + quarantined + ignored`): a version (the object store holds
+its bytes), `quarantine/<batch>/` with a line in `report.json`, or the ignored list.
+
+Exactly once: a batch's identity is a hash of its content. An interrupted ingest of the same
+content is resumed (its row and any version it made are reused), content already ingested is
+not ingested again, and the dropped batch leaves the inbox (to `inbox/.done/`, or deleted) only
+after its records are committed. Quarantine holds copies, so nothing is lost in between.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from flywheel.domain import BatchState, ManifestItem, batch_name, merge_class_map, next_manifest, split_of
-from flywheel.errors import BatchRejected
-from flywheel.ingest.images import ImageProblem, check_image
-from flywheel.ingest.labels import LabelProblem, normalised, parse_label
-from flywheel.ingest.layout import list_files, read_layout
-from flywheel.store import ObjectStore, Store, sha256_file
-from flywheel.store.materialize import materialize
-from flywheel.store.tables import BatchRow, VersionRow
+from flywheel.domain import BatchState, batch_name, merge_class_map
+from flywheel.errors import BatchRejected, StoreError
+from flywheel.ingest import source as sources
+from flywheel.ingest.accept import Checks
+from flywheel.ingest.api import IngestOptions, IngestPaths, IngestResult
+from flywheel.ingest.batchopts import allow_unlabeled, check_class_names
+from flywheel.ingest.batchrun import BatchRun
+from flywheel.ingest.formats import read_batch
+from flywheel.ingest.layout import ignore_code
+from flywheel.ingest.reasons import BatchRefused, Code
+from flywheel.store import Store
+
+__all__ = ["IngestOptions", "IngestPaths", "IngestResult", "ingest_batch"]
 
 log = logging.getLogger("flywheel.ingest")
-
-
-@dataclass(frozen=True)
-class IngestPaths:
-    objects: ObjectStore
-    versions: Path
-    quarantine: Path
-    done: Path  # where a processed inbox folder is moved; None-like when ingesting by hand
-
-
-@dataclass
-class IngestResult:
-    batch: BatchRow
-    version: VersionRow | None
-    accepted: int = 0
-    new_images: int = 0
-    relabelled: int = 0
-    quarantined: list[tuple[str, str]] = field(default_factory=list)  # relpath, reason
-    ignored: list[str] = field(default_factory=list)
 
 
 def ingest_batch(
@@ -56,116 +43,69 @@ def ingest_batch(
     marker: str,
     ignore: list[str],
     move: bool,
+    options: IngestOptions | None = None,
+    again: bool = False,
 ) -> IngestResult:
-    files = list_files(batch_dir)
-    shas = {f: sha256_file(batch_dir / f) for f in files}
-    content = hashlib.sha256("".join(f"{f}\0{shas[f]}\n" for f in files).encode()).hexdigest()
-    batch = store.add_batch(batch_dir.name, content, len(files))
-    assert batch.id is not None
-    label = f"{batch_name(batch.id)}-{batch_dir.name}"
-    store.update_batch(batch.id, BatchState.INGESTING)
-    result = IngestResult(batch, None)
-    parent = store.latest_version()
+    """Ingest `batch_dir` (a folder or an archive). `move`: take it out of the inbox afterwards.
+    `again`: ingest even if the same content was ingested before."""
     try:
-        if not files:
-            raise BatchRejected(f"{batch_dir}: the batch folder is empty")
-        layout = read_layout(batch_dir, files, marker, ignore)
-        class_names, remap = merge_class_map(parent.class_names if parent else [], layout.class_names)
-    except BatchRejected as exc:
-        _quarantine(paths, batch_dir, label, [(f, "batch refused") for f in files], str(exc), move)
-        if move:
-            _move(batch_dir, paths.done / label)  # only empty folders remain: keep the inbox clear
-        result.batch = store.update_batch(
-            batch.id,
-            BatchState.REJECTED,
-            reason=str(exc),
-            quarantined=len(files),
-            quarantine_dir=str(paths.quarantine / label),
+        return _ingest_batch(store, paths, batch_dir, val_fraction, marker, ignore, move, options, again)
+    except OSError as exc:  # disk full, permissions, a file vanishing under us: the batch stays where it is
+        raise StoreError(
+            f"cannot ingest {batch_dir}: {exc}. Nothing was lost: the batch is left in place (an interrupted "
+            "ingest resumes when it is seen again); check free space and permissions"
+        ) from exc
+
+
+def _ingest_batch(
+    store: Store,
+    paths: IngestPaths,
+    batch_dir: Path,
+    val_fraction: float,
+    marker: str,
+    ignore: list[str],
+    move: bool,
+    options: IngestOptions | None,
+    again: bool,
+) -> IngestResult:
+    opts = options or IngestOptions()
+    sources.clear_staging(paths.staging_root)
+    with sources.open_source(batch_dir, paths.staging_root, opts.max_archive_bytes) as src:
+        run = BatchRun(store, paths, src, opts, move)
+        for rel in src.listing.files:
+            code = ignore_code(rel, marker, ignore)
+            if code:
+                run.outcome.ignore(rel, code)
+        shas = sources.file_hashes(src)
+        content = sources.identity(src, shas, set(run.outcome.ignored))
+        last = next((b for b in reversed(store.batches()) if b.content_sha256 == content), None)
+        if last is not None and last.state == BatchState.INGESTED and not again:
+            log.info("batch %s has the same content as %s, ingested already", batch_dir.name, batch_name(last.id or 0))
+            run.leave_inbox(f"{batch_name(last.id or 0)}-{batch_dir.name}")
+            return IngestResult(last, None, already=True)
+        if last is not None and last.state == BatchState.INGESTING:  # an interrupted try: resume it
+            run.batch = last
+        else:
+            row = store.add_batch(batch_dir.name, content, len(run.outcome.entries))
+            run.batch = store.update_batch(row.id or 0, BatchState.INGESTING)
+        try:
+            if src.refused is not None:
+                raise src.refused
+            run.links_and_special()
+            files = [f for f in src.listing.files if f not in run.outcome.ignored]
+            if not files and not src.listing.links:
+                raise BatchRefused(Code.BATCH_EMPTY, f"{batch_dir}: the batch holds no files (only ignored ones)")
+            parsed = read_batch(src.listing.root, files)
+            parent = store.latest_version()
+            check_class_names(parent.class_names if parent else [], parsed.class_names)
+            class_names, remap = merge_class_map(parent.class_names if parent else [], parsed.class_names)
+        except BatchRejected as exc:
+            return run.reject(exc)
+        checks = Checks(
+            opts.max_image_pixels,
+            opts.coordinate_tolerance,
+            allow_unlabeled(src.listing, marker, opts.allow_unlabeled),
+            val_fraction,
+            link=move or src.archive,  # a batch leaving the inbox (or unpacked by us) is ours: link, not copy
         )
-        log.warning("batch %s rejected: %s (files in %s)", label, exc, paths.quarantine / label)
-        return result
-
-    result.ignored = list(layout.ignored)
-    bad = result.quarantined
-    bad += [(f, "label file without a matching image") for f in layout.orphan_labels]
-    bad += [(f, "not an image, label or class-name file") for f in layout.unsupported]
-    bad += layout.refused
-    items: list[ManifestItem] = []
-    seen: dict[str, str] = {}
-    for image, label_file in layout.pairs:
-        sha = shas[image]
-        if label_file is None:
-            bad.append((image, "no label file (an image without boxes needs an empty .txt)"))
-            continue
-        if sha in seen:
-            reason = f"same image content as {seen[sha]} in this batch"
-            bad += [(image, reason), (label_file, reason)]
-            continue
-        try:
-            check_image(batch_dir / image)
-        except ImageProblem as exc:
-            bad += [(image, str(exc)), (label_file, f"its image {image} was refused")]
-            continue
-        try:
-            text = (batch_dir / label_file).read_text(encoding="utf-8-sig")
-            boxes = parse_label(text, len(layout.class_names))
-        except (LabelProblem, UnicodeDecodeError) as exc:
-            bad += [(label_file, str(exc)), (image, f"its label {label_file} was refused")]
-            continue
-        seen[sha] = image
-        paths.objects.put_file(batch_dir / image, sha)
-        label_sha = paths.objects.put_bytes(normalised(boxes, remap))
-        ext = PurePosixPath(image).suffix.lower()
-        items.append(ManifestItem(sha, label_sha, ext, split_of(sha, val_fraction), len(boxes)))
-
-    result.accepted = len(items)
-    old = store.manifest(parent.id) if parent and parent.id else {}
-    result.new_images = sum(1 for i in items if i.image_sha256 not in old)
-    result.relabelled = sum(1 for i in items if i.image_sha256 in old and old[i.image_sha256] != i)
-    changed = result.new_images + result.relabelled > 0 or (parent and parent.class_names != class_names)
-    if changed:
-        manifest = next_manifest(old, items)
-        version = store.create_version(parent.id if parent else None, batch.id, class_names, manifest)
-        assert version.id is not None
-        materialize(paths.objects, paths.versions, version.id, class_names, manifest)
-        result.version = version
-    if bad:
-        _quarantine(paths, batch_dir, label, bad, None, move)
-    if move:
-        _move(batch_dir, paths.done / label)
-    result.batch = store.update_batch(
-        batch.id,
-        BatchState.INGESTED,
-        images_ok=result.accepted,
-        files_versioned=2 * result.accepted + 1,  # each image, its label, and the class-name file
-        images_new=result.new_images,
-        quarantined=len({rel for rel, _ in bad}),
-        ignored=len(result.ignored),
-        version_id=result.version.id if result.version else None,
-        quarantine_dir=str(paths.quarantine / label) if bad else None,
-    )
-    return result
-
-
-def _quarantine(
-    paths: IngestPaths, batch_dir: Path, label: str, bad: list[tuple[str, str]], reason: str | None, move: bool
-) -> None:
-    target = paths.quarantine / label
-    target.mkdir(parents=True, exist_ok=True)
-    for rel in dict.fromkeys(rel for rel, _ in bad):  # once each, even if two reasons name it
-        dest = target / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.move if move else shutil.copy2)(str(batch_dir / rel), str(dest))
-    report = {
-        "batch": label,
-        "source": str(batch_dir),
-        "reason": reason,
-        "files": [{"path": rel, "reason": why} for rel, why in bad],
-        "what_to_do": "fix each file named here and drop them again as a new batch",
-    }
-    (target / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-
-
-def _move(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(source), str(target))
+        return run.ingest(parsed, class_names, remap, shas, checks)

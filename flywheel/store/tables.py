@@ -40,6 +40,11 @@ class BatchRow(SQLModel, table=True):
     version_id: int | None = None
     reason: str | None = None
     quarantine_dir: str | None = None
+    # Ingest's details: the batch's format, why files were quarantined (count per
+    # flywheel.ingest.reasons.Code value, a bounded set), and re-labelled images.
+    format: str | None = None
+    quarantine_reasons: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    images_relabelled: int = 0
 
 
 class VersionRow(SQLModel, table=True):
@@ -54,6 +59,8 @@ class VersionRow(SQLModel, table=True):
     boxes: int = 0
     manifest_sha256: str  # hash of the sorted manifest: equal manifests, equal datasets
     val_sha256: str  # hash of the val split alone: the eval-set identity for the gate
+    images_new: int = 0  # images its batch added
+    images_relabelled: int = 0  # images of the parent whose label its batch changed
 
 
 class VersionItemRow(SQLModel, table=True):
@@ -84,6 +91,15 @@ class RunRow(SQLModel, table=True):
     model_id: int | None = None
     error: str | None = None
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Transfer (flywheel/training/plan.py): why the run exists, what it trained on, how to redo it.
+    purpose: str = "candidate"  # or "scratch_challenger": the negative-transfer guard's run
+    challenger_for: int | None = None  # the warm-started run a scratch challenger was trained beside
+    guard: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # reason, winner
+    replay: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # empty: all
+    environment: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    batch: int = 0  # progress within the current epoch
+    batches: int = 0
+    resumed: int = 0  # times continued after the daemon died under it
 
 
 class EpochRow(SQLModel, table=True):
@@ -173,3 +189,19 @@ class LedgerRow(SQLModel, table=True):
     reason: str
     prev_hash: str = ""
     entry_hash: str = ""
+
+
+class ImageHashRow(SQLModel, table=True):
+    """Every stored image's difference hash and the split it was put in, for near-copy checks.
+
+    The 64-bit hash is also kept as four 16-bit quarters, each indexed: two hashes at most 3
+    bits apart share a quarter, so a near-copy is found with indexed lookups, not a scan."""
+
+    __tablename__ = "image_hash"
+    image_sha256: str = Field(primary_key=True)
+    dhash: str  # 16 hex digits
+    q0: int = Field(index=True)
+    q1: int = Field(index=True)
+    q2: int = Field(index=True)
+    q3: int = Field(index=True)
+    split: str

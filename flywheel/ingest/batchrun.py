@@ -1,0 +1,169 @@
+"""One batch's ingest once it is read: refuse it whole, or check, store and version its samples;
+then write its quarantine report, commit its record, and take it out of the inbox."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from typing import Any
+
+from flywheel.domain import BatchState, batch_name, next_manifest
+from flywheel.errors import BatchRejected
+from flywheel.ingest import source as sources
+from flywheel.ingest.accept import Checks, accept
+from flywheel.ingest.api import IngestOptions, IngestPaths, IngestResult
+from flywheel.ingest.dedupe import NearCopies
+from flywheel.ingest.formats import Parsed
+from flywheel.ingest.layout import link_escapes
+from flywheel.ingest.reasons import BatchRefused, Code
+from flywheel.ingest.report import Outcome, write_quarantine
+from flywheel.store import Store
+from flywheel.store.materialize import materialize
+from flywheel.store.tables import BatchRow, VersionRow
+
+log = logging.getLogger("flywheel.ingest")
+
+
+class BatchRun:
+    """One batch's ingest: where its files go, and its records."""
+
+    def __init__(self, store: Store, paths: IngestPaths, src: sources.Source, opts: IngestOptions, move: bool):
+        self.store, self.paths, self.src, self.opts, self.move = store, paths, src, opts, move
+        self.outcome = Outcome(src.entries)
+        self.batch = BatchRow(name=src.dropped.name, content_sha256="", state=BatchState.RECEIVED)
+
+    @property
+    def label(self) -> str:
+        return f"{batch_name(self.batch.id or 0)}-{self.src.dropped.name}"
+
+    def header(self, **fields: Any) -> dict[str, Any]:
+        return {"batch": self.label, "source": str(self.src.dropped), "reason": None, "code": None, **fields}
+
+    def links_and_special(self) -> None:
+        """Links are never followed: one leaving the batch refuses it, one inside it is quarantined."""
+        links = self.src.listing.links
+        for rel, target in links.items():
+            if link_escapes(rel, target):
+                raise BatchRefused(
+                    Code.LINK_OUTSIDE,
+                    f"{self.src.dropped}: {rel} links to {target}, outside the batch; put the file itself in the batch",
+                )
+        for rel, target in links.items():
+            self.outcome.quarantine(
+                rel, Code.LINK, f"a link (to {target}); flywheel never follows links: put the file here"
+            )
+        for rel in self.src.listing.special:
+            self.outcome.quarantine(rel, Code.SPECIAL_FILE, "not a regular file (a device, pipe or socket)")
+
+    def reject(self, exc: BatchRejected) -> IngestResult:
+        code = exc.code if isinstance(exc, BatchRefused) else Code.CLASS_NAMES_BAD
+        why = str(exc)
+        if self.src.archive:  # name the file inside the archive, not in the staging folder that is gone
+            root, dropped = str(self.src.listing.root), str(self.src.dropped)
+            why = why.replace(root + "/", dropped + ":").replace(root, dropped)
+        for rel in self.outcome.entries:
+            self.outcome.quarantine(rel, code, f"batch refused: {why}")
+        target = self.paths.quarantine / self.label
+        whole = self.src.dropped if not self.src.listing.count else None  # an archive that did not unpack
+        write_quarantine(target, self.src.listing.root, self.outcome, self.header(reason=why, code=code), whole)
+        row = self.store.update_batch(
+            self.batch.id or 0,
+            BatchState.REJECTED,
+            reason=why,
+            quarantined=len(self.outcome.quarantined),
+            ignored=len(self.outcome.ignored),
+            quarantine_reasons=self.outcome.codes(),
+            quarantine_dir=str(target),
+        )
+        self.leave_inbox(self.label)
+        log.warning("batch %s rejected (%s): %s (files in %s)", self.label, code, why, target)
+        return self.result(row, None)
+
+    def ingest(
+        self, parsed: Parsed, class_names: list[str], remap: dict[int, int], shas: dict[str, str], checks: Checks
+    ) -> IngestResult:
+        store, outcome, batch_id = self.store, self.outcome, self.batch.id or 0
+        for rel, code, reason in parsed.refused:
+            outcome.quarantine(rel, code, reason)
+        for rel in parsed.ignored:
+            outcome.ignore(rel, Code.EXPORT_METADATA)
+        for rel, code, text in parsed.notes:
+            outcome.note(rel, code, text)
+        made = next((v for v in store.versions() if v.batch_id == batch_id), None)  # by an interrupted try
+        parent = (store.version(made.parent_id) if made.parent_id else None) if made else store.latest_version()
+        old = store.manifest(parent.id) if parent and parent.id else {}
+        root = self.src.listing.root
+        items = accept(
+            root, parsed.samples, shas, remap, outcome, checks, old, NearCopies(store.engine), self.paths.objects
+        )
+        for rel in parsed.used:
+            outcome.version(rel)
+        outcome.close()
+        new = sum(1 for i in items if i.image_sha256 not in old)
+        relabelled = sum(1 for i in items if i.image_sha256 in old and old[i.image_sha256] != i)
+        version = made
+        if made is None and (new + relabelled > 0 or (parent is not None and parent.class_names != class_names)):
+            manifest = next_manifest(old, items)
+            version = store.create_version(
+                parent.id if parent else None,
+                batch_id,
+                class_names,
+                manifest,
+                images_new=new,
+                images_relabelled=relabelled,
+            )
+            materialize(self.paths.objects, self.paths.versions, version.id or 0, class_names, manifest)
+        target = self.paths.quarantine / self.label
+        reported = bool(outcome.quarantined or outcome.notes)
+        if reported:
+            header = self.header(format=parsed.format, class_names=list(parsed.class_names))
+            write_quarantine(target, root, outcome, header)
+        row = store.update_batch(
+            batch_id,
+            BatchState.INGESTED,
+            images_ok=len(items),
+            files_versioned=len(outcome.versioned),
+            images_new=new,
+            images_relabelled=relabelled,
+            quarantined=len(outcome.quarantined),
+            quarantine_reasons=outcome.codes(),
+            ignored=len(outcome.ignored),
+            version_id=version.id if version else None,
+            quarantine_dir=str(target) if reported else None,
+            format=parsed.format,
+        )
+        self.leave_inbox(self.label)
+        result = self.result(row, version)
+        result.accepted, result.new_images, result.relabelled = len(items), new, relabelled
+        return result
+
+    def result(self, row: BatchRow, version: VersionRow | None) -> IngestResult:
+        quarantined = self.outcome.quarantined
+        return IngestResult(
+            row,
+            version,
+            quarantined=[(rel, why) for rel, (_, why) in quarantined.items()],
+            codes=[str(code) for code, _ in quarantined.values()],
+            ignored=sorted(self.outcome.ignored),
+            notes=[(rel, str(code), text) for rel, code, text in self.outcome.notes],
+            format=row.format,
+        )
+
+    def leave_inbox(self, name: str) -> None:
+        """Take the processed batch out of the inbox: into `.done/` under a free name, or delete it."""
+        dropped = self.src.dropped
+        if not self.move or not (dropped.exists() or dropped.is_symlink()):
+            return
+        if not self.opts.keep_done:
+            if dropped.is_dir() and not dropped.is_symlink():
+                shutil.rmtree(dropped)
+            else:
+                dropped.unlink()
+            return
+        target = self.paths.done / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        final, n = target, 1
+        while final.exists() or final.is_symlink():
+            n += 1
+            final = target.with_name(f"{target.name}.{n}")
+        shutil.move(str(dropped), str(final))
