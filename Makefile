@@ -22,8 +22,14 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) prometheus
 	$(BIN)/pytest -m slow
+
+# Debian's Prometheus server and promtool, for the slow tests of the dashboard and alerts
+# (tests/test_prometheus_server.py); installs only when missing (needs root and apt).
+.PHONY: prometheus
+prometheus:
+	bash deploy/prometheus/ensure-prometheus.sh
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache
