@@ -16,21 +16,26 @@ from pathlib import Path
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from prometheus_client import start_http_server
 
 from flywheel.app import App, DataRootLock
+from flywheel.cycle import mark_interrupted
 from flywheel.domain import batch_name, version_name
 from flywheel.errors import FlywheelError, TrainingCancelled
+from flywheel.health import Health, Heartbeat
+from flywheel.http import HEALTHZ, READYZ, HttpServer
 from flywheel.ingest.watcher import InboxWatcher, SettleTracker
 from flywheel.metrics import build_registry
+from flywheel.systemd import ServiceNotifier, StatusObserver
 
 log = logging.getLogger("flywheel.daemon")
+
+IDLE_BEAT_SECONDS = 5.0  # an idle work loop still wakes this often to show it is alive
 
 
 class Daemon:
     def __init__(self, root: Path):
         self.app = App(root)
-        self.registry, live = build_registry(self.app.store)
+        self.registry, live = build_registry(self.app.store, self.app.objects, self.app.layout.root)
         self.app.observer = live
         cfg = self.app.config.inbox
         self.tracker = SettleTracker(self.app.layout.inbox, cfg.marker, cfg.settle_seconds)
@@ -38,6 +43,10 @@ class Daemon:
         self._wake = threading.Event()
         self.metrics_port = 0
         self.ready = threading.Event()
+        # systemd's notify protocol, the work loop's heartbeat, STATUS lines (flywheel.systemd)
+        self.notifier = ServiceNotifier.from_environment()
+        self.heartbeat = Heartbeat(self.app.config.health.stall_seconds)
+        self.app.observer = self.status = StatusObserver(self.app.observer, self.notifier, self.heartbeat)
 
     def wake(self) -> None:
         self._wake.set()
@@ -45,6 +54,7 @@ class Daemon:
     def stop(self) -> None:
         if not self.stopping.is_set():
             log.info("stopping: finishing the current step")
+            self.notifier.stopping(f"stopping: finishing {self.heartbeat.activity}")
         self.stopping.set()
         self._wake.set()
         self.app.trainer.cancel()
@@ -54,8 +64,12 @@ class Daemon:
         app = self.app
         with DataRootLock(app.layout.root):
             app.registry.publish()  # heal a crash between a production commit and its swap
-            server, _ = start_http_server(app.config.metrics.port, app.config.metrics.host, registry=self.registry)
-            self.metrics_port = server.server_port
+            for r in mark_interrupted(app.store):  # a run a dead daemon left "running"
+                log.warning("run %s was interrupted (on_interrupt: %s)", r.id, app.config.training.on_interrupt)
+            health = Health(self.heartbeat, app.engine, app.layout.root, self.ready, self.stopping)
+            probes = {HEALTHZ: health.liveness, READYZ: health.readiness}
+            server = HttpServer(app.config.metrics.host, app.config.metrics.port, self.registry, probes)
+            self.metrics_port = server.port
             log.info("metrics on http://%s:%d/metrics", app.config.metrics.host, self.metrics_port)
             watcher = InboxWatcher(self.tracker, self.wake)
             watcher.start()
@@ -63,16 +77,28 @@ class Daemon:
             settle = max(0.2, min(1.0, app.config.inbox.settle_seconds / 4))
             scheduler.add_job(self._check_settled, "interval", seconds=settle, id="settle")
             scheduler.add_job(self.wake, "interval", seconds=app.config.inbox.rescan_seconds, id="rescan")
+            if self.notifier.watchdog_seconds:  # WatchdogSec=: ping at half the period, however late
+                interval = self.notifier.watchdog_seconds / 2
+                scheduler.add_job(
+                    self.status.watchdog, "interval", seconds=interval, id="watchdog", misfire_grace_time=None
+                )
             scheduler.start()
             self.ready.set()
+            self.status.ready(self._idle)
             log.info("flywheel running on %s", app.layout.root)
             try:
                 self._work_loop()
             finally:
                 scheduler.shutdown(wait=False)
                 watcher.stop()
-                server.shutdown()
+                self.heartbeat.stopped()
+                self.notifier.stopping("stopped")
+                server.stop()
                 log.info("stopped")
+
+    @property
+    def _idle(self) -> str:
+        return f"idle: watching {self.app.layout.inbox}"
 
     def _check_settled(self) -> None:
         if self.tracker.complete():
@@ -81,7 +107,9 @@ class Daemon:
     def _work_loop(self) -> None:
         self._wake.set()  # look at the inbox once at start-up
         while not self.stopping.is_set():
-            self._wake.wait()
+            if not self._wake.wait(IDLE_BEAT_SECONDS):
+                self.heartbeat.beat()
+                continue
             self._wake.clear()
             if self.stopping.is_set():
                 break
@@ -91,8 +119,12 @@ class Daemon:
                 log.info("%s", exc)
             except FlywheelError as exc:  # logged; the daemon goes on with the next work
                 log.error("%s", exc)
+            if not self.stopping.is_set():
+                self.status.step(self._idle)
 
     def _step(self) -> None:
+        if not self.stopping.is_set():
+            self.app.resume_interrupted()  # resume or restart per training.on_interrupt
         for batch_dir in self.tracker.complete():
             if self.stopping.is_set():
                 return
@@ -103,6 +135,7 @@ class Daemon:
 
     def _ingest(self, batch_dir: Path) -> None:
         log.info("batch %s complete, ingesting", batch_dir.name)
+        self.status.step(f"ingesting batch {batch_dir.name}")
         try:
             result = self.app.ingest(batch_dir, move=True)
         except FlywheelError as exc:
@@ -115,6 +148,9 @@ class Daemon:
         b = result.batch
         if b.state == "rejected":
             return  # the ingest service logged why, and where the files went
+        if result.already:
+            log.info("batch %s: same content as %s, ingested already", batch_dir.name, batch_name(b.id or 0))
+            return
         log.info(
             "batch %s ingested: %d images accepted (%d new, %d relabelled), %d files quarantined%s, %s",
             batch_name(b.id or 0),

@@ -1,0 +1,173 @@
+"""Liveness and readiness: what /healthz, /readyz and the systemd watchdog report.
+
+Liveness: the daemon's work loop is alive. It beats when it wakes (at least every few seconds
+while idle), at each step and at each training event. It is stalled when no beat came for
+`health.stall_seconds` outside a training; a training is guarded by `training.timeout_seconds`
+instead, since a long validation sends no event for a while and restarting the daemon for it
+would only start the training again.
+
+Readiness: start-up is done and the daemon is not stopping, the database answers, and the data
+root takes a write. Each check runs with a time limit, so a hung database cannot hang /readyz.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+class Heartbeat:
+    """The work loop's pulse and what it is doing (thread-safe)."""
+
+    def __init__(self, stall_seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.stall_seconds = stall_seconds
+        self._clock = clock
+        self._lock = threading.RLock()  # re-entrant: a signal handler may ask while a beat holds it
+        self._last = clock()
+        self._activity = "starting"
+        self._training = False
+        self._stopped = False
+
+    def beat(self, activity: str | None = None) -> None:
+        with self._lock:
+            self._last = self._clock()
+            if activity is not None:
+                self._activity = activity
+
+    def training(self, running: bool, activity: str) -> None:
+        with self._lock:
+            self._training = running
+            self._last = self._clock()
+            self._activity = activity
+
+    def stopped(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._activity = "stopped"
+
+    @property
+    def activity(self) -> str:
+        with self._lock:
+            return self._activity
+
+    def check(self) -> Check:
+        with self._lock:
+            age = self._clock() - self._last
+            activity, training, stopped = self._activity, self._training, self._stopped
+        if stopped:
+            return Check("work_loop", False, "the work loop has stopped")
+        if self.stall_seconds and not training and age > self.stall_seconds:
+            return Check(
+                "work_loop",
+                False,
+                f"the work loop is stalled: no progress for {age:.0f}s (health.stall_seconds = "
+                f"{self.stall_seconds:g}) while {activity}",
+            )
+        return Check("work_loop", True, f"{activity}; last beat {age:.1f}s ago")
+
+
+def database_check(engine: Engine) -> Check:
+    url = engine.url.render_as_string(hide_password=True)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        return Check("database", False, f"database {url} unreachable: {first}")
+    return Check("database", True, f"{url} answers")
+
+
+def data_root_check(root: Path) -> Check:
+    """Create, write, fsync and delete a small file in the data root."""
+    probe = root / f".readyz-probe-{os.getpid()}-{threading.get_ident()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"ok\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.unlink(probe)
+        free = shutil.disk_usage(root).free
+    except OSError as exc:
+        return Check("data_root", False, f"data root {root} is not writable: {exc.strerror or exc}")
+    return Check("data_root", True, f"{root} writable, {free // 2**20} MiB free")
+
+
+class TimedCheck:
+    """Runs a check in a daemon thread with a time limit. A check still hung from an earlier
+    call is reported as failing and not started again, so hung checks never pile up."""
+
+    def __init__(self, name: str, check: Callable[[], Check], timeout: float):
+        self.name = name
+        self.check = check
+        self.timeout = timeout
+        self._running: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Check:
+        result: list[Check] = []
+
+        def target() -> None:
+            try:
+                result.append(self.check())
+            except Exception as exc:  # a check must report, never raise into the HTTP handler
+                result.append(Check(self.name, False, f"{self.name} check failed: {exc!r}"))
+
+        with self._lock:
+            if self._running is not None and self._running.is_alive():
+                return Check(self.name, False, f"{self.name} check from an earlier request still hangs")
+            thread = threading.Thread(target=target, name=f"readyz-{self.name}", daemon=True)
+            self._running = thread
+            thread.start()
+        thread.join(self.timeout)
+        if not result:
+            return Check(self.name, False, f"{self.name} check did not answer within {self.timeout:g}s")
+        return result[0]
+
+
+class Health:
+    """Liveness and readiness of one daemon, as the HTTP endpoints and the watchdog ask."""
+
+    def __init__(
+        self,
+        heartbeat: Heartbeat,
+        engine: Engine,
+        root: Path,
+        started: threading.Event,
+        stopping: threading.Event,
+        timeout: float = 5.0,
+    ):
+        self.heartbeat = heartbeat
+        self.started = started
+        self.stopping = stopping
+        self._database = TimedCheck("database", lambda: database_check(engine), timeout)
+        self._data_root = TimedCheck("data_root", lambda: data_root_check(root), timeout)
+
+    def liveness(self) -> list[Check]:
+        return [self.heartbeat.check()]
+
+    def readiness(self) -> list[Check]:
+        if self.stopping.is_set():
+            state = Check("daemon", False, "stopping")
+        elif not self.started.is_set():
+            state = Check("daemon", False, "starting")
+        else:
+            state = Check("daemon", True, self.heartbeat.activity)
+        return [state, self.heartbeat.check(), self._database(), self._data_root()]

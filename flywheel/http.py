@@ -1,0 +1,156 @@
+"""The daemon's HTTP endpoints on `metrics.host:metrics.port`.
+
+- `/metrics`: Prometheus exposition, by prometheus_client's own handler (content negotiation,
+  OpenMetrics, gzip, `name[]` filters), on the daemon's registry.
+- `/healthz`: liveness, 200 while the work loop is alive, 503 when it has stalled or stopped.
+- `/readyz`: readiness, 200 when start-up is done, the database answers and the data root
+  takes a write; else 503. Both answer JSON: `{"status", "reason", "checks"}`.
+
+prometheus_client's `start_http_server` serves nothing but metrics, hence this small server.
+
+`python -m flywheel.http healthz|readyz [--root DIR]` asks a running daemon (the container's
+HEALTHCHECK): exit 0 on 200, 1 otherwise, 2 when the data root's config cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import MetricsHandler
+
+from flywheel.health import Check
+
+Probe = Callable[[], list[Check]]
+
+HEALTHZ = "/healthz"
+READYZ = "/readyz"
+
+
+def check_body(checks: list[Check]) -> tuple[int, dict[str, object]]:
+    """HTTP status and JSON body for a probe's checks: 200 iff every check passed."""
+    failing = [c for c in checks if not c.ok]
+    body: dict[str, object] = {
+        "status": "fail" if failing else "ok",
+        "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks},
+    }
+    if failing:
+        body["reason"] = "; ".join(c.detail for c in failing)
+    return (503 if failing else 200), body
+
+
+class _Handler(MetricsHandler):
+    probes: ClassVar[Mapping[str, Probe]] = {}
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/metrics":
+            super().do_GET()
+            return
+        probe = self.probes.get(path)
+        if probe is not None:
+            try:
+                status, body = check_body(probe())
+            except Exception as exc:  # a broken probe is a failing probe, not a dropped connection
+                status, body = 503, {"status": "fail", "reason": f"probe error: {exc!r}", "checks": {}}
+            self._send(status, "application/json", json.dumps(body, indent=1).encode() + b"\n")
+        elif path == "/":
+            links = "".join(f'<li><a href="{p}">{p}</a></li>' for p in ("/metrics", *self.probes))
+            self._send(200, "text/html; charset=utf-8", f"<h1>flywheel</h1><ul>{links}</ul>\n".encode())
+        else:
+            self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz or /readyz\n")
+
+    def _send(self, status: int, content_type: str, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class HttpServer:
+    """Serves /metrics and the probes from a background thread until `stop()`."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, probes: Mapping[str, Probe]):
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        handler = type("FlywheelHandler", (_Handler,), {"registry": registry, "probes": dict(probes)})
+        server_class = type("FlywheelServer", (_Server,), {"address_family": family})
+        self._server: ThreadingHTTPServer = server_class((host, port), handler)
+        self.host = host
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+def probe_url(host: str, port: int, path: str) -> str:
+    """Where a client on this host reaches a server bound to `host` (any address: loopback)."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}{path}"
+
+
+def ask(url: str, timeout: float) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from flywheel import config as config_mod
+    from flywheel.errors import FlywheelError
+
+    parser = argparse.ArgumentParser(prog="python -m flywheel.http", description="Ask a running daemon's probe.")
+    parser.add_argument("probe", choices=["healthz", "readyz"])
+    parser.add_argument("--root", type=Path, default=Path(os.environ.get("FLYWHEEL_ROOT", ".")))
+    parser.add_argument("--timeout", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    try:
+        metrics = config_mod.load(args.root).metrics
+    except FlywheelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if metrics.port == 0:
+        print("error: metrics.port is 0 (a random port): set a fixed port to probe the daemon", file=sys.stderr)
+        return 2
+    url = probe_url(metrics.host, metrics.port, f"/{args.probe}")
+    try:
+        status, body = ask(url, args.timeout)
+    except OSError as exc:
+        print(f"{url}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{url}: {status} {body.strip()}")
+    return 0 if status == 200 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
