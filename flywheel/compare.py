@@ -86,7 +86,7 @@ def compare(
             imgsz=t.imgsz,
             batch=t.batch,
             device=t.device,
-            threads=t.threads or 1,
+            threads=t.threads or os.cpu_count() or 1,
             seed=t.seed,
             patience=t.patience,
             class_names=version.class_names,

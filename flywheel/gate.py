@@ -5,6 +5,8 @@ golden set when configured), first refusal wins:
 1. overall mAP50-95 may not drop by more than `tolerance`;
 2. no class's AP50-95 may drop by more than `max_class_drop`; a class with fewer than
    `min_class_instances` boxes in the set is reported, not gated (its AP is noise);
+3. with `require_interval`, the paired-bootstrap interval's lower bound for candidate minus
+   production mAP50-95 must be at least -`tolerance`;
 With no production model yet the candidate is promoted: something is better than nothing,
 and the next candidate must then beat it.
 """
@@ -26,6 +28,7 @@ class Rule(StrEnum):
     MAP_NOT_WORSE = "map_not_worse"  # every rule passed
     MAP_REGRESSED = "map_regressed"  # overall mAP50-95 dropped beyond tolerance
     CLASS_REGRESSED = "class_regressed"  # one class's AP dropped beyond max_class_drop
+    INTERVAL_BELOW = "interval_below"  # bootstrap lower bound of the mAP difference < -tolerance
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Policy:
     tolerance: float = 0.0
     max_class_drop: float = 0.1
     min_class_instances: int = 10
+    require_interval: bool = False  # gate on the bootstrap interval's lower bound too
 
     def __post_init__(self) -> None:
         if self.tolerance < 0 or self.max_class_drop < 0:
@@ -71,6 +75,7 @@ class SetVerdict:
     production: Score | None
     classes: tuple[ClassCheck, ...]
     rule: Rule
+    interval: tuple[float, float] | None = None  # bootstrap interval of candidate - production mAP
 
     @property
     def margin(self) -> float | None:
@@ -111,6 +116,9 @@ class GateDecision:
             f"{deciding.production.map50_95 if deciding.production else 0.0:.4f} on {deciding.eval_set} "
             f"(margin {deciding.margin or 0.0:+.4f}, tolerance {self.policy.tolerance:.4f})"
         )
+        if deciding.interval is not None:
+            low, high = deciding.interval
+            text += f"; bootstrap interval of the difference [{low:+.4f}, {high:+.4f}]"
         if self.rule is Rule.CLASS_REGRESSED:
             worst = max((c for c in deciding.classes if c.gated), key=lambda c: c.drop)
             text += (
@@ -120,7 +128,13 @@ class GateDecision:
         return text
 
 
-def judge(eval_set: str, candidate: Score, production: Score | None, policy: Policy) -> SetVerdict:
+def judge(
+    eval_set: str,
+    candidate: Score,
+    production: Score | None,
+    policy: Policy,
+    interval: tuple[float, float] | None = None,
+) -> SetVerdict:
     if production is None:
         return SetVerdict(eval_set, candidate, None, (), Rule.FIRST_MODEL)
     classes = tuple(
@@ -137,17 +151,28 @@ def judge(eval_set: str, candidate: Score, production: Score | None, policy: Pol
         rule = Rule.MAP_REGRESSED
     elif any(c.gated and c.drop > policy.max_class_drop for c in classes):
         rule = Rule.CLASS_REGRESSED
+    elif policy.require_interval and (interval is None or interval[0] < -policy.tolerance):
+        rule = Rule.INTERVAL_BELOW  # no interval when one was required also refuses: fail closed
     else:
         rule = Rule.MAP_NOT_WORSE
-    return SetVerdict(eval_set, candidate, production, classes, rule)
+    return SetVerdict(eval_set, candidate, production, classes, rule, interval)
 
 
-def decide(scores: Mapping[str, tuple[Score, Score | None]], policy: Policy) -> GateDecision:
-    """`scores`: eval-set name -> (candidate, production or None), primary set first."""
+REFUSING = (Rule.MAP_REGRESSED, Rule.CLASS_REGRESSED, Rule.INTERVAL_BELOW)
+
+
+def decide(
+    scores: Mapping[str, tuple[Score, Score | None]],
+    policy: Policy,
+    intervals: Mapping[str, tuple[float, float]] | None = None,
+) -> GateDecision:
+    """`scores`: eval-set name -> (candidate, production or None), primary set first;
+    `intervals`: eval-set name -> bootstrap interval (low, high), when computed."""
     if not scores:
         raise ValueError("the gate needs at least one eval set")
-    verdicts = tuple(judge(name, cand, prod, policy) for name, (cand, prod) in scores.items())
-    refusal = next((v for v in verdicts if v.rule in (Rule.MAP_REGRESSED, Rule.CLASS_REGRESSED)), None)
+    intervals = intervals or {}
+    verdicts = tuple(judge(name, cand, prod, policy, intervals.get(name)) for name, (cand, prod) in scores.items())
+    refusal = next((v for v in verdicts if v.rule in REFUSING), None)
     if refusal is not None:
         return GateDecision(Outcome.REJECT, refusal.rule, verdicts, policy)
     return GateDecision(Outcome.PROMOTE, verdicts[0].rule, verdicts, policy)

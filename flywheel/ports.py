@@ -4,6 +4,7 @@ imports an adapter (the composition root, `flywheel.daemon`, wires them in)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from flywheel.training.spec import TrainSpec
@@ -17,6 +18,12 @@ class Trainer(Protocol):
     def run(self, spec: TrainSpec, on_event: Callable[[Event], None]) -> list[Event]: ...
 
     def cancel(self) -> None: ...
+
+
+class Exporter(Protocol):
+    """Converts a checkpoint for serving (ONNX), somewhere other than the caller's process."""
+
+    def export_onnx(self, checkpoint: Path, out: Path, imgsz: int) -> Path: ...
 
 
 class Observer(Protocol):

@@ -24,7 +24,7 @@ log = logging.getLogger("flywheel.gate")
 
 def policy_of(config: Config) -> Policy:
     g = config.gate
-    return Policy(g.tolerance, g.max_class_drop, g.min_class_instances)
+    return Policy(g.tolerance, g.max_class_drop, g.min_class_instances, require_interval=g.bootstrap)
 
 
 def score_of(event: Mapping[str, Any]) -> Score:
@@ -71,6 +71,7 @@ def gate_and_promote(
     candidate: ModelRow,
     production: ModelRow | None,
     scores: Mapping[tuple[str, str], Score],  # (role, eval set) -> score, as the child reported
+    intervals: Mapping[str, tuple[float, float]] | None = None,  # eval set -> bootstrap (low, high)
 ) -> GateDecision:
     assert candidate.id is not None
     pairs: dict[str, tuple[Score, Score | None]] = {}
@@ -84,7 +85,7 @@ def gate_and_promote(
             remember(store, production, eval_set, version_id, prod)
         pairs[eval_set.name] = (cand, prod)
     gated = {name: pair for name, pair in pairs.items() if name in GATED}
-    decision = decide(gated, policy_of(config))
+    decision = decide(gated, policy_of(config), intervals)
     details = {
         "eval_sets": {s.name: {"sha256": s.sha256, "images": s.images} for s in eval_sets},
         "verdicts": [_verdict(v) for v in decision.verdicts],
@@ -134,6 +135,7 @@ def _verdict(v: SetVerdict) -> dict[str, Any]:
         "candidate": asdict(v.candidate),
         "production": asdict(v.production) if v.production else None,
         "classes": [{**asdict(c), "drop": c.drop} for c in v.classes],
+        "interval": list(v.interval) if v.interval else None,
     }
 
 

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.domain import ModelStatus, model_name, run_name, version_name
-from flywheel.errors import IntegrityError, RegistryError
+from flywheel.errors import FlywheelError, IntegrityError, RegistryError
 from flywheel.hooks import Notifier
 from flywheel.ledger import Action
+from flywheel.ports import Exporter
 from flywheel.store import ObjectStore, Store
 from flywheel.store.tables import LedgerRow, ModelRow, as_utc
 
@@ -39,8 +40,18 @@ def current_actor() -> str:
 
 
 class Registry:
-    def __init__(self, store: Store, models_dir: Path, production_link: Path, notifier: Notifier | None = None):
+    def __init__(
+        self,
+        store: Store,
+        models_dir: Path,
+        production_link: Path,
+        notifier: Notifier | None = None,
+        exporter: Exporter | None = None,
+        onnx_imgsz: int = 640,
+    ):
         self.store = store
+        self.exporter = exporter  # set: export each model to ONNX when it is promoted
+        self.onnx_imgsz = onnx_imgsz
         self.checkpoints = ObjectStore(models_dir, ".pt")  # models/<sha[:2]>/<sha>.pt
         self.production_link = production_link
         self.notifier = notifier or Notifier()
@@ -70,6 +81,7 @@ class Registry:
     def promote(self, model_id: int, reason: str, actor: str = "flywheel", force: bool = False) -> LedgerRow:
         """Make `model_id` production. The gate calls this for a candidate it passed; a person
         may promote a retired model, or with `force` a rejected one."""
+        self._export(self.store.model(model_id))  # before the lock: it takes seconds
         with self._locked():
             model = self.store.model(model_id)
             if model.status == ModelStatus.PRODUCTION:
@@ -117,6 +129,18 @@ class Registry:
                 raise RegistryError("production is not pinned")
             return self.store.set_pin(False, actor or current_actor(), reason)
 
+    def onnx_path(self, model: ModelRow) -> Path:
+        return self.checkpoints.path(model.sha256).with_suffix(".onnx")
+
+    def _export(self, model: ModelRow) -> None:
+        """ONNX beside the checkpoint, once per model; a failure is logged and never blocks."""
+        if self.exporter is None or self.onnx_path(model).is_file():
+            return
+        try:
+            self.exporter.export_onnx(self.checkpoint(model), self.onnx_path(model), self.onnx_imgsz)
+        except FlywheelError as exc:
+            log.error("model %s: %s", model_name(model.id or 0), exc)
+
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self._lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +179,8 @@ class Registry:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             os.link(self.checkpoint(model), tmp / "model.pt")
+            if self.onnx_path(model).is_file():  # exported at promotion; a rollback never waits for one
+                os.link(self.onnx_path(model), tmp / "model.onnx")
             (tmp / "model.json").write_text(json.dumps(self.describe(model), indent=2) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)

@@ -3,6 +3,7 @@ and the CLI and other processes racing on production."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import subprocess
@@ -11,6 +12,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -43,7 +45,7 @@ def test_every_change_is_chained_and_audit_verify_passes(data_root, tmp_path):
     entries = app.store.ledger()
     assert [e.action for e in entries] == ["promote", "reject", "promote", "pin", "unpin", "rollback"]
     assert entries[0].prev_hash == ledger.GENESIS
-    assert all(b.prev_hash == a.entry_hash for a, b in zip(entries, entries[1:], strict=False))
+    assert all(b.prev_hash == a.entry_hash for a, b in itertools.pairwise(entries))
     assert ledger.verify(entries) == []
     result = runner.invoke(cli, ["audit", "verify", "--root", str(data_root)])
     assert result.exit_code == 0 and "ledger intact: 6 entries" in result.output
@@ -111,10 +113,10 @@ def test_models_show_prints_the_decision_per_class(data_root, tmp_path):
 
 
 class _Hook(BaseHTTPRequestHandler):
-    bodies: list[dict] = []
+    bodies: ClassVar[list[dict]] = []
     fail_first = 0
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if _Hook.fail_first > 0:
             _Hook.fail_first -= 1

@@ -1,0 +1,40 @@
+"""production.export_onnx: a promoted model is exported once, and a rollback reuses the export."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from flywheel.app import App, init_data_root
+from flywheel.demo import synthetic_batch
+
+onnx = pytest.importorskip("onnx")
+pytestmark = pytest.mark.slow
+
+CONFIG = """\
+[dataset]
+val_fraction = 0.25
+[training]
+epochs_scratch = 1
+epochs_warm = 1
+imgsz = 64
+batch = 8
+[production]
+export_onnx = true
+"""
+
+
+def test_promoted_models_carry_an_onnx_export_and_rollback_reuses_it(tmp_path):
+    root = init_data_root(tmp_path / "root", CONFIG)
+    app = App(root)
+    for seed in (1, 2):
+        result = app.train(app.ingest(synthetic_batch(tmp_path / f"b{seed}", 16, seed=seed), move=False).version.id)
+        assert result.decision.outcome == "promote"
+    exported = root / "production" / "model.onnx"
+    onnx.checker.check_model(onnx.load(str(exported)))
+    assert os.path.samefile(exported, app.registry.onnx_path(app.store.model(2)))
+    app.registry.rollback("check the export follows", actor="test")
+    assert json.loads((root / "production" / "model.json").read_text())["id"] == "m0001"
+    assert os.path.samefile(root / "production" / "model.onnx", app.registry.onnx_path(app.store.model(1)))
