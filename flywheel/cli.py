@@ -16,7 +16,9 @@ from rich.table import Table
 from flywheel import __version__, cli_models
 from flywheel.app import App, DataRootLock, init_data_root
 from flywheel.cli_common import Root, call, err, out, setup_logging
+from flywheel.cli_train import progress_of
 from flywheel.domain import batch_name, model_name, parse_id, run_name, version_name
+from flywheel.ingest import commands as ingest_commands
 from flywheel.registry import current_actor
 
 app = typer.Typer(
@@ -57,7 +59,7 @@ def ingest(
     path: Annotated[
         Path,
         typer.Argument(
-            help="A batch folder: images, YOLO labels, data.yaml or classes.txt.", exists=True, file_okay=False
+            help="A batch: a folder, .zip or .tar.gz in YOLO, COCO or Pascal VOC form.", exists=True
         ),
     ],
     root: Root = Path("."),
@@ -86,22 +88,58 @@ def ingest(
 def train(
     root: Root = Path("."),
     version: Annotated[str | None, typer.Option(help="Version to train (default: the newest).")] = None,
+    start_from: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Start point: `production` (the default once there is one), `base` (model.base), a model "
+            "id such as m0003, a model YAML (yolov8n.yaml: from scratch) or a .pt path (weights you provide).",
+        ),
+    ] = None,
+    cancel: Annotated[
+        bool,
+        typer.Option(
+            "--cancel",
+            help="Stop the training running now (the daemon's or another `flywheel train`'s) after its "
+            "current batch; it is recorded as cancelled.",
+        ),
+    ] = False,
+    wait: Annotated[float, typer.Option(help="With --cancel: seconds to wait for it to stop.")] = 120.0,
 ) -> None:
     """Train now on the newest version (or --version), then gate and promote or reject."""
+    from flywheel.cli_train import TrainProgress, cancel_running
+
     _logging()
-    application = _call(lambda: App(root))
-    with _call(lambda: DataRootLock(application.layout.root)):
+    if cancel:
+        application = _call(lambda: App(root))
+        runs = _call(lambda: cancel_running(application, current_actor(), wait))
+        if not runs:
+            err.print("no training is running")
+            raise typer.Exit(1)
+        for r in runs:
+            out.print(f"run {run_name(r.id or 0)}: {r.state}" + (f" ({r.error})" if r.error else ""))
+        raise typer.Exit(0 if all(r.state != "running" for r in runs) else 1)
+    progress = TrainProgress(err)
+    application = _call(lambda: App(root, observer=progress))
+    with _call(lambda: DataRootLock(application.layout.root)), progress:
         latest = application.store.latest_version()
         if version is None and latest is None:
             err.print("error: no dataset version yet: ingest a batch first (`flywheel ingest PATH`)")
             raise typer.Exit(1)
         vid = _call(lambda: parse_id(version, "v")) if version else latest.id  # type: ignore[union-attr]
-        result = _call(lambda: application.train(vid or 0))
+        result = _call(lambda: application.train(vid or 0, start_from=start_from))
     d = result.decision
     out.print(
         f"run {run_name(result.run.id or 0)}: model {model_name(result.model.id or 0) if result.model else '-'} "
         f"{d.explain() if d else ''}"
     )
+    if result.challenger is not None:  # the negative-transfer guard trained from scratch too
+        c = result.challenger
+        name = model_name(c.model.id or 0) if c.model else "-"
+        out.print(
+            f"scratch challenger run {run_name(c.run.id or 0)}: model {name} "
+            f"{c.decision.explain() if c.decision else ''}; winner: {c.run.guard.get('winner', '?')}"
+        )
 
 
 @app.command()
@@ -143,7 +181,7 @@ def status(root: Root = Path(".")) -> None:
             version_name(r.version_id),
             r.state,
             r.start_kind,
-            f"{r.epochs_done}/{r.epochs}",
+            progress_of(r),
             model_name(r.model_id) if r.model_id else "-",
             r.error or "",
         )
@@ -215,3 +253,4 @@ def main(
 
 
 cli_models.register(app)
+ingest_commands.register(app)

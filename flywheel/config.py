@@ -76,7 +76,7 @@ class TrainingConfig(_Section):
     close_mosaic: int = Field(10, ge=0)
     close_mosaic_warm: int = Field(2, ge=0)
     freeze_epochs: int = Field(0, ge=0)
-    backbone_lr_scale: float = Field(1.0, gt=0, le=10)
+    backbone_lr_scale: float = Field(0.1, gt=0, le=10)
     scratch_challenger_every: int = Field(0, ge=0)
     scratch_challenger_after_rejections: int = Field(2, ge=0)
     on_interrupt: str = "resume"

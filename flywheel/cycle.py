@@ -8,14 +8,15 @@ this one path with the real child process.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flywheel.config import Config
-from flywheel.domain import RunState, model_name, run_name, version_name
-from flywheel.errors import FlywheelError, TrainingCancelled
-from flywheel.evalsets import version_eval_sets
+from flywheel.domain import ModelStatus, RunState, StartKind, model_name, run_name, version_name
+from flywheel.errors import FlywheelError, TrainingCancelled, UsageError
+from flywheel.evalsets import GATED, version_eval_sets
 from flywheel.gate import GateDecision
 from flywheel.ports import Event, Observer, Trainer
 from flywheel.promotion import cached, gate_and_promote, score_of
@@ -23,8 +24,29 @@ from flywheel.registry import Registry
 from flywheel.store import ObjectStore, Store
 from flywheel.store.materialize import materialize
 from flywheel.store.tables import EpochRow, ModelRow, RunRow
-from flywheel.training.plan import build_spec, choose_start, resolve_params
-from flywheel.training.spec import EPOCH, EVALUATED, TRAINED, WARM_START, EvalTarget
+from flywheel.training import replay
+from flywheel.training.plan import (
+    CANDIDATE,
+    CHALLENGER,
+    Generation,
+    Start,
+    build_spec,
+    challenger_due,
+    choose_start,
+    parse_start,
+    resolve_params,
+)
+from flywheel.training.spec import (
+    BOOTSTRAP,
+    EPOCH,
+    EVALUATED,
+    PHASE,
+    PROGRESS,
+    STARTED,
+    TRAINED,
+    WARM_START,
+    EvalTarget,
+)
 
 log = logging.getLogger("flywheel.cycle")
 
@@ -42,6 +64,7 @@ class CycleResult:
     run: RunRow
     model: ModelRow | None
     decision: GateDecision | None
+    challenger: CycleResult | None = None  # the negative-transfer guard's scratch run, when it ran
 
 
 def trainable(store: Store, version_id: int) -> str | None:
@@ -63,35 +86,71 @@ def run_cycle(
     trainer: Trainer,
     observer: Observer,
     version_id: int,
+    *,
+    start_from: str | None = None,
+    resume: RunRow | None = None,
+    purpose: str = CANDIDATE,
+    challenger_for: int | None = None,
 ) -> CycleResult:
+    """`start_from`: `flywheel train --from` (default: production, else model.base); `resume`:
+    an interrupted run to continue or restart (training.on_interrupt); `purpose`: CHALLENGER
+    for the negative-transfer guard's run from model.base beside the warm run `challenger_for`."""
     version = store.version(version_id)
     manifest = store.manifest(version_id)
     data_yaml = materialize(workspace.objects, workspace.versions, version_id, version.class_names, manifest)
     production = store.production()
-    start = choose_start(
-        config, workspace.data_root, (production.id or 0, registry.checkpoint(production)) if production else None
-    )
+    start = _start(store, registry, workspace.data_root, config, production, start_from, resume)
     parent = store.manifest(version.parent_id) if version.parent_id else {}
     eval_sets = version_eval_sets(workspace.versions, version_id, version.class_names, manifest, parent)
     evaluate = [EvalTarget("candidate", "", e.name, str(e.data_yaml)) for e in eval_sets]
     if production is not None:  # production is re-scored only on sets it has no cached score for
         evaluate += [
-            EvalTarget("production", start.checkpoint, e.name, str(e.data_yaml))
+            EvalTarget("production", str(registry.checkpoint(production)), e.name, str(e.data_yaml))
             for e in eval_sets
-            if cached(store, production, e) is None
+            if cached(store, production, e) is None or (config.gate.bootstrap and e.name in GATED)
         ]
-    params = resolve_params(config, start)
-    run = store.create_run(
-        version_id=version_id,
-        start_kind=start.kind,
-        start_model_id=start.model_id,
-        start_checkpoint=start.checkpoint,
-        epochs=params["epochs"],
-        params=params,
-    )
+    params = resolve_params(config, start) | (resume.params if resume is not None else {})  # as first planned
+    sample = None if resume is not None else _replay_sample(store, workspace, config, start, version_id)
+    if resume is not None:
+        run, last = _reopen(store, workspace.runs, resume, config.training.on_interrupt)
+    else:
+        run, last = (
+            store.create_run(
+                version_id=version_id,
+                start_kind=start.kind,
+                start_model_id=start.model_id,
+                start_checkpoint=start.checkpoint,
+                epochs=params["epochs"],
+                params=params,
+                purpose=purpose,
+                challenger_for=challenger_for,
+                replay=sample.record() if sample else {},
+            ),
+            "",
+        )
     assert run.id is not None
     out_dir = workspace.runs / run_name(run.id)
-    spec = build_spec(run.id, data_yaml, out_dir, start, params, version.class_names, evaluate)
+    train_yaml = data_yaml
+    if sample is not None:
+        train_yaml = replay.write(sample, manifest, data_yaml.parent, out_dir)
+    elif run.replay and (out_dir / "replay" / "data.yaml").is_file():  # resumed: the sample it was drawn with
+        train_yaml = out_dir / "replay" / "data.yaml"
+    spec = build_spec(
+        run.id,
+        train_yaml,
+        out_dir,
+        start,
+        params,
+        version.class_names,
+        evaluate,
+        dataset_sha256=version.manifest_sha256,
+        replay_sha256=str(run.replay.get("sample_sha256", "")),
+        resume=last,
+    )
+    if config.gate.bootstrap and production is not None:  # the bootstrap needs production's per-image matches
+        spec = replace(
+            spec, bootstrap_samples=config.gate.bootstrap_samples, bootstrap_confidence=config.gate.bootstrap_confidence
+        )
     store.update_run(run.id, RunState.RUNNING)
     log.info(
         "run %s started: %s on %s from %s, %d epochs",
@@ -125,6 +184,22 @@ def run_cycle(
             )
         elif event["event"] == WARM_START:
             store.update_run(run_id, warm_tensors_matched=event["matched"], warm_tensors_total=event["total"])
+            _note_head_rows(run_id, event)
+        elif event["event"] == PROGRESS:
+            store.update_run(run_id, batch=event["batch"], batches=event["batches"])
+        elif event["event"] == STARTED:  # what reproducing the run needs, and which process ran it
+            environment = {"versions": event["versions"], "dataset_sha256": spec.dataset_sha256}
+            environment |= {"replay_sha256": spec.replay_sha256, "pid": event.get("pid")}
+            store.update_run(run_id, environment=environment | {"resumed_from_epoch": event.get("resumed_from_epoch")})
+        elif event["event"] == PHASE:
+            log.info(
+                "run %s epoch %d: backbone unfrozen (%d tensors); %d/%d frozen tensors unchanged in phase one",
+                run_name(run_id),
+                event["epoch"],
+                event["unfrozen"],
+                event["frozen_unchanged"],
+                event["frozen_total"],
+            )
 
     try:
         events = trainer.run(spec, on_event)
@@ -142,7 +217,175 @@ def run_cycle(
         best, run.id, version_id, production.id if production else None, version.class_names
     )
     assert candidate.id is not None
-    decision = gate_and_promote(store, registry, config, run.id, version_id, eval_sets, candidate, production, scores)
+    intervals = {e["eval_set"]: (e["low"], e["high"]) for e in events if e["event"] == BOOTSTRAP}
+    decision = gate_and_promote(
+        store, registry, config, run.id, version_id, eval_sets, candidate, production, scores, intervals
+    )
     run = store.update_run(run.id, RunState.SUCCEEDED, model_id=candidate.id)
     observer.training_finished("succeeded", time.monotonic() - started)
-    return CycleResult(run, store.model(candidate.id), decision)
+    result = CycleResult(run, store.model(candidate.id), decision)
+    return _guard(store, registry, workspace, config, trainer, observer, result)
+
+
+# --- transfer: where a run starts, its replay sample, the guard, interrupted runs -------------
+
+MAX_RESUMES = 3  # a run the daemon died under this often is not tried again
+
+
+def _start(
+    store: Store,
+    registry: Registry,
+    data_root: Path,
+    config: Config,
+    production: ModelRow | None,
+    start_from: str | None,
+    resume: RunRow | None,
+) -> Start:
+    if resume is not None:
+        if resume.start_model_id is not None:  # the checkpoint is verified against its sha256 again
+            model = store.model(resume.start_model_id)
+            return choose_start(config, data_root, (resume.start_model_id, registry.checkpoint(model)))
+        return Start(StartKind(resume.start_kind), resume.start_checkpoint, None)
+    request = parse_start(start_from) if start_from else None
+    if request is not None and request.what == "model" and request.model_id is not None:
+        model = store.model(request.model_id)
+        return choose_start(config, data_root, (request.model_id, registry.checkpoint(model)))
+    if request is None or request.what == "production":
+        if production is not None:
+            return choose_start(config, data_root, (production.id or 0, registry.checkpoint(production)))
+        if request is not None:
+            raise UsageError("--from production: there is no production model yet; use --from base")
+    return choose_start(config, data_root, None, request.path if request is not None and request.path else None)
+
+
+def _replay_sample(
+    store: Store, workspace: Workspace, config: Config, start: Start, version_id: int
+) -> replay.ReplaySample | None:
+    """The replay sample for a warm start under `replay.max_images`; None: the whole version."""
+    if not config.replay.max_images or start.kind is not StartKind.WARM or start.model_id is None:
+        return None
+    seen = store.manifest(store.model(start.model_id).version_id)
+    classes = replay.classes_from_labels(lambda sha: workspace.objects.path(sha).read_text())
+    version = store.version(version_id)
+    return replay.draw(
+        store.manifest(version_id), seen, config.replay.max_images, config.training.seed, classes, version.class_names
+    )
+
+
+def _note_head_rows(run_id: int, event: Event) -> None:
+    kept, total = event.get("head_rows_kept", 0), event.get("head_rows_total", 0)
+    name, fixed = run_name(run_id), event.get("head_rows_fixed", 0)
+    if total and kept != total:
+        log.error("run %s: only %d/%d class-head rows equal the start model's", name, kept, total)
+    elif fixed:
+        log.warning("run %s: %d class-head rows were copied by name by flywheel, not Ultralytics", name, fixed)
+
+
+def _generations(store: Store) -> list[Generation]:
+    runs = [r for r in store.runs() if r.state == RunState.SUCCEEDED and r.model_id is not None]
+    return [
+        Generation(r.start_kind, r.purpose, store.model(r.model_id or 0).status == ModelStatus.REJECTED)
+        for r in runs
+    ]
+
+
+def _guard(
+    store: Store,
+    registry: Registry,
+    workspace: Workspace,
+    config: Config,
+    trainer: Trainer,
+    observer: Observer,
+    result: CycleResult,
+) -> CycleResult:
+    """The negative-transfer guard: when due, also train from model.base on the same version,
+    through the same cycle and gate, and record which of the two won."""
+    t = config.training
+    warm = result.run
+    reason = challenger_due(_generations(store), t.scratch_challenger_every, t.scratch_challenger_after_rejections)
+    if reason is None or warm.id is None:
+        return result
+    log.info("negative-transfer guard: %s; training a scratch challenger on %s", reason, version_name(warm.version_id))
+    try:
+        challenger = run_cycle(
+            store,
+            registry,
+            workspace,
+            config,
+            trainer,
+            observer,
+            warm.version_id,
+            start_from="base",
+            purpose=CHALLENGER,
+            challenger_for=warm.id,
+        )
+    except TrainingCancelled:
+        raise
+    except FlywheelError as exc:  # recorded as a failed run; the warm candidate's decision stands
+        log.error("scratch challenger for run %s failed: %s", run_name(warm.id), exc)
+        return result
+    production = store.production()
+    winner = "production"  # neither was promoted
+    if production is not None and challenger.model is not None and production.id == challenger.model.id:
+        winner = "scratch"
+    elif production is not None and result.model is not None and production.id == result.model.id:
+        winner = "warm"
+    assert challenger.run.id is not None
+    guard = {"reason": reason, "warm_run": warm.id, "challenger_run": challenger.run.id, "winner": winner}
+    run = store.update_run(challenger.run.id, guard=guard)
+    store.update_run(warm.id, guard=guard)
+    log.info("negative-transfer guard on %s: %s won", version_name(warm.version_id), winner)
+    return CycleResult(store.run(warm.id), result.model, result.decision, replace(challenger, run=run))
+
+
+def mark_interrupted(store: Store) -> list[RunRow]:
+    """Runs left running by a process that died (call it holding the data root lock, so no
+    one else is training): INTERRUPTED, never left "running" forever."""
+    marked = []
+    for run in store.runs():
+        if run.id is None:
+            continue
+        if run.state == RunState.RUNNING:
+            why = "interrupted: the process running it stopped (a crash, a kill, a reboot)"
+            marked.append(store.update_run(run.id, RunState.INTERRUPTED, error=why))
+        elif run.state == RunState.QUEUED:  # planned, never started
+            store.update_run(run.id, RunState.CANCELLED, error="never started: the process that planned it stopped")
+    return marked
+
+
+def resume_interrupted(
+    store: Store,
+    registry: Registry,
+    workspace: Workspace,
+    config: Config,
+    trainer: Trainer,
+    observer: Observer,
+) -> list[CycleResult]:
+    """Continue each interrupted run per `training.on_interrupt` (resume from its last.pt, or
+    restart it from its start); one interrupted MAX_RESUMES times is cancelled instead."""
+    results: list[CycleResult] = []
+    if config.training.on_interrupt == "leave":
+        return results
+    for run in store.runs():
+        if run.state != RunState.INTERRUPTED or run.id is None:
+            continue
+        if run.resumed >= MAX_RESUMES:
+            store.update_run(run.id, RunState.CANCELLED, error=f"interrupted {run.resumed + 1} times: not tried again")
+            continue
+        log.info("run %s was interrupted: %s it", run_name(run.id), config.training.on_interrupt)
+        results.append(
+            run_cycle(store, registry, workspace, config, trainer, observer, run.version_id, resume=run)
+        )
+    return results
+
+
+def _reopen(store: Store, runs: Path, run: RunRow, mode: str) -> tuple[RunRow, str]:
+    """INTERRUPTED -> QUEUED again; returns the run and the last.pt to resume ('' = restart)."""
+    assert run.id is not None
+    out_dir = runs / run_name(run.id)
+    last = out_dir / "train" / "weights" / "last.pt"
+    resume_from = str(last) if mode == "resume" and last.is_file() else ""
+    if not resume_from:
+        shutil.rmtree(out_dir / "train", ignore_errors=True)
+    reopened = store.update_run(run.id, RunState.QUEUED, error=None, resumed=run.resumed + 1)
+    return reopened, resume_from

@@ -19,7 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from flywheel.app import App, DataRootLock
 from flywheel.cycle import mark_interrupted
-from flywheel.domain import batch_name, version_name
+from flywheel.domain import batch_name, run_name, version_name
 from flywheel.errors import FlywheelError, TrainingCancelled
 from flywheel.health import Health, Heartbeat
 from flywheel.http import HEALTHZ, READYZ, HttpServer
@@ -65,7 +65,8 @@ class Daemon:
         with DataRootLock(app.layout.root):
             app.registry.publish()  # heal a crash between a production commit and its swap
             for r in mark_interrupted(app.store):  # a run a dead daemon left "running"
-                log.warning("run %s was interrupted (on_interrupt: %s)", r.id, app.config.training.on_interrupt)
+                policy = app.config.training.on_interrupt
+                log.warning("run %s was interrupted (on_interrupt: %s)", run_name(r.id or 0), policy)
             health = Health(self.heartbeat, app.engine, app.layout.root, self.ready, self.stopping)
             probes = {HEALTHZ: health.liveness, READYZ: health.readiness}
             server = HttpServer(app.config.metrics.host, app.config.metrics.port, self.registry, probes)

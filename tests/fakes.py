@@ -38,7 +38,7 @@ class FakeTrainer:
         out.mkdir(parents=True, exist_ok=True)
         best = out / "best.pt"
         best.write_bytes(f"fake checkpoint of run {spec.run_id}".encode())
-        cand = self.candidate_maps.pop(0)
+        cand = self.candidate_maps.pop(0) if self.candidate_maps else 0.0  # e.g. a scratch challenger
         events: list[Event] = [
             {
                 "event": EPOCH,

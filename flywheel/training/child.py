@@ -8,18 +8,26 @@ stdout/stderr are the run's log. A crash here ends this process only, never the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
+from flywheel.training import bootstrap
 from flywheel.training.spec import (
+    BOOTSTRAP,
+    CANCELLED,
+    CANCELLED_EXIT,
     EPOCH,
     EVALUATED,
     FAILED,
+    PHASE,
     PROGRESS,
     STARTED,
     TRAINED,
@@ -42,8 +50,12 @@ class Reporter:
         self._last_progress = 0.0
 
     def send(self, kind: str, **data: Any) -> None:
-        self.stream.write(json.dumps({"event": kind, **data}) + "\n")
-        self.stream.flush()
+        try:
+            self.stream.write(json.dumps({"event": kind, **data}) + "\n")
+            self.stream.flush()
+        except BrokenPipeError:  # the daemon is gone: nobody will use this run's result
+            STOP.requested = "the process that started this run is gone (its pipe is closed)"
+            raise Cancelled(STOP.requested) from None
 
     def progress(self, **data: Any) -> None:
         now = time.monotonic()
@@ -52,46 +64,146 @@ class Reporter:
             self.send(PROGRESS, **data)
 
 
-def train(spec: TrainSpec, report: Reporter) -> Path:
+class Cancelled(Exception):
+    """The run was asked to stop (SIGTERM, or the daemon that started it is gone)."""
+
+
+class _Stop:
+    """SIGTERM: stop after the current batch while training, at once otherwise."""
+
+    def __init__(self) -> None:
+        self.requested = ""
+        self.in_loop = False
+        self.parent = os.getppid()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.requested = f"stopped by {signal.Signals(signum).name}"
+        if not self.in_loop:
+            raise Cancelled(self.requested)
+
+    def check(self) -> None:
+        if not self.requested and os.getppid() != self.parent:
+            self.requested = "the process that started this run is gone"
+        if self.requested:
+            raise Cancelled(self.requested)
+
+
+STOP = _Stop()
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
     import torch
     import ultralytics
+
+    from flywheel import __version__
+
+    return {
+        "python": sys.version.split()[0],
+        "flywheel": __version__,
+        "torch": torch.__version__,
+        "ultralytics": ultralytics.__version__,
+        "numpy": numpy.__version__,
+        "cuda": str(torch.version.cuda or ""),
+    }
+
+
+def _resumable(last: Path) -> tuple[str, int]:
+    """('resume', epochs done) for an unfinished last.pt; ('finished', -1); ('unusable', -1)."""
+    import torch
+
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception:
+        return "unusable", -1
+    epoch = int(ckpt.get("epoch", -1))
+    epochs = int((ckpt.get("train_args") or {}).get("epochs", 0))
+    if epoch < 0 or ckpt.get("optimizer") is None:
+        return "finished", -1  # Ultralytics strips last.pt when a run ends
+    if epoch + 1 >= epochs:
+        return "finished", -1
+    return "resume", epoch + 1
+
+
+def train(spec: TrainSpec, report: Reporter, extra_callbacks: dict[str, list[Any]] | None = None) -> Path:
+    """Train per `spec`; returns best.pt. `extra_callbacks` (event -> functions) are for tests."""
+    import torch
+    import ultralytics.engine.trainer as engine_trainer
     import ultralytics.utils.torch_utils as torch_utils
     from ultralytics import YOLO
     from ultralytics.utils import SETTINGS
+
+    from flywheel.training.strategies import Strategy, backbone_layers, head_rows_equal, make_trainer
 
     # Offline and quiet: no integration turns itself on because its package is installed.
     SETTINGS.update({k: False for k in SETTINGS if k in _INTEGRATIONS})
     torch_utils.NUM_THREADS = spec.threads  # Ultralytics uses one thread less than the cores
     torch.set_num_threads(spec.threads)
-    report.send(
-        STARTED,
-        pid=os.getpid(),
-        versions={"python": sys.version.split()[0], "torch": torch.__version__, "ultralytics": ultralytics.__version__},
-    )
-    model = YOLO(spec.start)
+    # On a GPU, Ultralytics' AMP self-check downloads yolo26n.pt; flywheel never downloads.
+    engine_trainer.check_amp = lambda *_a, **_k: True
+    out = Path(spec.out_dir)
+    weights_dir = out / "train" / "weights"
+    resume_from, resume_epoch = "", 0
+    if spec.resume and Path(spec.resume).is_file():
+        status, resume_epoch = _resumable(Path(spec.resume))
+        best = Path(spec.resume).with_name("best.pt")
+        if status == "finished" and best.is_file():
+            report.send(STARTED, pid=os.getpid(), versions=library_versions(), resumed_from_epoch=-1)
+            report.send(TRAINED, best=str(best), seconds=0.0, resumed=True)
+            return best
+        if status == "resume":
+            resume_from = spec.resume
+    versions = library_versions()
+    # resumed_from_epoch: the first epoch (1-based) this process trains, when it continues a run
+    report.send(STARTED, pid=os.getpid(), versions=versions, resumed_from_epoch=resume_epoch + 1 if resume_from else 0)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    (weights_dir / "spec.json").write_text(json.dumps({"spec": asdict(spec), "versions": versions}, indent=2) + "\n")
+
+    model = YOLO(resume_from or spec.start)
+    source = model.model if spec.start.endswith(".pt") and not resume_from else None
+    strategy = Strategy(spec.freeze_epochs, spec.backbone_lr_scale, backbone_layers(model.model))
+    trainer_class = make_trainer(strategy)
     state: dict[str, int] = {}
 
     def on_train_start(trainer: Any) -> None:
-        if spec.start_kind == "warm":
+        STOP.in_loop = True
+        if source is not None:
             matched, total = _weights_from(trainer.model, Path(spec.start))
-            report.send(WARM_START, matched=matched, total=total)
+            equal, rows = head_rows_equal(trainer.model, source, dict(trainer.data["names"]))
+            report.send(
+                WARM_START,
+                matched=matched,
+                total=total,
+                head_rows_kept=equal,
+                head_rows_total=rows,
+                head_rows_fixed=trainer.head_rows[1],
+            )
+        trainer.snapshot_frozen()
 
     def on_epoch_start(trainer: Any) -> None:
+        STOP.check()
         state["epoch"] = trainer.epoch
+        state["batch"] = 0
+        info = trainer.enter_phase_two()
+        if info:
+            report.send(PHASE, **info)
 
     def on_batch_end(trainer: Any) -> None:
+        state["batch"] = state.get("batch", 0) + 1
         report.progress(
             epoch=trainer.epoch + 1,
             epochs=trainer.epochs,
-            batch=state.get("batch", 0) + 1,
+            batch=state["batch"],
             batches=len(trainer.train_loader),
         )
-        state["batch"] = state.get("batch", 0) + 1
+        STOP.check()  # between batches: the cancelled run stops here
 
     def on_fit_epoch_end(trainer: Any) -> None:
         if trainer.epoch != state.get("epoch"):
             return  # the final re-validation of best.pt, not an epoch
-        state["batch"] = 0
         losses = trainer.label_loss_items(trainer.tloss, prefix="train")
         m = trainer.metrics
         report.send(
@@ -108,32 +220,63 @@ def train(spec: TrainSpec, report: Reporter) -> Path:
             seconds=float(trainer.epoch_time or 0.0),
         )
 
-    model.add_callback("on_train_start", on_train_start)
-    model.add_callback("on_train_epoch_start", on_epoch_start)
-    model.add_callback("on_train_batch_end", on_batch_end)
-    model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
+    def on_train_end(_trainer: Any) -> None:
+        STOP.in_loop = False
+
+    # Several GPUs: Ultralytics pickles the callbacks into one worker process per GPU, where this
+    # process's pipe does not exist; such a run reports its start and end, not its epochs.
+    if "," not in spec.device:
+        model.add_callback("on_train_start", on_train_start)
+        model.add_callback("on_train_epoch_start", on_epoch_start)
+        model.add_callback("on_train_batch_end", on_batch_end)
+        model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
+        model.add_callback("on_train_end", on_train_end)
+    for event, functions in (extra_callbacks or {}).items():
+        for fn in functions:
+            model.add_callback(event, fn)
     started = time.monotonic()
-    model.train(
-        data=spec.data_yaml,
-        epochs=spec.epochs,
-        imgsz=spec.imgsz,
-        batch=spec.batch,
-        device=spec.device,
-        seed=spec.seed,
-        deterministic=True,
-        patience=spec.patience,
-        workers=0,
-        plots=False,
-        project=spec.out_dir,
-        name="train",
-        exist_ok=True,
-        verbose=False,
-    )
+    try:
+        model.train(trainer=trainer_class, **ultralytics_args(spec, strategy.backbone_layers, resume_from))
+    finally:
+        STOP.in_loop = False
     best = Path(model.trainer.best)
     if not best.is_file():
         raise RuntimeError(f"Ultralytics finished without writing {best}")
-    report.send(TRAINED, best=str(best), seconds=time.monotonic() - started)
+    report.send(TRAINED, best=str(best), seconds=time.monotonic() - started, resumed=bool(resume_from))
     return best
+
+
+def ultralytics_args(spec: TrainSpec, backbone: int, resume: str = "") -> dict[str, Any]:
+    """Every training argument, explicitly: a warm start otherwise gets Ultralytics' defaults."""
+    args: dict[str, Any] = {
+        "data": spec.data_yaml,
+        "epochs": spec.epochs,
+        "imgsz": spec.imgsz,
+        "batch": spec.batch,
+        "nbs": spec.nbs,
+        "device": spec.device,
+        "seed": spec.seed,
+        "deterministic": True,
+        "patience": spec.patience,
+        "optimizer": spec.optimizer,
+        "lr0": spec.lr0,
+        "lrf": spec.lrf,
+        "cos_lr": spec.cos_lr,
+        "warmup_epochs": spec.warmup_epochs,
+        "close_mosaic": spec.close_mosaic,
+        "freeze": list(range(backbone)) if spec.freeze_epochs > 0 else None,
+        "cls_remap": True,
+        "pretrained": True,
+        "workers": 0,
+        "plots": False,
+        "project": spec.out_dir,
+        "name": "train",
+        "exist_ok": True,
+        "verbose": False,
+    }
+    if resume:
+        args["resume"] = resume
+    return args
 
 
 _INTEGRATIONS = {"sync", "hub", "clearml", "comet", "dvc", "mlflow", "neptune", "raytune", "tensorboard", "wandb"}
@@ -169,7 +312,9 @@ def evaluate(spec: TrainSpec, checkpoint: Path, target: EvalTarget, report: Repo
 
     started = time.monotonic()
     role = target.role
+    recorder = bootstrap.recording_validator() if spec.bootstrap_samples else None
     metrics = YOLO(str(checkpoint)).val(
+        validator=recorder,
         data=target.data_yaml or spec.data_yaml,
         split="val",
         imgsz=spec.imgsz,
@@ -184,6 +329,8 @@ def evaluate(spec: TrainSpec, checkpoint: Path, target: EvalTarget, report: Repo
     box = metrics.box
     names = metrics.names
     per_class = {names[int(c)]: float(ap) for c, ap in zip(box.ap_class_index, box.ap, strict=True)}
+    if recorder is not None:  # keep each image's matches for the paired bootstrap
+        bootstrap.save(Path(spec.out_dir) / f"stats-{role}-{target.eval_set}.npz", recorder.last.per_image)
     counts = metrics.nt_per_class if metrics.nt_per_class is not None else []
     instances = {names[i]: int(n) for i, n in enumerate(counts) if n}
     report.send(
@@ -201,11 +348,24 @@ def evaluate(spec: TrainSpec, checkpoint: Path, target: EvalTarget, report: Repo
     )
 
 
+def _bootstrap(spec: TrainSpec, report: Reporter) -> None:
+    out = Path(spec.out_dir)
+    for target in spec.evaluate:
+        cand, prod = out / f"stats-candidate-{target.eval_set}.npz", out / f"stats-production-{target.eval_set}.npz"
+        if target.role != "candidate" or not (cand.is_file() and prod.is_file()):
+            continue
+        interval = bootstrap.paired(
+            bootstrap.load(cand), bootstrap.load(prod), spec.bootstrap_samples, spec.bootstrap_confidence, spec.seed
+        )
+        report.send(BOOTSTRAP, eval_set=target.eval_set, **interval)
+
+
 def main(argv: list[str]) -> int:
     spec = TrainSpec.read(Path(argv[1]))
     fd = int(os.environ.get("FLYWHEEL_EVENT_FD", "1"))
     report = Reporter(os.fdopen(fd, "w", buffering=1))
     _offline_environment(spec.threads)
+    STOP.install()
     try:
         best = None if spec.evaluate_only else train(spec, report)
         for target in spec.evaluate:
@@ -213,9 +373,17 @@ def main(argv: list[str]) -> int:
             if checkpoint is None:
                 raise ValueError(f"eval target {target.role}/{target.eval_set} names no checkpoint")
             evaluate(spec, checkpoint, target, report)
+        if spec.bootstrap_samples:
+            _bootstrap(spec, report)
+    except Cancelled as exc:
+        print(f"flywheel: run cancelled: {exc}", file=sys.stderr)
+        with contextlib.suppress(Cancelled):
+            report.send(CANCELLED, reason=str(exc))
+        return CANCELLED_EXIT
     except BaseException as exc:  # report any failure, then exit non-zero
         traceback.print_exc()
-        report.send(FAILED, error=f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(Cancelled):
+            report.send(FAILED, error=f"{type(exc).__name__}: {exc}")
         return 1
     return 0
 

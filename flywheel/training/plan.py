@@ -4,18 +4,33 @@ Pure functions over config and records (no I/O, no torch): the cycle asks for a 
 it with the run, and hands the resulting spec to the trainer. Every argument Ultralytics
 needs is resolved here and passed explicitly, because a warm start otherwise falls back to
 Ultralytics' defaults for everything but imgsz.
+
+Two kinds of start (`domain.StartKind`):
+- scratch: `model.base` or `flywheel train --from X.yaml|X.pt`: a model YAML trains from random
+  weights; a `.pt` the user provides (e.g. COCO weights) is loaded as given. Scratch settings:
+  `epochs_scratch`, `warmup_epochs`, `close_mosaic`, all layers at one LR.
+- warm: a registered model (production by default, `--from m0003` for another): the model
+  already knows this data. Warm settings: `epochs_warm`, `warmup_epochs_warm` (0: a warm-up
+  resets the schedule and costs mAP early), `close_mosaic_warm`, and the fine-tuning
+  strategies `freeze_epochs` (two-phase) and `backbone_lr_scale` (parameter groups), and the
+  replay budget `replay.max_images`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flywheel.config import Config, resolve
-from flywheel.domain import StartKind
+from flywheel.domain import StartKind, parse_id
+from flywheel.errors import UsageError
 from flywheel.training.spec import EvalTarget, TrainSpec
+
+CANDIDATE = "candidate"  # a run whose model the gate compares with production
+CHALLENGER = "scratch_challenger"  # the negative-transfer guard's run from model.base, same version
 
 
 @dataclass(frozen=True)
@@ -25,26 +40,79 @@ class Start:
     model_id: int | None  # the registered model it starts from, if any
 
 
-def choose_start(config: Config, data_root: Path, production: tuple[int, Path] | None) -> Start:
-    """Warm from production (id, verified checkpoint) when there is one, else from model.base."""
+@dataclass(frozen=True)
+class StartRequest:
+    """What `flywheel train --from` asked for, parsed (nothing looked up yet)."""
+
+    what: str  # "production" | "base" | "model" | "path"
+    model_id: int | None = None
+    path: str = ""
+
+
+def parse_start(text: str) -> StartRequest:
+    """`production`, `base` (= model.base), a model id (`m0003`, `3`), or a .yaml / .pt path."""
+    raw = text.strip()
+    if raw.lower() in ("production", "prod"):
+        return StartRequest("production")
+    if raw.lower() in ("base", "scratch"):
+        return StartRequest("base")
+    if raw.endswith((".yaml", ".yml", ".pt")):
+        return StartRequest("path", path=raw)
+    try:
+        return StartRequest("model", model_id=parse_id(raw, "m"))
+    except UsageError:
+        raise UsageError(
+            f"--from {text!r}: expected production, base, a model id like m0003, a model YAML "
+            "(yolov8n.yaml) or a path to a .pt"
+        ) from None
+
+
+def choose_start(
+    config: Config, data_root: Path, production: tuple[int, Path] | None, base: str | None = None
+) -> Start:
+    """Warm from a registered model (id, verified checkpoint) when given, else from `base`
+    (default `model.base`): a YAML trains from scratch, a .pt the user provides is loaded."""
     if production is not None:
         model_id, checkpoint = production
         return Start(StartKind.WARM, str(checkpoint), model_id)
-    base = resolve(data_root, config.model.base)
-    return Start(StartKind.SCRATCH, str(base) if base.exists() else config.model.base, None)
+    value = base or config.model.base
+    path = resolve(data_root, value)
+    if value.endswith(".pt") and not path.is_file():
+        raise UsageError(f"{path} does not exist; flywheel never downloads weights: put the .pt there")
+    return Start(StartKind.SCRATCH, str(path) if path.exists() else value, None)
+
+
+def strategy_name(freeze_epochs: int, backbone_lr_scale: float, warm: bool, pretrained: bool) -> str:
+    if not warm:
+        return "pretrained" if pretrained else "scratch"
+    name = "two_phase" if freeze_epochs else "fine_tune"
+    return name + (f"+backbone_lr_x{backbone_lr_scale:g}" if backbone_lr_scale != 1.0 else "")
 
 
 def resolve_params(config: Config, start: Start) -> dict[str, Any]:
     """The hyper-parameters of a run, as recorded with it and passed to the child."""
     t = config.training
+    warm = start.kind is StartKind.WARM
+    freeze = t.freeze_epochs if warm else 0
+    scale = t.backbone_lr_scale if warm else 1.0
     return {
-        "epochs": t.epochs_warm if start.kind is StartKind.WARM else t.epochs_scratch,
+        "epochs": t.epochs_warm if warm else t.epochs_scratch,
         "imgsz": t.imgsz,
         "batch": t.batch,
+        "nbs": t.nbs,
         "device": t.device,
         "threads": t.threads or os.cpu_count() or 1,
         "seed": t.seed,
         "patience": t.patience,
+        "optimizer": t.optimizer,
+        "lr0": t.lr0,
+        "lrf": t.lrf,
+        "cos_lr": t.cos_lr,
+        "warmup_epochs": t.warmup_epochs_warm if warm else t.warmup_epochs,
+        "close_mosaic": t.close_mosaic_warm if warm else t.close_mosaic,
+        "freeze_epochs": freeze,
+        "backbone_lr_scale": scale,
+        "strategy": strategy_name(freeze, scale, warm, start.checkpoint.endswith(".pt")),
     }
 
 
@@ -56,7 +124,9 @@ def build_spec(
     params: dict[str, Any],
     class_names: list[str],
     evaluate: list[EvalTarget],
+    **extra: Any,
 ) -> TrainSpec:
+    """`extra`: dataset_sha256, replay_sha256, resume (see TrainSpec)."""
     return TrainSpec(
         run_id=run_id,
         data_yaml=str(data_yaml),
@@ -66,4 +136,38 @@ def build_spec(
         class_names=class_names,
         evaluate=evaluate,
         **params,
+        **extra,
     )
+
+
+# --- the negative-transfer guard --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A finished run that made a model, as the guard sees it."""
+
+    start_kind: str
+    purpose: str  # CANDIDATE or CHALLENGER
+    rejected: bool  # the gate rejected its model
+
+
+def challenger_due(history: Sequence[Generation], every: int, after_rejections: int) -> str | None:
+    """Why a scratch challenger should train beside the newest warm candidate, or None.
+
+    `history`: runs that made a model, oldest first, the warm candidate just gated last. Counts
+    restart at the newest run that trained from scratch (a challenger, or the first model).
+    """
+    if not history or history[-1].start_kind != StartKind.WARM or history[-1].purpose != CANDIDATE:
+        return None
+    since: list[Generation] = []
+    for g in reversed(history):
+        if g.start_kind == StartKind.SCRATCH:
+            break
+        since.append(g)
+    warm = [g for g in since if g.purpose == CANDIDATE]  # newest first
+    if every and len(warm) >= every:
+        return f"{len(warm)} warm-started generations since the last training from scratch (every {every})"
+    if after_rejections and len(warm) >= after_rejections and all(g.rejected for g in warm[:after_rejections]):
+        return f"the last {after_rejections} warm-started candidates were rejected in a row"
+    return None

@@ -2,6 +2,11 @@
 
 torch never enters the daemon's memory, and a child that crashes, runs out of memory or is
 killed ends as a TrainingError naming its log, never as a dead daemon.
+
+Stopping: `cancel()` (the daemon's SIGTERM), the file `runs/<run>/CANCEL` (written by
+`flywheel train --cancel` from another process) or the timeout send the child SIGTERM; it
+stops after the current batch and says so, and `run` raises TrainingCancelled. A child that
+has not exited `KILL_AFTER_SECONDS` later is killed.
 """
 
 from __future__ import annotations
@@ -18,11 +23,23 @@ from typing import Any
 
 from flywheel.domain import run_name
 from flywheel.errors import TrainingCancelled, TrainingError
-from flywheel.training.spec import FAILED, TrainSpec
+from flywheel.training.spec import CANCELLED, FAILED, TrainSpec
 
 log = logging.getLogger("flywheel.training")
 
 Event = dict[str, Any]
+
+CANCEL_FILE = "CANCEL"
+KILL_AFTER_SECONDS = 60.0
+POLL_SECONDS = 0.5
+
+
+def request_cancel(out_dir: Path, reason: str) -> Path:
+    """Ask whichever process runs the run in `out_dir` to stop it (see module docstring)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / CANCEL_FILE
+    path.write_text(reason + "\n")
+    return path
 
 
 class SubprocessTrainer:
@@ -34,6 +51,7 @@ class SubprocessTrainer:
         self.timeout_seconds = timeout_seconds
         self._proc: subprocess.Popen[bytes] | None = None
         self._cancelled = threading.Event()
+        self._reason = ""
 
     def run(self, spec: TrainSpec, on_event: Callable[[Event], None]) -> list[Event]:
         """Run the child to the end; every event goes to `on_event` and is returned in order."""
@@ -54,6 +72,8 @@ class SubprocessTrainer:
             "PYTHONUNBUFFERED": "1",
         }
         self._cancelled.clear()
+        self._reason = ""
+        (out / CANCEL_FILE).unlink(missing_ok=True)  # a request from an earlier attempt of this run
         events: list[Event] = []
         with log_path.open("ab") as log_file:
             try:
@@ -71,6 +91,9 @@ class SubprocessTrainer:
             if self.timeout_seconds:
                 timer = threading.Timer(self.timeout_seconds, self.cancel)
                 timer.start()
+            watching = threading.Event()
+            watcher = threading.Thread(target=self._watch, args=(out / CANCEL_FILE, watching), daemon=True)
+            watcher.start()
             try:
                 with os.fdopen(read_fd, "r") as pipe:
                     for line in pipe:
@@ -82,20 +105,41 @@ class SubprocessTrainer:
                         on_event(event)
                 code = self._proc.wait()
             finally:
+                watching.set()
                 if timer:
                     timer.cancel()
                 self._proc = None
         name = run_name(spec.run_id)
-        if self._cancelled.is_set():
-            raise TrainingCancelled(f"training run {name} was stopped before it finished; log: {log_path}")
+        stopped = next((e.get("reason", "") for e in events if e.get("event") == CANCELLED), None)
+        if self._cancelled.is_set() or stopped is not None:
+            why = self._reason or stopped or "cancelled"
+            raise TrainingCancelled(f"training run {name} was stopped before it finished ({why}); log: {log_path}")
         if code != 0:
             reason = next((e["error"] for e in events if e.get("event") == FAILED), f"exit code {code}")
             raise TrainingError(f"training run {name} failed: {reason}. Full log: {log_path}")
         return events
 
     def cancel(self) -> None:
-        """Stop the running child (SIGTERM); `run` then raises TrainingCancelled."""
+        """Stop the running child (SIGTERM: after its current batch); `run` then raises
+        TrainingCancelled. Killed if it has not exited KILL_AFTER_SECONDS later."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
             self._cancelled.set()
             proc.terminate()
+            threading.Thread(target=self._kill_later, args=(proc,), daemon=True).start()
+
+    @staticmethod
+    def _kill_later(proc: subprocess.Popen[bytes]) -> None:
+        try:
+            proc.wait(KILL_AFTER_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.warning("training child %d ignored SIGTERM for %.0fs: killing it", proc.pid, KILL_AFTER_SECONDS)
+            proc.kill()
+
+    def _watch(self, cancel_file: Path, done: threading.Event) -> None:
+        while not done.wait(POLL_SECONDS):
+            if cancel_file.exists():
+                self._reason = cancel_file.read_text().strip() or f"asked by {cancel_file}"
+                log.info("%s asks to stop the run: %s", cancel_file, self._reason)
+                self.cancel()
+                return

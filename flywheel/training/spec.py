@@ -13,14 +13,19 @@ from pathlib import Path
 from typing import Any
 
 # Event kinds on the pipe, in the order they come.
-STARTED = "started"  # {pid, versions: {python, torch, ultralytics}}
-WARM_START = "warm_start"  # {matched, total}: conv weights equal to the start checkpoint's
-PROGRESS = "progress"  # {epoch, batch, batches}, at most a few per second
+STARTED = "started"  # {pid, versions: {python, torch, ultralytics, flywheel}, resumed_from_epoch}
+WARM_START = "warm_start"  # {matched, total, head_rows_kept, head_rows_total, head_rows_fixed}:
+#                            conv weights equal to the start checkpoint's; class-head rows kept by name
+PHASE = "phase"  # {phase: 2, epoch, unfrozen, frozen_unchanged, frozen_total}: the backbone is unfrozen
+PROGRESS = "progress"  # {epoch, epochs, batch, batches}, at most a few per second
 EPOCH = "epoch"  # {epoch, epochs, box_loss, cls_loss, dfl_loss, precision, recall, map50, map50_95, seconds}
 TRAINED = "trained"  # {best, seconds}
 EVALUATED = "evaluated"  # {role, eval_set, checkpoint, map50_95, map50, precision, recall, per_class,
 #                           instances, seconds}
+BOOTSTRAP = "bootstrap"  # {eval_set, observed, mean, low, high, samples, confidence}
 FAILED = "failed"  # {error}
+CANCELLED = "cancelled"  # {reason}: stopped by SIGTERM (after the current batch) or orphaned
+CANCELLED_EXIT = 3  # the child's exit code when it stopped on request
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,23 @@ class TrainSpec:
     class_names: list[str]
     evaluate: list[EvalTarget] = field(default_factory=list)
     evaluate_only: bool = False  # `flywheel compare`: score the given checkpoints, train nothing
+    bootstrap_samples: int = 0  # > 0: paired bootstrap of candidate vs production mAP per eval set
+    bootstrap_confidence: float = 0.95
+    # How it trains (resolved by flywheel.training.plan, every one passed to Ultralytics explicitly)
+    optimizer: str = "auto"
+    lr0: float = 0.01
+    lrf: float = 0.01
+    cos_lr: bool = False
+    nbs: int = 64
+    warmup_epochs: float = 3.0
+    close_mosaic: int = 10
+    freeze_epochs: int = 0  # two-phase fine-tune: epochs with the backbone frozen first
+    backbone_lr_scale: float = 1.0  # backbone LR = head LR x this
+    strategy: str = "scratch"  # a name for the combination above, as recorded with the run
+    # Reproducibility and restarts
+    dataset_sha256: str = ""  # the version's manifest hash (plus the replay sample's, when one is used)
+    replay_sha256: str = ""  # hash of the replay sample's image list; empty: the whole version
+    resume: str = ""  # a last.pt to continue (Ultralytics resume); empty: start from `start`
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")

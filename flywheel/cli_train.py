@@ -1,0 +1,90 @@
+"""What `flywheel train` adds to the cycle: a progress bar, and `--cancel` from another process."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from flywheel.app import App, DataRootLock
+from flywheel.domain import RunState, run_name
+from flywheel.errors import Busy
+from flywheel.ports import NullObserver
+from flywheel.store.tables import RunRow
+from flywheel.training.runner import request_cancel
+from flywheel.training.spec import EPOCH, PROGRESS
+
+
+class TrainProgress(NullObserver):
+    """A progress bar per run: epochs, and batches within the epoch (on stderr)."""
+
+    def __init__(self, console: Console):
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> TrainProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def training_started(self, run_id: int, start_kind: str, epochs: int) -> None:
+        self.task = self.bar.add_task(f"{run_name(run_id)} ({start_kind})", total=epochs, status="starting")
+
+    def training_event(self, event: dict[str, Any]) -> None:
+        if self.task is None:
+            return
+        if event["event"] == PROGRESS:
+            done = event["epoch"] - 1 + event["batch"] / max(1, event["batches"])
+            status = f"epoch {event['epoch']}/{event['epochs']}, batch {event['batch']}/{event['batches']}"
+            self.bar.update(self.task, completed=done, status=status)
+        elif event["event"] == EPOCH:
+            status = f"epoch {event['epoch']}/{event['epochs']}, mAP50-95 {event['map50_95']:.4f}"
+            self.bar.update(self.task, completed=event["epoch"], status=status)
+
+    def training_finished(self, outcome: str, seconds: float) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, status=f"{outcome} in {seconds:.0f}s")
+            self.task = None
+
+
+def cancel_running(application: App, actor: str, wait_seconds: float) -> list[RunRow]:
+    """Stop the running training. A process that holds the data root (the daemon, another
+    `flywheel train`) is asked through the run folder and stops after its current batch; a
+    run no process holds any more is recorded cancelled at once. Returns the runs, final."""
+    store = application.store
+    running = [r for r in store.runs() if r.state == RunState.RUNNING and r.id is not None]
+    reason = f"cancelled by {actor} (flywheel train --cancel)"
+    try:
+        with DataRootLock(application.layout.root):  # nobody holds the data root: nobody trains
+            return [store.update_run(r.id or 0, RunState.CANCELLED, error=reason) for r in running]
+    except Busy:
+        pass
+    for r in running:
+        request_cancel(application.layout.runs / run_name(r.id or 0), reason)
+    deadline = time.monotonic() + wait_seconds
+    ids = [r.id or 0 for r in running]
+    while time.monotonic() < deadline:
+        now = [store.run(i) for i in ids]
+        if all(r.state != RunState.RUNNING for r in now):
+            return now
+        time.sleep(0.5)
+    return [store.run(i) for i in ids]
+
+
+def progress_of(run: RunRow) -> str:
+    """`3/20` epochs, plus the batch within the epoch while it runs."""
+    text = f"{run.epochs_done}/{run.epochs}"
+    if run.state == RunState.RUNNING and run.batches:
+        text += f" (batch {run.batch}/{run.batches})"
+    return text
