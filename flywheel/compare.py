@@ -18,12 +18,11 @@ from flywheel.errors import UsageError
 from flywheel.evalsets import EvalSet, version_eval_sets
 from flywheel.gate import Score
 from flywheel.ports import Trainer
-from flywheel.promotion import score_of
+from flywheel.promotion import remember, score_of
 from flywheel.registry import Registry
 from flywheel.store import Store, sha256_file
 from flywheel.store.materialize import materialize
 from flywheel.store.objects import ObjectStore
-from flywheel.store.tables import EvaluationRow
 from flywheel.training.spec import EVALUATED, EvalTarget, TrainSpec
 
 
@@ -100,17 +99,5 @@ def compare(
                 continue
             score = score_of(event)
             results[event["role"]][event["eval_set"]] = score
-            store.put_evaluation(
-                EvaluationRow(
-                    model_sha256=by_label[event["role"]].sha256,
-                    eval_sha256=sets[event["eval_set"]].sha256,
-                    version_id=version_id,
-                    map50_95=score.map50_95,
-                    map50=score.map50,
-                    precision=score.precision,
-                    recall=score.recall,
-                    per_class=score.per_class,
-                    instances=score.instances,
-                )
-            )
+            remember(store, by_label[event["role"]].sha256, sets[event["eval_set"]], version_id, score)
     return eval_sets, results

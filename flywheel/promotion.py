@@ -45,10 +45,11 @@ def cached(store: Store, model: ModelRow, eval_set: EvalSet) -> Score | None:
     return Score(row.map50_95, row.map50, row.precision, row.recall, dict(row.per_class), dict(row.instances))
 
 
-def remember(store: Store, model: ModelRow, eval_set: EvalSet, version_id: int, score: Score) -> None:
+def remember(store: Store, model_sha256: str, eval_set: EvalSet, version_id: int, score: Score) -> None:
+    """Cache a score: (checkpoint sha256, eval-set hash) is never computed twice."""
     store.put_evaluation(
         EvaluationRow(
-            model_sha256=model.sha256,
+            model_sha256=model_sha256,
             eval_sha256=eval_set.sha256,
             version_id=version_id,
             map50_95=score.map50_95,
@@ -77,12 +78,12 @@ def gate_and_promote(
     pairs: dict[str, tuple[Score, Score | None]] = {}
     for eval_set in eval_sets:
         cand = scores[("candidate", eval_set.name)]
-        remember(store, candidate, eval_set, version_id, cand)
+        remember(store, candidate.sha256, eval_set, version_id, cand)
         prod = None
         if production is not None:
             prod = scores.get(("production", eval_set.name)) or cached(store, production, eval_set)
             assert prod is not None, f"production was neither scored nor cached on {eval_set.name}"
-            remember(store, production, eval_set, version_id, prod)
+            remember(store, production.sha256, eval_set, version_id, prod)
         pairs[eval_set.name] = (cand, prod)
     gated = {name: pair for name, pair in pairs.items() if name in GATED}
     decision = decide(gated, policy_of(config), intervals)

@@ -182,3 +182,24 @@ def test_cli_processes_racing_on_production_end_consistent(data_root, tmp_path):
     assert ledger.verify(entries) == []
     assert len([e for e in entries if e.reason.startswith("race")]) == ok
     assert entries[-1].model_id == production.id and entries[-1].action in (Action.PROMOTE, Action.ROLLBACK)
+
+
+def test_compare_scores_two_models_once_and_then_from_the_cache(data_root, tmp_path):
+    from flywheel.compare import compare, resolve
+    from flywheel.errors import UsageError
+
+    app = _generations(data_root, tmp_path, [0.3, 0.4], production_map=0.3)
+    app.trainer.candidate_maps = [0.0]  # the fake trainer scores every compared model 0.7 below
+    app.trainer.production_map = 0.7
+    contenders = [resolve(app.store, app.registry, ref, trust=False) for ref in ("m0001", "m0002")]
+    args = (app.store, app.registry, app.objects, app.layout.versions, app.layout.runs, app.config, app.trainer)
+    sets, results = compare(*args, contenders, 2)
+    assert sets[0].name == "val"
+    assert set(results) == {"m0001", "m0002"} and all("val" in r for r in results.values())
+    specs_before = len(app.trainer.specs)
+    compare(*args, contenders, 2)  # everything cached now: no child process
+    assert len(app.trainer.specs) == specs_before
+    loose = tmp_path / "other.pt"
+    loose.write_bytes(b"a pickle from elsewhere")
+    with pytest.raises(UsageError, match="--trust"):
+        resolve(app.store, app.registry, str(loose), trust=False)
