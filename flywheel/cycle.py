@@ -8,7 +8,6 @@ this one path with the real child process.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from flywheel.evalsets import GATED, version_eval_sets
 from flywheel.gate import GateDecision
 from flywheel.ports import Event, Observer, Trainer
 from flywheel.promotion import cached, gate_and_promote, score_of
+from flywheel.recovery import MAX_RESUMES, reopen
 from flywheel.registry import Registry
 from flywheel.store import ObjectStore, Store
 from flywheel.store.materialize import materialize
@@ -112,7 +112,7 @@ def run_cycle(
     params = resolve_params(config, start) | (resume.params if resume is not None else {})  # as first planned
     sample = None if resume is not None else _replay_sample(store, workspace, config, start, version_id)
     if resume is not None:
-        run, last = _reopen(store, workspace.runs, resume, config.training.on_interrupt)
+        run, last = reopen(store, workspace.runs, resume, config.training.on_interrupt)
     else:
         run, last = (
             store.create_run(
@@ -229,9 +229,6 @@ def run_cycle(
 
 # --- transfer: where a run starts, its replay sample, the guard, interrupted runs -------------
 
-MAX_RESUMES = 3  # a run the daemon died under this often is not tried again
-
-
 def _start(
     store: Store,
     registry: Registry,
@@ -338,21 +335,6 @@ def _guard(
     return CycleResult(store.run(warm.id), result.model, result.decision, replace(challenger, run=run))
 
 
-def mark_interrupted(store: Store) -> list[RunRow]:
-    """Runs left running by a process that died (call it holding the data root lock, so no
-    one else is training): INTERRUPTED, never left "running" forever."""
-    marked = []
-    for run in store.runs():
-        if run.id is None:
-            continue
-        if run.state == RunState.RUNNING:
-            why = "interrupted: the process running it stopped (a crash, a kill, a reboot)"
-            marked.append(store.update_run(run.id, RunState.INTERRUPTED, error=why))
-        elif run.state == RunState.QUEUED:  # planned, never started
-            store.update_run(run.id, RunState.CANCELLED, error="never started: the process that planned it stopped")
-    return marked
-
-
 def resume_interrupted(
     store: Store,
     registry: Registry,
@@ -377,15 +359,3 @@ def resume_interrupted(
             run_cycle(store, registry, workspace, config, trainer, observer, run.version_id, resume=run)
         )
     return results
-
-
-def _reopen(store: Store, runs: Path, run: RunRow, mode: str) -> tuple[RunRow, str]:
-    """INTERRUPTED -> QUEUED again; returns the run and the last.pt to resume ('' = restart)."""
-    assert run.id is not None
-    out_dir = runs / run_name(run.id)
-    last = out_dir / "train" / "weights" / "last.pt"
-    resume_from = str(last) if mode == "resume" and last.is_file() else ""
-    if not resume_from:
-        shutil.rmtree(out_dir / "train", ignore_errors=True)
-    reopened = store.update_run(run.id, RunState.QUEUED, error=None, resumed=run.resumed + 1)
-    return reopened, resume_from

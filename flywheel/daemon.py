@@ -18,13 +18,13 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from flywheel.app import App, DataRootLock
-from flywheel.cycle import mark_interrupted
 from flywheel.domain import batch_name, run_name, version_name
 from flywheel.errors import FlywheelError, TrainingCancelled
 from flywheel.health import Health, Heartbeat
 from flywheel.http import HEALTHZ, READYZ, HttpServer
 from flywheel.ingest.watcher import InboxWatcher, SettleTracker
 from flywheel.metrics import build_registry
+from flywheel.recovery import mark_interrupted
 from flywheel.systemd import ServiceNotifier, StatusObserver
 
 log = logging.getLogger("flywheel.daemon")

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from flywheel.app import App
-from flywheel.cycle import mark_interrupted
 from flywheel.demo import synthetic_batch
 from flywheel.domain import ModelStatus, RunState, StartKind
 from flywheel.errors import NotFound, TrainingCancelled, UsageError
+from flywheel.recovery import mark_interrupted, reopen
+from flywheel.store.tables import EpochRow
 from flywheel.training import replay
 from flywheel.training.plan import CANDIDATE, CHALLENGER
 from tests.fakes import FakeTrainer
@@ -239,3 +240,64 @@ def test_interrupted_runs_are_left_when_configured_and_given_up_after_three_trie
     assert app.resume_interrupted() == []
     run = app.store.run(run_id)
     assert run.state == RunState.CANCELLED and "interrupted 4 times" in run.error
+
+
+RESULTS_CSV = (  # as Ultralytics 8.4 writes it
+    "epoch,time,train/box_loss,train/cls_loss,train/dfl_loss,metrics/precision(B),metrics/recall(B),"
+    "metrics/mAP50(B),metrics/mAP50-95(B),val/box_loss,val/cls_loss,val/dfl_loss,lr/pg0,lr/pg1,lr/pg2\n"
+    "1,13.27,5.51,4.08,4.24,0,0,0,0,5.36,4.17,4.15,0.00044,0.00044,0.00044\n"
+    "2,25.5,4.9,3.9,4.0,0.1,0.2,0.05,0.02,5.1,4.0,4.0,0.0004,0.0004,0.0004\n"
+    "3,37.\n"
+)
+
+
+def test_resuming_records_the_epochs_the_orphaned_child_trained_after_its_parent_died(data_root, tmp_path):
+    """The daemon was SIGKILLed after epoch 1 was recorded; its child trained epoch 2 (in
+    results.csv and last.pt) before noticing, and was killed mid-way through writing epoch 3."""
+    app = App(data_root, trainer=FakeTrainer([0.3]))
+    run_id = _left_running(app, tmp_path, last_pt=True)
+    app.store.add_epoch(
+        EpochRow(
+            run_id=run_id,
+            epoch=1,
+            box_loss=5.51,
+            cls_loss=4.08,
+            dfl_loss=4.24,
+            precision=0,
+            recall=0,
+            map50=0,
+            map50_95=0,
+            seconds=13.27,
+        )
+    )
+    app.store.update_run(run_id, epochs_done=1)
+    (app.layout.runs / f"r{run_id:04d}" / "train" / "results.csv").write_text(RESULTS_CSV)
+    (run,) = mark_interrupted(app.store)
+    reopened, resume_from = reopen(app.store, app.layout.runs, run, "resume")
+    assert resume_from.endswith("last.pt") and reopened.state == RunState.QUEUED
+    epochs = app.store.epochs(run_id)
+    assert [e.epoch for e in epochs] == [1, 2] and reopened.epochs_done == 2  # the cut-short row 3 is skipped
+    assert (epochs[1].map50_95, epochs[1].box_loss) == (0.02, 4.9)
+    assert abs(epochs[1].seconds - (25.5 - 13.27)) < 1e-9  # per epoch, not results.csv's running total
+
+
+def test_restarting_forgets_the_epochs_of_the_attempt_before(data_root, tmp_path):
+    app = App(data_root, trainer=FakeTrainer([0.3]))
+    run_id = _left_running(app, tmp_path, last_pt=True)
+    app.store.add_epoch(
+        EpochRow(
+            run_id=run_id,
+            epoch=1,
+            box_loss=1,
+            cls_loss=1,
+            dfl_loss=1,
+            precision=0,
+            recall=0,
+            map50=0,
+            map50_95=0,
+            seconds=1,
+        )
+    )
+    (run,) = mark_interrupted(app.store)
+    _, resume_from = reopen(app.store, app.layout.runs, run, "restart")
+    assert resume_from == "" and app.store.epochs(run_id) == []

@@ -185,6 +185,11 @@ class Store:
         with session(self.engine) as s:
             return list(s.exec(select(EpochRow).where(EpochRow.run_id == run_id).order_by(col(EpochRow.epoch))))
 
+    def delete_epochs(self, run_id: int) -> None:
+        with session(self.engine) as s:
+            for row in s.exec(select(EpochRow).where(EpochRow.run_id == run_id)):
+                s.delete(row)
+
     # --- models, evaluations, gate decisions ----------------------------------------------
     def add_model(self, **fields: Any) -> ModelRow:
         row = ModelRow(status=ModelStatus.CANDIDATE, **fields)
