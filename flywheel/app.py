@@ -14,13 +14,13 @@ from typing import IO
 
 from flywheel import config as config_mod
 from flywheel.config import CONFIG_NAME, Config
-from flywheel.cycle import CycleResult, Workspace, resume_interrupted, run_cycle, trainable
+from flywheel.cycle import CycleResult, Workspace, resume_interrupted, run_cycle
 from flywheel.errors import Busy, DataRootError
 from flywheel.hooks import Notifier
 from flywheel.ingest.service import IngestOptions, IngestPaths, IngestResult, ingest_batch
 from flywheel.ports import NullObserver, Observer, Trainer
 from flywheel.registry import Registry
-from flywheel.store import ObjectStore, Store, create_schema, database_url, make_engine
+from flywheel.store import ObjectStore, Store, database_url, make_engine, upgrade_schema
 from flywheel.training.export import SubprocessExporter
 from flywheel.training.runner import SubprocessTrainer
 
@@ -93,7 +93,11 @@ def init_data_root(root: Path, config_text: str | None = None) -> Path:
     if not cfg.exists():
         cfg.write_text(config_text or default_config_text())
     config = config_mod.load(root)
-    create_schema(make_engine(database_url(root, config.database.url)))
+    engine = make_engine(database_url(root, config.database.url))
+    try:
+        upgrade_schema(engine)
+    finally:
+        engine.dispose()  # a PostgreSQL connection would otherwise stay open until exit
     return root
 
 
@@ -107,7 +111,7 @@ class App:
             )
         self.config: Config = config_mod.load(self.layout.root)
         self.engine = make_engine(database_url(self.layout.root, self.config.database.url))
-        create_schema(self.engine)
+        upgrade_schema(self.engine)  # creates or migrates the schema (flywheel/store/migrate.py)
         self.store = Store(self.engine)
         self.objects = ObjectStore(self.layout.objects)
         n = self.config.notify
@@ -164,17 +168,6 @@ class App:
             self.store, self.registry, self.workspace, self.config, self.trainer, self.observer
         )
 
-    def pending_version(self) -> int | None:
-        """The newest version if no training has been tried on it and it can be trained."""
-        latest = self.store.latest_version()
-        if latest is None or latest.id is None or self.store.runs_for_version(latest.id):
-            return None
-        reason = trainable(self.store, latest.id)
-        if reason:
-            log.info("%s", reason)
-            return None
-        return latest.id
-
 
 class DataRootLock:
     """An exclusive lock on the data root: one process does ingest and training at a time."""
@@ -200,6 +193,9 @@ class DataRootLock:
         fh.flush()
         self._fh = fh
         return self
+
+    def close(self) -> None:
+        self.__exit__()
 
     def __exit__(self, *exc: object) -> None:
         if self._fh:

@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from flywheel.ingest.service import IngestOptions, IngestPaths, IngestResult, ingest_batch
-from flywheel.store import ObjectStore, Store, create_schema, make_engine
+from flywheel.store import ObjectStore, Store, make_engine, upgrade_schema
 
 MARKER = "READY"
 IGNORE = [".DS_Store", "Thumbs.db", "__MACOSX", "._*"]
@@ -25,7 +25,7 @@ class Env:
     def __init__(self, tmp: Path, **options: Any):
         tmp.mkdir(parents=True, exist_ok=True)
         engine = make_engine(f"sqlite:///{tmp / 'db.sqlite'}")
-        create_schema(engine)
+        upgrade_schema(engine)
         self.tmp = tmp
         self.store = Store(engine)
         self.objects = ObjectStore(tmp / "objects")

@@ -22,7 +22,7 @@ from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from flywheel.metrics import build_registry
-from flywheel.store import ObjectStore, Store, create_schema, make_engine
+from flywheel.store import ObjectStore, Store, make_engine, upgrade_schema
 from tests.prometheus_server import DASHBOARD, GRAFANA_DIR, PROMETHEUS_DIR, alert_rules, conditions, panel_queries
 
 REPO = GRAFANA_DIR.parents[1]
@@ -94,7 +94,7 @@ def test_every_metric_a_query_names_is_exported(board):
     """A typo in a metric name would leave a panel empty for ever: each flywheel_ name in the
     dashboard and the alerts is one the exporter declares."""
     engine = make_engine("sqlite://")
-    create_schema(engine)
+    upgrade_schema(engine)
     registry, _ = build_registry(Store(engine), ObjectStore(Path("/nonexistent")), Path("/"))
     exported = {s.name for family in registry.collect() for s in family.samples} | {
         f"{family.name}{suffix}"

@@ -21,7 +21,7 @@ from flywheel.demo import synthetic_batch
 from flywheel.domain import BatchState
 from flywheel.ingest.labels import normalised, parse_label
 from flywheel.ingest.service import IngestPaths, IngestResult, ingest_batch
-from flywheel.store import ObjectStore, Store, create_schema, make_engine
+from flywheel.store import ObjectStore, Store, make_engine, upgrade_schema
 
 MARKER = "READY"
 IGNORE = [".DS_Store"]
@@ -33,7 +33,7 @@ IGNORE = [".DS_Store"]
 class Env:
     def __init__(self, tmp: Path):
         engine = make_engine(f"sqlite:///{tmp / 'db.sqlite'}")
-        create_schema(engine)
+        upgrade_schema(engine)
         self.store = Store(engine)
         self.objects = ObjectStore(tmp / "objects")
         self.inbox = tmp / "inbox"

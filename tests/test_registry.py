@@ -17,6 +17,9 @@ from flywheel.domain import ModelStatus
 from flywheel.errors import IntegrityError, RegistryError
 from flywheel.store.tables import ModelRow
 from tests.fakes import FakeTrainer
+from tests.pg_server import both_backends
+
+pytestmark = both_backends  # the store's behaviour, on SQLite and on PostgreSQL
 
 
 def _three_generations(data_root: Path, tmp_path: Path) -> App:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -25,7 +24,9 @@ from flywheel.domain import ModelStatus
 from flywheel.errors import InvalidTransition, RegistryError
 from flywheel.ledger import Action
 from tests.fakes import FakeTrainer
+from tests.pg_server import both_backends
 
+pytestmark = both_backends  # the store's behaviour, on SQLite and on PostgreSQL
 runner = CliRunner(env={"COLUMNS": "200"})  # wide enough that rich does not wrap table cells
 
 
@@ -62,9 +63,9 @@ def test_every_change_is_chained_and_audit_verify_passes(data_root, tmp_path):
     ],
 )
 def test_audit_verify_detects_an_edit(data_root, tmp_path, sql, expected):
-    _generations(data_root, tmp_path, [0.3, 0.1, 0.4], production_map=0.3)
-    with sqlite3.connect(data_root / "flywheel.db") as db:
-        db.execute(sql)
+    app = _generations(data_root, tmp_path, [0.3, 0.1, 0.4], production_map=0.3)
+    with app.engine.begin() as db:  # behind flywheel's back, on whichever database it uses
+        db.exec_driver_sql(sql)
     result = runner.invoke(cli, ["audit", "verify", "--root", str(data_root)])
     assert result.exit_code == 1
     assert expected in result.output

@@ -1,5 +1,6 @@
 """The store's operations on records. Each public method is one transaction, and every state
-change is checked against the core's transition table before it is written."""
+change is checked against the core's transition table before it is written. Methods that read,
+check and then write run exclusive (flywheel/store/db.py `session`), on SQLite as on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ class Store:
         return row
 
     def update_batch(self, batch_id: int, state: BatchState, **fields: Any) -> BatchRow:
-        with session(self.engine) as s:
+        with session(self.engine, exclusive=True) as s:
             row = _get(s, BatchRow, batch_id, batch_name(batch_id))
             check_transition(f"batch {batch_name(batch_id)}", BatchState(row.state), state)
             row.state = state
@@ -151,7 +152,7 @@ class Store:
         return row
 
     def update_run(self, run_id: int, state: RunState | None = None, **fields: Any) -> RunRow:
-        with session(self.engine) as s:
+        with session(self.engine, exclusive=True) as s:
             row = _get(s, RunRow, run_id, run_name(run_id))
             if state is not None:
                 check_transition(f"run {run_name(run_id)}", RunState(row.state), state)
@@ -178,7 +179,7 @@ class Store:
             return list(s.exec(select(RunRow).where(RunRow.version_id == version_id)))
 
     def add_epoch(self, row: EpochRow) -> None:
-        with session(self.engine) as s:
+        with session(self.engine, exclusive=True) as s:
             s.merge(row)
 
     def epochs(self, run_id: int) -> list[EpochRow]:
@@ -210,7 +211,7 @@ class Store:
             return s.exec(select(ModelRow).where(ModelRow.status == ModelStatus.PRODUCTION)).first()
 
     def reject(self, model_id: int, reason: str, actor: str = "flywheel") -> LedgerRow:
-        with session(self.engine) as s:
+        with session(self.engine, exclusive=True) as s:
             row = _get(s, ModelRow, model_id, model_name(model_id))
             check_transition(f"model {model_name(model_id)}", ModelStatus(row.status), ModelStatus.REJECTED)
             row.status = ModelStatus.REJECTED
@@ -222,7 +223,7 @@ class Store:
     ) -> LedgerRow:
         """Retire the current production model and make `model_id` production, with its ledger
         entry, in one transaction: the pointer and the record can never disagree."""
-        with session(self.engine) as s:
+        with session(self.engine, exclusive=True) as s:
             new = _get(s, ModelRow, model_id, model_name(model_id))
             check_transition(
                 f"model {model_name(model_id)}", ModelStatus(new.status), ModelStatus.PRODUCTION, forced
@@ -238,7 +239,7 @@ class Store:
             return _append(s, action, model_id, old.id if old else None, actor, reason)
 
     def set_pin(self, pinned: bool, actor: str, reason: str) -> LedgerRow:
-        with session(self.engine) as s:
+        with session(self.engine, exclusive=True) as s:
             current = s.exec(select(ModelRow).where(ModelRow.status == ModelStatus.PRODUCTION)).first()
             return _append(s, Action.PIN if pinned else Action.UNPIN, current.id if current else None, None,
                            actor, reason)
@@ -254,7 +255,7 @@ class Store:
         return last if last is not None and last.action == Action.PIN else None
 
     def append_ledger(self, action: Action, actor: str, reason: str, model_id: int | None = None) -> LedgerRow:
-        with session(self.engine) as s:
+        with session(self.engine, exclusive=True) as s:
             return _append(s, action, model_id, None, actor, reason)
 
     def ledger(self) -> list[LedgerRow]:
@@ -281,7 +282,7 @@ class Store:
             return s.get(EvaluationRow, (model_sha256, eval_sha256))
 
     def put_evaluation(self, row: EvaluationRow) -> None:
-        with session(self.engine) as s:
+        with session(self.engine, exclusive=True) as s:
             s.merge(row)
 
     def add_gate_decision(self, row: GateRow) -> GateRow:
@@ -316,7 +317,8 @@ class Store:
 def _append(
     s: Session, action: Action, model_id: int | None, previous: int | None, actor: str, reason: str
 ) -> LedgerRow:
-    """Add a ledger entry chained to the last one. Callers hold a write transaction, so two
+    """Add a ledger entry chained to the last one. Callers hold an exclusive transaction
+    (`session(..., exclusive=True)`: SQLite's write lock, PostgreSQL's advisory lock), so two
     processes cannot both chain onto the same predecessor."""
     last = s.exec(select(LedgerRow).order_by(col(LedgerRow.id).desc())).first()
     entry = LedgerRow(action=action, model_id=model_id, previous_model_id=previous, actor=actor, reason=reason,

@@ -107,7 +107,7 @@ class Snapshot:
 def snapshot(store: Store) -> Snapshot:
     """Everything the state metrics need, in one read transaction."""
     snap = Snapshot()
-    with session(store.engine) as s:
+    with session(store.engine, consistent=True) as s:
         _inbox(s, snap)
         _dataset(s, snap)
         _training(s, snap)
