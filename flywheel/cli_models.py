@@ -73,6 +73,14 @@ def show(model_id: Annotated[str, typer.Argument(help="e.g. m0003")], root: Root
             f"  gate: {decision.outcome} by rule {decision.rule}{' (held: production pinned)' if decision.held else ''}"
             f" against {against}; eval set {decision.eval_sha256[:12]}"
         )
+        golden = decision.details.get("eval_sets", {}).get("golden")
+        if golden:
+            parts = [f"{golden['images']} images, content {golden['content_sha256'][:12]}"]
+            if golden.get("unknown_classes"):
+                parts.append(f"classes the model does not know, left out: {golden['unknown_classes']}")
+            if golden.get("in_training"):
+                parts.append(f"{golden['in_training']} images are also training images")
+            out.print(f"  golden set {golden['folder']}: {'; '.join(parts)}", highlight=False)
         for verdict in decision.details.get("verdicts", []):
             _print_verdict(verdict, decision.details.get("policy", {}))
         for subset, f in decision.details.get("forgetting", {}).items():

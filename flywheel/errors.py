@@ -21,6 +21,10 @@ class ConfigError(FlywheelError):
     exit_code = 2
 
 
+class GoldenSetError(ConfigError):
+    """`gate.golden_dir` is missing, or holds something that is not a valid labeled image."""
+
+
 class UsageError(FlywheelError):
     """A command-line argument is malformed (e.g. an id that is not like m0003)."""
 

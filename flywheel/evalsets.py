@@ -3,6 +3,7 @@
 - `val`: the new version's val split (gated);
 - `val_old` / `val_new`: that split cut into the images the parent version already had and
   the ones this version added (reported: a drop on `val_old` is forgetting);
+- `golden`: the configured golden set (gated; flywheel/golden.py);
 Each is identified by the hash of its items, so a score computed once is reused (cache key:
 model sha256 + eval-set hash). The subsets are image lists beside the version's folder, which
 Ultralytics reads like a folder (labels found by swapping /images/ for /labels/).
@@ -11,8 +12,9 @@ Ultralytics reads like a folder (labels found by swapping /images/ for /labels/)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -30,6 +32,7 @@ class EvalSet:
     sha256: str
     data_yaml: Path
     images: int
+    notes: dict[str, Any] = field(default_factory=dict)  # recorded with the gate decision
 
 
 def version_eval_sets(

@@ -14,6 +14,7 @@ from typing import Any
 from flywheel.config import Config
 from flywheel.domain import model_name
 from flywheel.evalsets import GATED, EvalSet
+from flywheel.faults import crash_point
 from flywheel.gate import GateDecision, Outcome, Policy, Score, SetVerdict, decide
 from flywheel.registry import Registry
 from flywheel.store import Store
@@ -88,7 +89,7 @@ def gate_and_promote(
     gated = {name: pair for name, pair in pairs.items() if name in GATED}
     decision = decide(gated, policy_of(config), intervals)
     details = {
-        "eval_sets": {s.name: {"sha256": s.sha256, "images": s.images} for s in eval_sets},
+        "eval_sets": {s.name: {"sha256": s.sha256, "images": s.images, **s.notes} for s in eval_sets},
         "verdicts": [_verdict(v) for v in decision.verdicts],
         "forgetting": _forgetting(pairs),
         "policy": asdict(decision.policy),
@@ -112,6 +113,7 @@ def gate_and_promote(
             details=details,
         )
     )
+    crash_point("gate.decided")
     if held:
         log.info(
             "model %s passed the gate but production is pinned (%s): left a candidate; "
