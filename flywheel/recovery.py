@@ -10,18 +10,24 @@ history has no holes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
-from flywheel.domain import RunState, run_name
+from flywheel.domain import ModelStatus, RunState, run_name
+from flywheel.registry import Registry
 from flywheel.store import Store
 from flywheel.store.tables import EpochRow, RunRow
 
 log = logging.getLogger("flywheel.recovery")
 
 MAX_RESUMES = 3  # a run the daemon died under this often is not tried again
+ORPHAN_GRACE_SECONDS = 30.0  # an orphaned child asked to stop gets this long before SIGKILL
 
 # results.csv column -> EpochRow field (Ultralytics' detection trainer)
 _COLUMNS = {
@@ -35,19 +41,79 @@ _COLUMNS = {
 }
 
 
-def mark_interrupted(store: Store) -> list[RunRow]:
+def mark_interrupted(store: Store, registry: Registry | None = None) -> list[RunRow]:
     """Runs left running by a process that died (call it holding the data root lock, so no
-    one else is training): INTERRUPTED, never left "running" forever."""
+    one else is training): INTERRUPTED, never left "running" forever. A run whose gate had
+    already decided (the process died promoting, or just before recording the run) is
+    finished instead: the recorded decision is carried out, nothing is trained or scored again."""
     marked = []
     for run in store.runs():
         if run.id is None:
             continue
         if run.state == RunState.RUNNING:
+            stop_orphan(run)
+            if registry is not None and finish_decided(store, registry, run):
+                continue
             why = "interrupted: the process running it stopped (a crash, a kill, a reboot)"
             marked.append(store.update_run(run.id, RunState.INTERRUPTED, error=why))
         elif run.state == RunState.QUEUED:  # planned, never started
             store.update_run(run.id, RunState.CANCELLED, error="never started: the process that planned it stopped")
     return marked
+
+
+def stop_orphan(run: RunRow, grace_seconds: float = ORPHAN_GRACE_SECONDS) -> bool:
+    """Stop the training child a dead process left behind, if it still runs (it stops by itself
+    after its current batch, but must not write last.pt under a resumed run). True if one ran."""
+    pid = (run.environment or {}).get("pid")
+    if not isinstance(pid, int) or not _is_training_child(pid):
+        return False
+    log.warning(
+        "run %s: its training child (pid %d) outlived the process that started it; stopping it",
+        run_name(run.id or 0),
+        pid,
+    )
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline and _is_training_child(pid):
+        time.sleep(0.1)
+    if _is_training_child(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _is_training_child(pid: int) -> bool:
+    """A live (not zombie) process running flywheel's training child."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        cmdline = (proc / "cmdline").read_bytes()
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return b"flywheel.training.child" in cmdline and state != "Z"
+
+
+def finish_decided(store: Store, registry: Registry, run: RunRow) -> bool:
+    """Carry out the gate decision recorded for `run`'s candidate, if there is one; True if so."""
+    assert run.id is not None
+    model = next((m for m in store.models() if m.run_id == run.id), None)
+    decision = next((g for g in store.gate_decisions() if model is not None and g.candidate_model_id == model.id), None)
+    if model is None or model.id is None or decision is None:
+        return False  # not decided: the resumed run scores its best.pt again and the gate decides
+    if model.status == ModelStatus.CANDIDATE and not decision.held:
+        reason = f"gate decision of run {run_name(run.id)} ({decision.rule}), carried out after a restart"
+        if decision.outcome == "promote":
+            registry.promote(model.id, reason=reason)
+        else:
+            registry.reject(model.id, reason=reason)
+    store.update_run(run.id, RunState.SUCCEEDED, model_id=model.id)
+    log.warning(
+        "run %s: its gate decision (%s) was recorded before the process died; finished it",
+        run_name(run.id),
+        decision.outcome,
+    )
+    return True
 
 
 def reopen(store: Store, runs: Path, run: RunRow, mode: str) -> tuple[RunRow, str]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from flywheel.domain import ModelStatus, model_name, run_name, version_name
 from flywheel.errors import FlywheelError, IntegrityError, RegistryError
+from flywheel.faults import crash_point
 from flywheel.hooks import Notifier
 from flywheel.ledger import Action
 from flywheel.ports import Exporter
@@ -62,6 +63,9 @@ class Registry:
         self, best_pt: Path, run_id: int, version_id: int, parent_model_id: int | None, class_names: list[str]
     ) -> ModelRow:
         sha = self.checkpoints.put_file(best_pt)
+        for model in self.store.models():  # a resumed run registered this very checkpoint before it died
+            if model.run_id == run_id and model.sha256 == sha:
+                return model
         return self.store.add_model(
             sha256=sha,
             run_id=run_id,
@@ -88,6 +92,7 @@ class Registry:
                 raise RegistryError(f"{model_name(model_id)} is already in production")
             self.checkpoint(model)
             entry = self.store.set_production(model_id, Action.PROMOTE, actor, reason, forced=force)
+            crash_point("promote.committed")
             self.publish()
         self._announce(entry)
         return entry

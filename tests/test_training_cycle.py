@@ -21,6 +21,9 @@ from flywheel.store.tables import EpochRow
 from flywheel.training import replay
 from flywheel.training.plan import CANDIDATE, CHALLENGER
 from tests.fakes import FakeTrainer
+from tests.pg_server import both_backends
+
+pytestmark = both_backends  # the store's behaviour, on SQLite and on PostgreSQL
 
 
 def configure(root: Path, **sections: dict[str, object]) -> None:
@@ -301,3 +304,40 @@ def test_restarting_forgets_the_epochs_of_the_attempt_before(data_root, tmp_path
     (run,) = mark_interrupted(app.store)
     _, resume_from = reopen(app.store, app.layout.runs, run, "restart")
     assert resume_from == "" and app.store.epochs(run_id) == []
+
+
+class Crash(BaseException):
+    """Stands in for a SIGKILL at a crash point (the fault-injection test does the real one)."""
+
+
+def test_a_gate_decision_recorded_before_a_crash_is_carried_out_at_the_next_start(data_root, tmp_path, monkeypatch):
+    app = App(data_root, trainer=FakeTrainer([0.3]))
+    version = ingest(app, tmp_path, 1)
+
+    def crash(name: str) -> None:
+        if name == "gate.decided":
+            raise Crash
+
+    monkeypatch.setattr("flywheel.promotion.crash_point", crash)
+    with pytest.raises(Crash):
+        app.train(version)
+    monkeypatch.undo()
+    (run,), (model,) = app.store.runs(), app.store.models()
+    assert run.state == RunState.RUNNING and model.status == ModelStatus.CANDIDATE
+    assert app.store.gate_decisions()[-1].outcome == "promote" and app.store.production() is None
+
+    assert mark_interrupted(app.store, app.registry) == []  # finished, not interrupted
+    assert app.store.run(run.id).state == RunState.SUCCEEDED and app.store.run(run.id).model_id == model.id
+    assert app.store.production().id == model.id
+    assert json.loads((data_root / "production" / "model.json").read_text())["sha256"] == model.sha256
+    assert app.resume_interrupted() == [] and len(app.store.runs()) == 1  # nothing trained again
+
+
+def test_registering_the_same_checkpoint_of_a_run_twice_gives_one_model(data_root, tmp_path):
+    app = App(data_root, trainer=FakeTrainer([0.3]))
+    version = ingest(app, tmp_path, 1)
+    best = tmp_path / "best.pt"
+    best.write_bytes(b"a checkpoint")
+    first = app.registry.add_candidate(best, 7, version, None, ["red", "blue"])
+    again = app.registry.add_candidate(best, 7, version, None, ["red", "blue"])  # a resumed run scored it again
+    assert again.id == first.id and len(app.store.models()) == 1

@@ -9,6 +9,7 @@ from typing import Any
 
 from flywheel.domain import BatchState, batch_name, next_manifest
 from flywheel.errors import BatchRejected
+from flywheel.faults import crash_point
 from flywheel.ingest import source as sources
 from flywheel.ingest.accept import Checks, accept
 from flywheel.ingest.api import IngestOptions, IngestPaths, IngestResult
@@ -96,6 +97,7 @@ class BatchRun:
         items = accept(
             root, parsed.samples, shas, remap, outcome, checks, old, NearCopies(store.engine), self.paths.objects
         )
+        crash_point("ingest.stored")
         for rel in parsed.used:
             outcome.version(rel)
         outcome.close()
@@ -112,6 +114,7 @@ class BatchRun:
                 images_new=new,
                 images_relabelled=relabelled,
             )
+            crash_point("ingest.versioned")
             materialize(self.paths.objects, self.paths.versions, version.id or 0, class_names, manifest)
         target = self.paths.quarantine / self.label
         reported = bool(outcome.quarantined or outcome.notes)
@@ -132,6 +135,7 @@ class BatchRun:
             quarantine_dir=str(target) if reported else None,
             format=parsed.format,
         )
+        crash_point("ingest.recorded")
         self.leave_inbox(self.label)
         result = self.result(row, version)
         result.accepted, result.new_images, result.relabelled = len(items), new, relabelled

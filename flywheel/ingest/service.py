@@ -19,6 +19,7 @@ from pathlib import Path
 
 from flywheel.domain import BatchState, batch_name, merge_class_map
 from flywheel.errors import BatchRejected, StoreError
+from flywheel.faults import crash_point
 from flywheel.ingest import source as sources
 from flywheel.ingest.accept import Checks
 from flywheel.ingest.api import IngestOptions, IngestPaths, IngestResult
@@ -85,9 +86,12 @@ def _ingest_batch(
             return IngestResult(last, None, already=True)
         if last is not None and last.state == BatchState.INGESTING:  # an interrupted try: resume it
             run.batch = last
+        elif last is not None and last.state == BatchState.RECEIVED:  # killed between its first two commits
+            run.batch = store.update_batch(last.id or 0, BatchState.INGESTING)
         else:
             row = store.add_batch(batch_dir.name, content, len(run.outcome.entries))
             run.batch = store.update_batch(row.id or 0, BatchState.INGESTING)
+        crash_point("ingest.started")
         try:
             if src.refused is not None:
                 raise src.refused

@@ -9,6 +9,7 @@ stdout/stderr are the run's log. A crash here ends this process only, never the 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -78,6 +79,9 @@ class _Stop:
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
+        _term_with_parent()
+        if os.getppid() != self.parent:  # the parent died before the kernel could be told
+            self.requested = "the process that started this run is gone"
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.requested = f"stopped by {signal.Signals(signum).name}"
@@ -92,6 +96,18 @@ class _Stop:
 
 
 STOP = _Stop()
+
+
+def _term_with_parent() -> None:
+    """Ask Linux for a SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG), so a SIGKILLed
+    daemon leaves no training behind it for long; elsewhere, `check()`'s ppid test does it."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def library_versions() -> dict[str, str]:
@@ -151,6 +167,11 @@ def train(spec: TrainSpec, report: Reporter, extra_callbacks: dict[str, list[Any
         status, resume_epoch = _resumable(Path(spec.resume))
         best = Path(spec.resume).with_name("best.pt")
         if status == "finished" and best.is_file():
+            # the run was killed after its last epoch, maybe before Ultralytics stripped best.pt
+            # of its optimizer state (what its final evaluation does): strip it here, as it would
+            stripped = best.with_name("best.stripped.pt")  # beside, then renamed: never a torn best.pt
+            if torch_utils.strip_optimizer(best, str(stripped)):
+                os.replace(stripped, best)
             report.send(STARTED, pid=os.getpid(), versions=library_versions(), resumed_from_epoch=-1)
             report.send(TRAINED, best=str(best), seconds=0.0, resumed=True)
             return best
