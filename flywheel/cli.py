@@ -7,6 +7,7 @@ busy (the daemon holds it); 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from flywheel.app import App, DataRootLock, init_data_root
 from flywheel.cli_common import Root, call, err, out, setup_logging
 from flywheel.cli_train import progress_of
 from flywheel.domain import batch_name, model_name, parse_id, run_name, version_name
+from flywheel.errors import Busy
 from flywheel.ingest import commands as ingest_commands
 from flywheel.registry import current_actor
 
@@ -105,9 +107,21 @@ def train(
         ),
     ] = False,
     wait: Annotated[float, typer.Option(help="With --cancel: seconds to wait for it to stop.")] = 120.0,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow/--no-follow",
+            help="When the daemon runs: wait for the training it starts for you (default), or only queue it.",
+        ),
+    ] = True,
 ) -> None:
-    """Train now on the newest version (or --version), then gate and promote or reject."""
-    from flywheel.cli_train import TrainProgress, cancel_running
+    """Train now on the newest version (or --version), then gate and promote or reject.
+
+    While the daemon runs (it holds the data root), the training is asked of the daemon and
+    goes through its one queue: it starts at the daemon's next step, after any batch being
+    ingested and any training already running, whatever min_new_images or the schedule say.
+    """
+    from flywheel.cli_train import TrainProgress, cancel_running, through_daemon
 
     _logging()
     if cancel:
@@ -121,7 +135,17 @@ def train(
         raise typer.Exit(0 if all(r.state != "running" for r in runs) else 1)
     progress = TrainProgress(err)
     application = _call(lambda: App(root, observer=progress))
-    with _call(lambda: DataRootLock(application.layout.root)), progress:
+    lock = DataRootLock(application.layout.root)
+    try:
+        lock.__enter__()
+    except Busy:
+        vid_asked = _call(lambda: parse_id(version, "v")) if version else None
+        run = through_daemon(application, vid_asked, start_from, current_actor(), err, follow)
+        if run is not None:
+            out.print(f"run {run_name(run.id or 0)}: {run.state}" + (f" ({run.error})" if run.error else ""))
+            raise typer.Exit(0 if run.state == "succeeded" else 1) from None
+        return
+    with contextlib.closing(lock), progress:  # the lock is held already: only released here
         latest = application.store.latest_version()
         if version is None and latest is None:
             err.print("error: no dataset version yet: ingest a batch first (`flywheel ingest PATH`)")

@@ -8,11 +8,12 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flywheel import requests
 from flywheel.app import App, DataRootLock
 from flywheel.domain import RunState, run_name
 from flywheel.errors import Busy
 from flywheel.ports import NullObserver
-from flywheel.store.tables import RunRow
+from flywheel.store.tables import RunRow, as_utc
 from flywheel.training.runner import request_cancel
 from flywheel.training.spec import EPOCH, PROGRESS
 
@@ -88,3 +89,31 @@ def progress_of(run: RunRow) -> str:
     if run.state == RunState.RUNNING and run.batches:
         text += f" (batch {run.batch}/{run.batches})"
     return text
+
+
+def through_daemon(
+    application: App, version_id: int | None, start_from: str | None, actor: str, console: Console, wait: bool
+) -> RunRow | None:
+    """The daemon holds the data root: ask it to train (flywheel.requests) and, with `wait`,
+    follow the run it starts for us to its end. Returns that run (None if not waited for)."""
+    root = application.layout.root
+    request = requests.submit(root, version_id, start_from, actor)
+    console.print(f"the daemon holds {root}: asked it to train (request {request.id}); it starts at its next step")
+    if not wait:
+        return None
+    queued, taken = requests.queue_dir(root) / f"{request.id}.json", requests.queue_dir(root) / f"{request.id}.taken"
+    store = application.store
+
+    def ours() -> RunRow | None:
+        after = [r for r in store.runs() if as_utc(r.created_at).timestamp() >= request.requested_at - 1]
+        return after[-1] if after else None
+
+    with console.status("waiting for the daemon to take the request") as status:
+        while queued.exists():
+            time.sleep(0.5)
+        while taken.exists():
+            run = ours()
+            if run is not None:
+                status.update(f"run {run_name(run.id or 0)}: {run.state}, epoch {progress_of(run)}")
+            time.sleep(0.5)
+    return ours()

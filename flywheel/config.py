@@ -111,6 +111,24 @@ class TrainingConfig(_Section):
         return value
 
 
+class ScheduleConfig(_Section):
+    debounce_seconds: float = Field(30.0, ge=0)
+    min_new_images: int = Field(1, ge=0)
+    cron: str = ""  # crontab, five fields, UTC
+
+    @field_validator("cron")
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        if value.strip():
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(value, timezone="UTC")
+            except ValueError as exc:
+                raise ValueError(f"not a crontab expression ({exc}); e.g. \"0 2 * * *\" for 02:00 UTC daily") from None
+        return value.strip()
+
+
 class ReplayConfig(_Section):
     max_images: int = Field(0, ge=0)
 
@@ -122,6 +140,7 @@ class GateConfig(_Section):
     bootstrap: bool = False
     bootstrap_samples: int = Field(1000, ge=100)
     bootstrap_confidence: float = Field(0.95, gt=0.5, lt=1)
+    golden_dir: str = ""  # a labeled folder scored beside val (flywheel/golden.py); "" = none
 
 
 class ProductionConfig(_Section):
@@ -144,8 +163,12 @@ class HealthConfig(_Section):
     stall_seconds: float = Field(1800.0, ge=0)
 
 
+class DaemonConfig(_Section):
+    shutdown_timeout: float = Field(60.0, gt=0)
+
+
 class DatabaseConfig(_Section):
-    url: str = ""  # empty: sqlite file flywheel.db in the data root
+    url: str = ""  # empty: sqlite file flywheel.db in the data root; or postgresql+psycopg://... (store/db.py)
 
 
 class Config(_Section):
@@ -154,12 +177,14 @@ class Config(_Section):
     dataset: DatasetConfig = DatasetConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     replay: ReplayConfig = ReplayConfig()
     gate: GateConfig = GateConfig()
     production: ProductionConfig = ProductionConfig()
     notify: NotifyConfig = NotifyConfig()
     metrics: MetricsConfig = MetricsConfig()
     health: HealthConfig = HealthConfig()
+    daemon: DaemonConfig = DaemonConfig()
     database: DatabaseConfig = DatabaseConfig()
     log_level: str = "INFO"
 

@@ -16,7 +16,9 @@ from flywheel.config import Config
 from flywheel.domain import ModelStatus, RunState, StartKind, model_name, run_name, version_name
 from flywheel.errors import FlywheelError, TrainingCancelled, UsageError
 from flywheel.evalsets import GATED, version_eval_sets
+from flywheel.faults import crash_point
 from flywheel.gate import GateDecision
+from flywheel.golden import golden_eval_sets
 from flywheel.ports import Event, Observer, Trainer
 from flywheel.promotion import cached, gate_and_promote, score_of
 from flywheel.recovery import MAX_RESUMES, reopen
@@ -102,6 +104,7 @@ def run_cycle(
     start = _start(store, registry, workspace.data_root, config, production, start_from, resume)
     parent = store.manifest(version.parent_id) if version.parent_id else {}
     eval_sets = version_eval_sets(workspace.versions, version_id, version.class_names, manifest, parent)
+    eval_sets += golden_eval_sets(store, config, workspace.data_root, version.class_names, manifest)
     evaluate = [EvalTarget("candidate", "", e.name, str(e.data_yaml)) for e in eval_sets]
     if production is not None:  # production is re-scored only on sets it has no cached score for
         evaluate += [
@@ -152,6 +155,7 @@ def run_cycle(
             spec, bootstrap_samples=config.gate.bootstrap_samples, bootstrap_confidence=config.gate.bootstrap_confidence
         )
     store.update_run(run.id, RunState.RUNNING)
+    crash_point("train.started")
     log.info(
         "run %s started: %s on %s from %s, %d epochs",
         run_name(run.id),
@@ -173,6 +177,7 @@ def run_cycle(
             }
             store.add_epoch(EpochRow(run_id=run_id, epoch=event["epoch"], **fields))
             store.update_run(run_id, epochs_done=event["epoch"])
+            crash_point("train.epoch")
             log.info(
                 "run %s epoch %d/%d: mAP50-95 %.4f box_loss %.3f (%.1fs)",
                 run_name(run_id),
@@ -185,6 +190,8 @@ def run_cycle(
         elif event["event"] == WARM_START:
             store.update_run(run_id, warm_tensors_matched=event["matched"], warm_tensors_total=event["total"])
             _note_head_rows(run_id, event)
+        elif event["event"] == EVALUATED:
+            crash_point("eval.scored")
         elif event["event"] == PROGRESS:
             store.update_run(run_id, batch=event["batch"], batches=event["batches"])
         elif event["event"] == STARTED:  # what reproducing the run needs, and which process ran it
@@ -221,6 +228,7 @@ def run_cycle(
     decision = gate_and_promote(
         store, registry, config, run.id, version_id, eval_sets, candidate, production, scores, intervals
     )
+    crash_point("run.finished")
     run = store.update_run(run.id, RunState.SUCCEEDED, model_id=candidate.id)
     observer.training_finished("succeeded", time.monotonic() - started)
     result = CycleResult(run, store.model(candidate.id), decision)

@@ -9,6 +9,7 @@ all ingest and training in order, so there is never more than one training at a 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -16,16 +17,19 @@ from pathlib import Path
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
+from flywheel import requests
 from flywheel.app import App, DataRootLock
 from flywheel.domain import batch_name, run_name, version_name
 from flywheel.errors import FlywheelError, TrainingCancelled
-from flywheel.health import Health, Heartbeat
+from flywheel.health import Degraded, Health, Heartbeat, storage_message, storage_problem
 from flywheel.http import HEALTHZ, READYZ, HttpServer
 from flywheel.ingest.watcher import InboxWatcher, SettleTracker
 from flywheel.metrics import build_registry
 from flywheel.recovery import mark_interrupted
 from flywheel.systemd import ServiceNotifier, StatusObserver
+from flywheel.trigger import Trigger
 
 log = logging.getLogger("flywheel.daemon")
 
@@ -36,6 +40,7 @@ class Daemon:
     def __init__(self, root: Path):
         self.app = App(root)
         self.registry, live = build_registry(self.app.store, self.app.objects, self.app.layout.root)
+        self.degraded = Degraded(lambda on: live.degraded.set(1 if on else 0))
         self.app.observer = live
         cfg = self.app.config.inbox
         self.tracker = SettleTracker(self.app.layout.inbox, cfg.marker, cfg.settle_seconds)
@@ -43,6 +48,7 @@ class Daemon:
         self._wake = threading.Event()
         self.metrics_port = 0
         self.ready = threading.Event()
+        self.trigger = Trigger(self.app, self.wake)
         # systemd's notify protocol, the work loop's heartbeat, STATUS lines (flywheel.systemd)
         self.notifier = ServiceNotifier.from_environment()
         self.heartbeat = Heartbeat(self.app.config.health.stall_seconds)
@@ -64,10 +70,13 @@ class Daemon:
         app = self.app
         with DataRootLock(app.layout.root):
             app.registry.publish()  # heal a crash between a production commit and its swap
-            for r in mark_interrupted(app.store):  # a run a dead daemon left "running"
+            for r in mark_interrupted(app.store, app.registry):  # a run a dead daemon left "running"
                 policy = app.config.training.on_interrupt
                 log.warning("run %s was interrupted (on_interrupt: %s)", run_name(r.id or 0), policy)
-            health = Health(self.heartbeat, app.engine, app.layout.root, self.ready, self.stopping)
+            requests.drop_taken(app.layout.root)
+            health = Health(
+                self.heartbeat, app.engine, app.layout.root, self.ready, self.stopping, degraded=self.degraded
+            )
             probes = {HEALTHZ: health.liveness, READYZ: health.readiness}
             server = HttpServer(app.config.metrics.host, app.config.metrics.port, self.registry, probes)
             self.metrics_port = server.port
@@ -78,6 +87,9 @@ class Daemon:
             settle = max(0.2, min(1.0, app.config.inbox.settle_seconds / 4))
             scheduler.add_job(self._check_settled, "interval", seconds=settle, id="settle")
             scheduler.add_job(self.wake, "interval", seconds=app.config.inbox.rescan_seconds, id="rescan")
+            if app.config.schedule.cron:
+                trigger = CronTrigger.from_crontab(app.config.schedule.cron, timezone="UTC")
+                scheduler.add_job(self.trigger.cron_fired, trigger, id="cron")
             if self.notifier.watchdog_seconds:  # WatchdogSec=: ping at half the period, however late
                 interval = self.notifier.watchdog_seconds / 2
                 scheduler.add_job(
@@ -99,7 +111,8 @@ class Daemon:
 
     @property
     def _idle(self) -> str:
-        return f"idle: watching {self.app.layout.inbox}"
+        note = f"; {self.trigger.note}" if self.trigger.note else ""
+        return f"idle: watching {self.app.layout.inbox}{note}"
 
     def _check_settled(self) -> None:
         if self.tracker.complete():
@@ -118,8 +131,15 @@ class Daemon:
                 self._step()
             except TrainingCancelled as exc:
                 log.info("%s", exc)
-            except FlywheelError as exc:  # logged; the daemon goes on with the next work
-                log.error("%s", exc)
+            except (FlywheelError, OSError) as exc:
+                if not storage_problem(exc):
+                    if not isinstance(exc, FlywheelError):
+                        raise
+                    log.error("%s", exc)  # logged; the daemon goes on with the next work
+                else:  # disk full, read-only: alive and serving, retried at the next rescan
+                    self.degraded.set(str(exc) if isinstance(exc, FlywheelError) else storage_message(exc))
+            else:
+                self.degraded.clear()
             if not self.stopping.is_set():
                 self.status.step(self._idle)
 
@@ -130,9 +150,9 @@ class Daemon:
             if self.stopping.is_set():
                 return
             self._ingest(batch_dir)
-        version_id = self.app.pending_version()
-        if version_id is not None and not self.stopping.is_set():
-            self.app.train(version_id)
+        self.trigger.asked(self.stopping)  # `flywheel train` while the daemon runs, then the schedule
+        if not self.stopping.is_set():
+            self.trigger.scheduled()
 
     def _ingest(self, batch_dir: Path) -> None:
         log.info("batch %s complete, ingesting", batch_dir.name)
@@ -140,6 +160,8 @@ class Daemon:
         try:
             result = self.app.ingest(batch_dir, move=True)
         except FlywheelError as exc:
+            if storage_problem(exc):
+                raise  # not the batch's fault: retried at each rescan until the disk takes writes again
             self.tracker.hold(batch_dir.name)
             log.error(
                 "batch %s left in the inbox, to be retried when it changes or on restart: %s", batch_dir.name, exc
@@ -164,15 +186,32 @@ class Daemon:
         )
 
 
+EXIT_SHUTDOWN_TIMEOUT = 124  # as timeout(1): still stopping after daemon.shutdown_timeout
+
+
 def serve(root: Path) -> None:
-    """Run the daemon in the foreground until SIGTERM or SIGINT; a second signal exits at once."""
+    """Run the daemon in the foreground until SIGTERM or SIGINT; a second signal, or a stop
+    that outlasts `daemon.shutdown_timeout`, exits at once."""
     daemon = Daemon(root)
+    timeout = daemon.app.config.daemon.shutdown_timeout
+
+    def overdue() -> None:
+        log.error(
+            "still stopping %.0fs after the signal (daemon.shutdown_timeout, now %s): exiting now",
+            timeout,
+            daemon.heartbeat.activity,
+        )
+        logging.shutdown()
+        os._exit(EXIT_SHUTDOWN_TIMEOUT)  # not SystemExit: a thread stuck in I/O must not hold the exit
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if daemon.stopping.is_set():
             log.warning("second signal: exiting now")
             raise SystemExit(128 + signum)
-        log.info("received %s", signal.Signals(signum).name)
+        log.info("received %s: stopping within %.0fs", signal.Signals(signum).name, timeout)
+        timer = threading.Timer(timeout, overdue)
+        timer.daemon = True
+        timer.start()
         daemon.stop()
 
     signal.signal(signal.SIGTERM, on_signal)

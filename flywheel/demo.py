@@ -25,6 +25,9 @@ DEMO_CONFIG = """\
 [inbox]
 settle_seconds = 1.0
 
+[schedule]
+debounce_seconds = 0.0             # the demo drops one batch at a time and waits for its model
+
 [training]
 epochs_scratch = 3
 epochs_warm = 2

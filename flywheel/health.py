@@ -6,12 +6,15 @@ while idle), at each step and at each training event. It is stalled when no beat
 instead, since a long validation sends no event for a while and restarting the daemon for it
 would only start the training again.
 
-Readiness: start-up is done and the daemon is not stopping, the database answers, and the data
-root takes a write. Each check runs with a time limit, so a hung database cannot hang /readyz.
+Readiness: start-up is done and the daemon is not stopping, the database answers, the data
+root takes a write, and the last step met no storage problem (Degraded). Each check runs with a
+time limit, so a hung database cannot hang /readyz.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import shutil
 import threading
@@ -23,6 +26,10 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+
+from flywheel.errors import IntegrityError, StoreError
+
+log = logging.getLogger("flywheel.health")
 
 
 @dataclass(frozen=True)
@@ -153,8 +160,10 @@ class Health:
         started: threading.Event,
         stopping: threading.Event,
         timeout: float = 5.0,
+        degraded: Degraded | None = None,
     ):
         self.heartbeat = heartbeat
+        self.degraded = degraded or Degraded()
         self.started = started
         self.stopping = stopping
         self._database = TimedCheck("database", lambda: database_check(engine), timeout)
@@ -170,4 +179,52 @@ class Health:
             state = Check("daemon", False, "starting")
         else:
             state = Check("daemon", True, self.heartbeat.activity)
-        return [state, self.heartbeat.check(), self._database(), self._data_root()]
+        return [state, self.heartbeat.check(), self.degraded.check(), self._database(), self._data_root()]
+
+
+# errno values that say the data root cannot take writes: the daemon degrades, never dies of them
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+
+
+def storage_problem(exc: BaseException) -> bool:
+    """A full or read-only disk, as the store reports it (StoreError) or the OS does."""
+    if isinstance(exc, StoreError):
+        return not isinstance(exc, IntegrityError)  # a changed file is not a disk condition
+    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
+
+
+def storage_message(exc: OSError) -> str:
+    where = f" at {exc.filename}" if exc.filename else ""
+    return (
+        f"cannot write{where}: {exc.strerror or exc}. Free space on the data root's disk, or make it writable; "
+        "the daemon retries by itself"
+    )
+
+
+class Degraded:
+    """The daemon is alive but cannot do its work (disk full, read-only data root, database
+    refusing writes): /readyz says why, the `flywheel_degraded` gauge is 1, the reason is logged
+    once (not at every retry), and the first step that works again clears it."""
+
+    def __init__(self, gauge: Callable[[bool], None] | None = None):
+        self._gauge = gauge or (lambda on: None)
+        self._lock = threading.Lock()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        with self._lock:
+            changed, self.reason = reason != self.reason, reason
+        if changed:
+            log.error("degraded, still serving /metrics and retrying: %s", reason)
+        self._gauge(True)
+
+    def clear(self) -> None:
+        with self._lock:
+            was, self.reason = self.reason, ""
+        if was:
+            log.info("recovered: the data root and the database take writes again")
+        self._gauge(False)
+
+    def check(self) -> Check:
+        reason = self.reason
+        return Check("work", not reason, f"degraded: {reason}" if reason else "no storage problem")

@@ -70,6 +70,11 @@ class LiveMetrics:
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
         )
         self.running = Gauge("flywheel_training_running", "1 while a training runs, else 0", registry=registry)
+        self.degraded = Gauge(
+            "flywheel_degraded",
+            "1 while the daemon cannot write its data root or database (disk full, read-only); /readyz says why",
+            registry=registry,
+        )
         self.run_id = Gauge("flywheel_training_run_id", "Id of the running (or last) training run", registry=registry)
         self.start_kind = Gauge(
             "flywheel_training_start_kind",

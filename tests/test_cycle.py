@@ -5,6 +5,7 @@ The same path with the real Ultralytics child is proven in test_end_to_end.py.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,11 @@ from flywheel.demo import synthetic_batch
 from flywheel.domain import ModelStatus, RunState, StartKind
 from flywheel.errors import TrainingError
 from flywheel.gate import Outcome
+from flywheel.schedule import waiting
 from tests.fakes import FakeTrainer
+from tests.pg_server import both_backends
+
+pytestmark = both_backends  # the store's behaviour, on SQLite and on PostgreSQL
 
 
 def _ingest(app: App, tmp_path: Path, seed: int) -> int:
@@ -85,4 +90,4 @@ def test_failed_training_is_recorded_and_leaves_production_alone(data_root, tmp_
     run = app.store.runs()[-1]
     assert run.state == RunState.FAILED and "boom" in run.error
     assert app.store.models() == [] and app.store.production() is None
-    assert app.pending_version() is None  # not retried in a loop on the same version
+    assert waiting(app.store, datetime.now(UTC)).version_id is None  # not retried in a loop on the same version

@@ -108,7 +108,7 @@ def test_readyz_follows_start_up_database_and_data_root(served):
     status, _, body = get(port, "/readyz")
     answer = json.loads(body)
     assert status == 200, body
-    assert set(answer["checks"]) == {"daemon", "work_loop", "database", "data_root"}
+    assert set(answer["checks"]) == {"daemon", "work_loop", "work", "database", "data_root"}
     assert all(c["ok"] for c in answer["checks"].values())
     assert "MiB free" in answer["checks"]["data_root"]["detail"]
     assert not list(root.glob(".readyz-probe-*"))  # the probe file is cleaned up

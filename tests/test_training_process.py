@@ -32,6 +32,9 @@ rescan_seconds = 2.0
 [dataset]
 val_fraction = 0.25
 
+[schedule]
+debounce_seconds = 0.0
+
 [training]
 epochs_scratch = {epochs}
 epochs_warm = 1

@@ -1,0 +1,85 @@
+"""The daemon's trainings: the ones people ask for (`flywheel train`, flywheel.requests) and the
+ones the schedule calls for (flywheel.schedule). Called by the daemon's one worker, so never
+two trainings at once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from flywheel import requests, schedule
+from flywheel.app import App
+from flywheel.cycle import trainable
+from flywheel.domain import version_name
+
+log = logging.getLogger("flywheel.daemon")
+
+
+class Trigger:
+    def __init__(self, app: App, wake: Callable[[], None]):
+        self.app = app
+        self.wake = wake
+        self.note = ""  # why the newest version is not training yet, for STATUS lines
+        self.cron_due = False  # the cron schedule came: train whatever waits
+        self._timer: threading.Timer | None = None
+        self._told: set[int] = set()
+
+    def asked(self, stopping: threading.Event) -> None:
+        """Serve the train requests, oldest first: a person asked, before the schedule."""
+        for request in requests.pending(self.app.layout.root):
+            if stopping.is_set():
+                return
+            self._serve(request)
+
+    def scheduled(self) -> None:
+        """Train if the schedule says so; else note why not, and when to look again."""
+        app, cfg = self.app, self.app.config.schedule
+        what = schedule.waiting(app.store, datetime.now(UTC))
+        policy = schedule.Policy(cfg.debounce_seconds, cfg.min_new_images, cfg.cron)
+        verdict = schedule.decide(what, policy, self.cron_due)
+        self.note = "" if what.version_id is None else verdict.why
+        if what.version_id is None:
+            self.cron_due = False  # the schedule came and nothing waited: until next time
+        if verdict.retry_in is not None:
+            self._wake_in(verdict.retry_in)
+        if not verdict.train or what.version_id is None:
+            return
+        blocked = trainable(app.store, what.version_id)
+        if blocked:
+            if what.version_id not in self._told:  # once per version, not at every rescan
+                self._told.add(what.version_id)
+                log.info("%s", blocked)
+            return
+        self.cron_due = False
+        self.note = ""
+        log.info("training on %s: %s", version_name(what.version_id), verdict.why)
+        app.train(what.version_id)
+
+    def cron_fired(self) -> None:
+        """APScheduler's cron job."""
+        log.info("the training schedule (%s) came", self.app.config.schedule.cron)
+        self.cron_due = True
+        self.wake()
+
+    def _serve(self, request: requests.TrainRequest) -> None:
+        taken = requests.take(self.app.layout.root, request)
+        try:
+            latest = self.app.store.latest_version()
+            version_id = request.version_id or (latest.id if latest else None)
+            if version_id is None:
+                log.error("train request %s from %s: there is no dataset version yet", request.id, request.actor)
+                return
+            name = version_name(version_id)
+            log.info("training on %s as %s asked (flywheel train, %s)", name, request.actor, request.id)
+            self.app.train(version_id, start_from=request.start_from)
+        finally:
+            requests.finish(taken)
+
+    def _wake_in(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = threading.Timer(seconds + 0.05, self.wake)
+        self._timer.daemon = True
+        self._timer.start()

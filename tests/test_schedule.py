@@ -1,0 +1,78 @@
+"""When the daemon trains (flywheel.schedule): the policy with plain values, what waits read
+from a real store, and train requests (flywheel.requests) as files in the queue folder."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from flywheel import requests
+from flywheel.app import App
+from flywheel.config import parse
+from flywheel.demo import synthetic_batch
+from flywheel.errors import ConfigError
+from flywheel.schedule import Policy, Waiting, decide, waiting
+from tests.fakes import FakeTrainer
+
+POLICY = Policy(debounce_seconds=30, min_new_images=10, cron="")
+
+
+def test_nothing_new_never_trains_even_on_schedule():
+    assert not decide(Waiting(None, 0, 999), POLICY, cron_due=True).train
+    assert not decide(Waiting(3, 0, 999), POLICY, cron_due=True).train
+
+
+def test_a_burst_waits_for_quiet_then_trains_once_on_the_newest():
+    busy = decide(Waiting(3, 50, 12), POLICY, cron_due=False)
+    assert not busy.train and busy.retry_in == pytest.approx(18) and "debounce_seconds" in busy.why
+    assert not decide(Waiting(3, 50, 12), POLICY, cron_due=True).train  # the schedule waits for quiet too
+    quiet = decide(Waiting(3, 50, 30), POLICY, cron_due=False)
+    assert quiet.train and "50 new images" in quiet.why
+
+
+def test_min_new_images_counts_and_the_schedule_trains_whatever_waits():
+    few = decide(Waiting(3, 9, 60), POLICY, cron_due=False)
+    assert not few.train and few.retry_in is None and "9 of min_new_images 10" in few.why
+    assert decide(Waiting(3, 10, 60), POLICY, cron_due=False).train
+    cron_only = Policy(0, 0, "0 2 * * *")
+    waits = decide(Waiting(3, 500, 60), cron_only, cron_due=False)
+    assert not waits.train and "0 2 * * *" in waits.why
+    assert decide(Waiting(3, 1, 60), cron_only, cron_due=True).train
+
+
+def test_cron_is_checked_when_the_config_is_read():
+    assert parse({"schedule": {"cron": " 30 2 * * 1-5 "}}).schedule.cron == "30 2 * * 1-5"
+    with pytest.raises(ConfigError, match=r"schedule\.cron.*Wrong number of fields"):
+        parse({"schedule": {"cron": "30 2 * *"}})
+    with pytest.raises(ConfigError, match=r"schedule\.min_new_images"):
+        parse({"schedule": {"min_new_images": -1}})
+
+
+def test_what_waits_is_the_images_since_the_last_trained_version(data_root, tmp_path):
+    app = App(data_root, trainer=FakeTrainer([0.3]))
+    assert waiting(app.store, datetime.now(UTC)) == Waiting(None, 0, 0.0)
+    v1 = app.ingest(synthetic_batch(tmp_path / "b1", 8, seed=1), move=False).version
+    now = datetime.now(UTC) + timedelta(seconds=5)
+    first = waiting(app.store, now)
+    assert first.version_id == v1.id and first.new_images == 8 and 4 < first.quiet_seconds < 7
+    app.train(v1.id)
+    assert waiting(app.store, now).version_id is None  # trained: nothing waits
+    app.ingest(synthetic_batch(tmp_path / "b2", 5, seed=2), move=False)
+    v3 = app.ingest(synthetic_batch(tmp_path / "b3", 4, seed=3), move=False).version
+    burst = waiting(app.store, datetime.now(UTC))
+    assert burst.version_id == v3.id and burst.new_images == 9  # both batches since v1, on the newest
+
+
+def test_train_requests_are_taken_in_order_and_a_bad_one_set_aside(tmp_path):
+    first = requests.submit(tmp_path, 3, None, "ana")
+    second = requests.submit(tmp_path, None, "base", "bo")
+    (requests.queue_dir(tmp_path) / "train-0-1.json").write_text("{not json")
+    assert [r.id for r in requests.pending(tmp_path)] == [first.id, second.id]
+    assert (requests.queue_dir(tmp_path) / "train-0-1.json.bad").is_file()
+    taken = requests.take(tmp_path, first)
+    assert json.loads(taken.read_text())["actor"] == "ana"
+    assert [r.id for r in requests.pending(tmp_path)] == [second.id]
+    assert requests.drop_taken(tmp_path) == [first.id]  # a daemon died serving it
+    assert not taken.exists()

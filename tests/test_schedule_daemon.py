@@ -1,0 +1,129 @@
+"""The schedule in a running daemon: a burst of batches is one training on the newest version;
+`flywheel train` while the daemon runs goes through the daemon's queue (real child process,
+real training); the cron schedule trains what waits (in process, APScheduler's firing stood in
+for by the job it calls)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from flywheel.app import App, init_data_root
+from flywheel.daemon import Daemon
+from flywheel.demo import drop, synthetic_batch
+from flywheel.domain import RunState
+from tests.fakes import FakeTrainer
+from tests.test_end_to_end import wait_for
+
+FLYWHEEL = [sys.executable, "-m", "flywheel"]
+
+CONFIG = """\
+[inbox]
+settle_seconds = 0.3
+rescan_seconds = 1.0
+
+[dataset]
+val_fraction = 0.25
+
+[schedule]
+debounce_seconds = {debounce}
+min_new_images = {min_new}
+cron = "{cron}"
+
+[training]
+epochs_scratch = 1
+epochs_warm = 1
+imgsz = 64
+batch = 8
+threads = 2
+
+[metrics]
+port = 0
+"""
+
+
+def start(tmp_path: Path, **settings: object) -> tuple[Path, subprocess.Popen[bytes], Path]:
+    root = init_data_root(tmp_path / "root", CONFIG.format(**{"debounce": 0, "min_new": 1, "cron": ""} | settings))
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as out:
+        daemon = subprocess.Popen([*FLYWHEEL, "run", "--root", str(root)], stdout=out, stderr=subprocess.STDOUT)
+    wait_for("the daemon", lambda: "flywheel running on" in log.read_text(), daemon, timeout=60)
+    return root, daemon, log
+
+
+def stop(daemon: subprocess.Popen[bytes]) -> None:
+    if daemon.poll() is None:
+        daemon.terminate()
+        daemon.wait(60)
+
+
+def test_batches_arriving_together_are_one_training_on_the_newest_version(tmp_path):
+    root, daemon, _ = start(tmp_path, debounce=4)
+    try:
+        drop(synthetic_batch(tmp_path / "s" / "b1", 12, seed=1), root / "inbox")
+        app = App(root)
+        wait_for("version 1", lambda: len(app.store.versions()) == 1, daemon)
+        time.sleep(1.0)
+        drop(synthetic_batch(tmp_path / "s" / "b2", 12, seed=2), root / "inbox")
+        run = wait_for(
+            "a finished run", lambda: next((r for r in app.store.runs() if r.state == "succeeded"), None), daemon
+        )
+        time.sleep(2.0)  # would a second training start? (it must not: nothing new since)
+    finally:
+        stop(daemon)
+    assert [v.id for v in app.store.versions()] == [1, 2]
+    assert len(app.store.runs()) == 1 and run.version_id == 2  # one training, on the burst's last version
+
+
+def test_flywheel_train_while_the_daemon_runs_is_queued_and_served_by_it(tmp_path):
+    root, daemon, log = start(tmp_path, min_new=1000)
+    try:
+        drop(synthetic_batch(tmp_path / "s" / "b1", 12, seed=1), root / "inbox")
+        app = App(root)
+        wait_for("version 1", lambda: len(app.store.versions()) == 1, daemon)
+        time.sleep(2.0)
+        assert app.store.runs() == []  # 12 of min_new_images 1000: nothing trains by itself
+        asked = subprocess.run(
+            [*FLYWHEEL, "train", "--root", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=os.environ | {"COLUMNS": "200"},
+        )
+    finally:
+        stop(daemon)
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    assert "asked it to train" in asked.stderr and "run r0001: succeeded" in asked.stdout
+    (run,) = app.store.runs()
+    assert run.state == RunState.SUCCEEDED and app.store.production() is not None
+    assert "asked (flywheel train, train-" in log.read_text()
+    assert list((root / "queue").iterdir()) == []  # served and gone
+
+
+def test_the_cron_schedule_trains_what_waits_and_only_then(tmp_path):
+    root = init_data_root(tmp_path / "root", CONFIG.format(debounce=0, min_new=0, cron="0 3 1 1 *"))
+    App(root).ingest(synthetic_batch(tmp_path / "b1", 12, seed=1), move=False)
+    daemon = Daemon(root)
+    trainer = FakeTrainer([0.3])
+    daemon.app.trainer = trainer
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        assert daemon.ready.wait(60)
+        time.sleep(1.5)
+        assert trainer.specs == [] and "12 new images waiting; next chance: the schedule" in daemon.trigger.note
+        daemon.trigger.cron_fired()  # what APScheduler's CronTrigger job calls at 03:00 on 1 January
+        deadline = time.monotonic() + 30
+        while not daemon.app.store.runs() or daemon.app.store.runs()[0].state != RunState.SUCCEEDED:
+            assert time.monotonic() < deadline, "the schedule did not train"
+            time.sleep(0.1)
+        daemon.trigger.cron_fired()  # nothing waits now: no training
+        time.sleep(1.0)
+    finally:
+        daemon.stop()
+        thread.join(30)
+    assert len(trainer.specs) == 1 and not daemon.trigger.cron_due
