@@ -70,13 +70,13 @@ class TrainingConfig(_Section):
     lr0: float = Field(0.01, gt=0)
     lrf: float = Field(0.01, gt=0, le=1)
     cos_lr: bool = False
-    nbs: int = Field(64, ge=1)
+    nbs: int = Field(16, ge=1)
     warmup_epochs: float = Field(3.0, ge=0)
     warmup_epochs_warm: float = Field(0.0, ge=0)
     close_mosaic: int = Field(10, ge=0)
-    close_mosaic_warm: int = Field(2, ge=0)
+    close_mosaic_warm: int = Field(10, ge=0)
     freeze_epochs: int = Field(0, ge=0)
-    backbone_lr_scale: float = Field(0.1, gt=0, le=10)
+    backbone_lr_scale: float = Field(0.3, gt=0, le=10)
     scratch_challenger_every: int = Field(0, ge=0)
     scratch_challenger_after_rejections: int = Field(2, ge=0)
     on_interrupt: str = "resume"

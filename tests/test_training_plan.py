@@ -95,13 +95,14 @@ def test_warm_and_scratch_runs_get_their_own_settings():
         )
 
 
-def test_default_warm_strategy_fine_tunes_everything_without_warm_up_backbone_at_a_tenth():
+def test_default_warm_strategy_fine_tunes_everything_without_warm_up_or_mosaic():
     params = resolve_params(parse({}), WARM)
-    assert params["strategy"] == "fine_tune+backbone_lr_x0.1"
-    assert params["warmup_epochs"] == 0.0 and params["freeze_epochs"] == 0 and params["backbone_lr_scale"] == 0.1
+    assert params["strategy"] == "fine_tune+backbone_lr_x0.3"
+    assert params["warmup_epochs"] == 0.0 and params["freeze_epochs"] == 0 and params["backbone_lr_scale"] == 0.3
+    assert params["nbs"] == 16 and params["close_mosaic"] >= params["epochs"]  # a step per batch, no mosaic
     scratch = resolve_params(parse({}), SCRATCH)
     assert params["epochs"] <= scratch["epochs"] / 4  # the compute target of docs/benchmarks.md
-    assert scratch["backbone_lr_scale"] == 1.0 and scratch["warmup_epochs"] == 3.0
+    assert scratch["backbone_lr_scale"] == 1.0 and scratch["warmup_epochs"] == 3.0 and scratch["nbs"] == 16
     one_lr = resolve_params(parse({"training": {"backbone_lr_scale": 1.0}}), WARM)
     assert one_lr["strategy"] == "fine_tune"
 
