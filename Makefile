@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check flywheel tests
 	$(BIN)/mypy
 
-test: lint
+test: lint postgres
 	$(BIN)/pytest
 
 test-slow: $(STAMP) prometheus
@@ -30,6 +30,12 @@ test-slow: $(STAMP) prometheus
 .PHONY: prometheus
 prometheus:
 	bash deploy/prometheus/ensure-prometheus.sh
+
+# The PostgreSQL server binaries, for the store tests on both backends (tests/pg_server.py);
+# installs only when missing (needs root and apt). FLYWHEEL_SKIP_POSTGRES=1: SQLite only.
+.PHONY: postgres
+postgres:
+	bash deploy/postgres/ensure-postgres.sh
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache
