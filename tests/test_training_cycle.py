@@ -254,26 +254,19 @@ RESULTS_CSV = (  # as Ultralytics 8.4 writes it
 )
 
 
+def record_first_epoch(app: App, run_id: int) -> None:
+    """Epoch 1 as the daemon recorded it from the child's event (results.csv's first row)."""
+    fields = dict(box_loss=5.51, cls_loss=4.08, dfl_loss=4.24, precision=0, recall=0, map50=0, map50_95=0)
+    app.store.add_epoch(EpochRow(run_id=run_id, epoch=1, seconds=13.27, **fields))
+    app.store.update_run(run_id, epochs_done=1)
+
+
 def test_resuming_records_the_epochs_the_orphaned_child_trained_after_its_parent_died(data_root, tmp_path):
     """The daemon was SIGKILLed after epoch 1 was recorded; its child trained epoch 2 (in
     results.csv and last.pt) before noticing, and was killed mid-way through writing epoch 3."""
     app = App(data_root, trainer=FakeTrainer([0.3]))
     run_id = _left_running(app, tmp_path, last_pt=True)
-    app.store.add_epoch(
-        EpochRow(
-            run_id=run_id,
-            epoch=1,
-            box_loss=5.51,
-            cls_loss=4.08,
-            dfl_loss=4.24,
-            precision=0,
-            recall=0,
-            map50=0,
-            map50_95=0,
-            seconds=13.27,
-        )
-    )
-    app.store.update_run(run_id, epochs_done=1)
+    record_first_epoch(app, run_id)
     (app.layout.runs / f"r{run_id:04d}" / "train" / "results.csv").write_text(RESULTS_CSV)
     (run,) = mark_interrupted(app.store)
     reopened, resume_from = reopen(app.store, app.layout.runs, run, "resume")
@@ -287,20 +280,7 @@ def test_resuming_records_the_epochs_the_orphaned_child_trained_after_its_parent
 def test_restarting_forgets_the_epochs_of_the_attempt_before(data_root, tmp_path):
     app = App(data_root, trainer=FakeTrainer([0.3]))
     run_id = _left_running(app, tmp_path, last_pt=True)
-    app.store.add_epoch(
-        EpochRow(
-            run_id=run_id,
-            epoch=1,
-            box_loss=1,
-            cls_loss=1,
-            dfl_loss=1,
-            precision=0,
-            recall=0,
-            map50=0,
-            map50_95=0,
-            seconds=1,
-        )
-    )
+    record_first_epoch(app, run_id)
     (run,) = mark_interrupted(app.store)
     _, resume_from = reopen(app.store, app.layout.runs, run, "restart")
     assert resume_from == "" and app.store.epochs(run_id) == []
