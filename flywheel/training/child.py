@@ -84,7 +84,10 @@ class _Stop:
             self.requested = "the process that started this run is gone"
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        self.requested = f"stopped by {signal.Signals(signum).name}"
+        if os.getppid() != self.parent:  # the kernel's PR_SET_PDEATHSIG signal: say what it means
+            self.requested = "the process that started this run is gone"
+        else:
+            self.requested = f"stopped by {signal.Signals(signum).name}"
         if not self.in_loop:
             raise Cancelled(self.requested)
 
