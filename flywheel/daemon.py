@@ -132,12 +132,12 @@ class Daemon:
             except TrainingCancelled as exc:
                 log.info("%s", exc)
             except (FlywheelError, OSError) as exc:
-                if not storage_problem(exc):
-                    if not isinstance(exc, FlywheelError):
-                        raise
-                    log.error("%s", exc)  # logged; the daemon goes on with the next work
-                else:  # disk full, read-only: alive and serving, retried at the next rescan
+                if storage_problem(exc):  # disk full, read-only: alive and serving, retried at the next rescan
                     self.degraded.set(str(exc) if isinstance(exc, FlywheelError) else storage_message(exc))
+                elif isinstance(exc, FlywheelError):
+                    log.error("%s", exc)  # logged; the daemon goes on with the next work
+                else:
+                    raise  # an OSError that is no storage condition is a bug: let it show
             else:
                 self.degraded.clear()
             if not self.stopping.is_set():

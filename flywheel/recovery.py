@@ -98,8 +98,10 @@ def finish_decided(store: Store, registry: Registry, run: RunRow) -> bool:
     """Carry out the gate decision recorded for `run`'s candidate, if there is one; True if so."""
     assert run.id is not None
     model = next((m for m in store.models() if m.run_id == run.id), None)
-    decision = next((g for g in store.gate_decisions() if model is not None and g.candidate_model_id == model.id), None)
-    if model is None or model.id is None or decision is None:
+    if model is None or model.id is None:
+        return False  # no candidate yet: the resumed run trains (or scores) on
+    decision = next((g for g in store.gate_decisions() if g.candidate_model_id == model.id), None)
+    if decision is None:
         return False  # not decided: the resumed run scores its best.pt again and the gate decides
     if model.status == ModelStatus.CANDIDATE and not decision.held:
         reason = f"gate decision of run {run_name(run.id)} ({decision.rule}), carried out after a restart"
