@@ -32,6 +32,7 @@ from flywheel.app import App, init_data_root
 from flywheel.demo import drop, synthetic_batch
 from flywheel.domain import BatchState, RunState, model_name
 from flywheel.faults import ENV, POINTS
+from tests.conftest import TINY_CONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -41,29 +42,7 @@ SEED = int(os.environ.get("FLYWHEEL_FAULT_SEED", "20261123"))
 BATCHES = 12  # enough work that every kill lands on some (about two kills a batch)
 FINAL_RUNS = {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}
 
-CONFIG = """\
-[inbox]
-settle_seconds = 0.5
-rescan_seconds = 1.0
-
-[dataset]
-val_fraction = 0.25
-
-[schedule]
-debounce_seconds = 0.0
-
-[training]
-epochs_scratch = 2
-epochs_warm = 1
-imgsz = 64
-batch = 8
-nbs = 8
-threads = 2
-on_interrupt = "resume"
-
-[metrics]
-port = 0
-"""
+CONFIG = TINY_CONFIG.format(port=0)  # tiny trainings, no debounce, resume interrupted runs (the default)
 
 
 def sha256(path: Path) -> str:
