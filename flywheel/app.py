@@ -164,9 +164,7 @@ class App:
 
     def resume_interrupted(self) -> list[CycleResult]:
         """Continue the runs a dead process left interrupted (training.on_interrupt)."""
-        return resume_interrupted(
-            self.store, self.registry, self.workspace, self.config, self.trainer, self.observer
-        )
+        return resume_interrupted(self.store, self.registry, self.workspace, self.config, self.trainer, self.observer)
 
 
 class DataRootLock:

@@ -60,9 +60,7 @@ def run(root: Root = Path(".")) -> None:
 def ingest(
     path: Annotated[
         Path,
-        typer.Argument(
-            help="A batch: a folder, .zip or .tar.gz in YOLO, COCO or Pascal VOC form.", exists=True
-        ),
+        typer.Argument(help="A batch: a folder, .zip or .tar.gz in YOLO, COCO or Pascal VOC form.", exists=True),
     ],
     root: Root = Path("."),
 ) -> None:

@@ -61,7 +61,7 @@ def compare(
     manifest = store.manifest(version_id)
     data_yaml = materialize(objects, versions, version_id, version.class_names, manifest)
     parent = store.manifest(version.parent_id) if version.parent_id else {}
-    eval_sets = version_eval_sets(versions, version_id, version.class_names, manifest, parent)
+    eval_sets = version_eval_sets(versions, version_id, version.class_names, version.val_sha256, manifest, parent)
     results: dict[str, dict[str, Score]] = {c.label: {} for c in contenders}
     targets = []
     for c in contenders:

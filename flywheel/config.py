@@ -125,7 +125,7 @@ class ScheduleConfig(_Section):
             try:
                 CronTrigger.from_crontab(value, timezone="UTC")
             except ValueError as exc:
-                raise ValueError(f"not a crontab expression ({exc}); e.g. \"0 2 * * *\" for 02:00 UTC daily") from None
+                raise ValueError(f'not a crontab expression ({exc}); e.g. "0 2 * * *" for 02:00 UTC daily') from None
         return value.strip()
 
 

@@ -103,7 +103,9 @@ def run_cycle(
     production = store.production()
     start = _start(store, registry, workspace.data_root, config, production, start_from, resume)
     parent = store.manifest(version.parent_id) if version.parent_id else {}
-    eval_sets = version_eval_sets(workspace.versions, version_id, version.class_names, manifest, parent)
+    eval_sets = version_eval_sets(
+        workspace.versions, version_id, version.class_names, version.val_sha256, manifest, parent
+    )
     eval_sets += golden_eval_sets(store, config, workspace.data_root, version.class_names, manifest)
     evaluate = [EvalTarget("candidate", "", e.name, str(e.data_yaml)) for e in eval_sets]
     if production is not None:  # production is re-scored only on sets it has no cached score for
@@ -237,6 +239,7 @@ def run_cycle(
 
 # --- transfer: where a run starts, its replay sample, the guard, interrupted runs -------------
 
+
 def _start(
     store: Store,
     registry: Registry,
@@ -289,8 +292,7 @@ def _note_head_rows(run_id: int, event: Event) -> None:
 def _generations(store: Store) -> list[Generation]:
     runs = [r for r in store.runs() if r.state == RunState.SUCCEEDED and r.model_id is not None]
     return [
-        Generation(r.start_kind, r.purpose, store.model(r.model_id or 0).status == ModelStatus.REJECTED)
-        for r in runs
+        Generation(r.start_kind, r.purpose, store.model(r.model_id or 0).status == ModelStatus.REJECTED) for r in runs
     ]
 
 
@@ -363,7 +365,5 @@ def resume_interrupted(
             store.update_run(run.id, RunState.CANCELLED, error=f"interrupted {run.resumed + 1} times: not tried again")
             continue
         log.info("run %s was interrupted: %s it", run_name(run.id), config.training.on_interrupt)
-        results.append(
-            run_cycle(store, registry, workspace, config, trainer, observer, run.version_id, resume=run)
-        )
+        results.append(run_cycle(store, registry, workspace, config, trainer, observer, run.version_id, resume=run))
     return results

@@ -8,7 +8,7 @@ finished run restarted) fails loudly in one place, whatever edge asked for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -139,14 +139,6 @@ class ManifestItem:
     ext: str  # image suffix with the dot, e.g. ".jpg": Ultralytics picks files by suffix
     split: str
     boxes: int
-
-
-def next_manifest(parent: Mapping[str, ManifestItem], new: Iterable[ManifestItem]) -> dict[str, ManifestItem]:
-    """Parent manifest plus the new items; a re-labelled image takes its new label."""
-    merged = dict(parent)
-    for item in new:
-        merged[item.image_sha256] = item
-    return merged
 
 
 def version_name(version_id: int) -> str:

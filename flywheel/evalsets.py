@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from flywheel.domain import ManifestItem
+from flywheel.manifests import additive_hash
 from flywheel.store.materialize import version_dir
-from flywheel.store.repo import manifest_hash
 
 PRIMARY = "val"
 GATED = ("val", "golden")
@@ -39,18 +39,22 @@ def version_eval_sets(
     versions_root: Path,
     version_id: int,
     class_names: list[str],
+    val_sha256: str,
     manifest: Mapping[str, ManifestItem],
     parent_manifest: Mapping[str, ManifestItem],
 ) -> list[EvalSet]:
+    """`val_sha256`: the version's own record of its val split's hash (its identity at the gate)."""
     folder = version_dir(versions_root, version_id)
     val = {k: i for k, i in manifest.items() if i.split == "val"}
-    sets = [EvalSet(PRIMARY, manifest_hash(val), folder / "data.yaml", len(val))]
+    sets = [EvalSet(PRIMARY, val_sha256, folder / "data.yaml", len(val))]
     old = {k: i for k, i in val.items() if k in parent_manifest}
     new = {k: i for k, i in val.items() if k not in parent_manifest}
     if old and new:  # forgetting is only measurable with both halves
         for name, items in (("val_old", old), ("val_new", new)):
             sets.append(
-                EvalSet(name, manifest_hash(items), _write_subset(folder, name, items, class_names), len(items))
+                EvalSet(
+                    name, additive_hash(items.values()), _write_subset(folder, name, items, class_names), len(items)
+                )
             )
     return sets
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from flywheel.ingest.service import IngestOptions, IngestPaths, IngestResult, ingest_batch
 from flywheel.store import ObjectStore, Store, make_engine, upgrade_schema
+from flywheel.store.materialize import materialize
 
 MARKER = "READY"
 IGNORE = [".DS_Store", "Thumbs.db", "__MACOSX", "._*"]
@@ -48,6 +49,12 @@ class Env:
     def codes(self, result: IngestResult) -> dict[str, str]:
         """relpath -> code of every quarantined file."""
         return {f["path"]: f["code"] for f in self.report(result)["files"]}
+
+    def folder(self, version_id: int) -> Path:
+        """The version's folder for Ultralytics, built as a training would build it."""
+        version = self.store.version(version_id)
+        manifest = self.store.manifest(version_id)
+        return materialize(self.objects, self.paths.versions, version_id, version.class_names, manifest).parent
 
     def label_lines(self, version_id: int, image_sha: str) -> list[str]:
         item = self.store.manifest(version_id)[image_sha]

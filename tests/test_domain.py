@@ -8,12 +8,10 @@ import pytest
 
 from flywheel.domain import (
     BatchState,
-    ManifestItem,
     ModelStatus,
     RunState,
     check_transition,
     merge_class_map,
-    next_manifest,
     parse_id,
     split_of,
 )
@@ -102,14 +100,6 @@ def test_class_map_of_an_empty_project_is_the_batch_order():
 def test_class_map_refuses_duplicate_or_empty_names(batch):
     with pytest.raises(BatchRejected):
         merge_class_map(["a"], batch)
-
-
-def test_next_manifest_adds_and_relabels():
-    a = ManifestItem("a" * 64, "1" * 64, ".png", "train", 1)
-    b = ManifestItem("b" * 64, "2" * 64, ".png", "val", 2)
-    a2 = ManifestItem("a" * 64, "3" * 64, ".png", "train", 4)
-    merged = next_manifest({a.image_sha256: a}, [b, a2])
-    assert merged == {a.image_sha256: a2, b.image_sha256: b}
 
 
 @pytest.mark.parametrize(("text", "expected"), [("m0003", 3), ("m3", 3), ("3", 3), (" M12 ", 12)])

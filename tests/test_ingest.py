@@ -20,35 +20,15 @@ from PIL import Image
 from flywheel.demo import synthetic_batch
 from flywheel.domain import BatchState
 from flywheel.ingest.labels import normalised, parse_label
-from flywheel.ingest.service import IngestPaths, IngestResult, ingest_batch
-from flywheel.store import ObjectStore, Store, make_engine, upgrade_schema
+from flywheel.ingest.service import IngestResult, ingest_batch
+from flywheel.store.materialize import materialize
+from tests.ingest_kit import Env
 
 MARKER = "READY"
 IGNORE = [".DS_Store"]
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-class Env:
-    def __init__(self, tmp: Path):
-        engine = make_engine(f"sqlite:///{tmp / 'db.sqlite'}")
-        upgrade_schema(engine)
-        self.store = Store(engine)
-        self.objects = ObjectStore(tmp / "objects")
-        self.inbox = tmp / "inbox"
-        self.inbox.mkdir()
-        self.paths = IngestPaths(
-            objects=self.objects,
-            versions=tmp / "versions",
-            quarantine=tmp / "quarantine",
-            done=self.inbox / ".done",
-        )
-
-    def ingest(self, batch_dir: Path, move: bool = True) -> IngestResult:
-        return ingest_batch(
-            self.store, self.paths, batch_dir, val_fraction=0.25, marker=MARKER, ignore=IGNORE, move=move
-        )
 
 
 @pytest.fixture
@@ -127,7 +107,7 @@ def mixed_batch(folder: Path) -> dict[str, str]:
 # --- a good batch -------------------------------------------------------------------------
 
 
-def test_good_batch_becomes_version_1_materialised_with_hard_links(env: Env):
+def test_good_batch_becomes_version_1_materialised_with_hard_links_when_trained(env: Env):
     batch = synthetic_batch(env.inbox / "first", 12, seed=1, size=32)
     write(batch / MARKER, "")
     dropped = snapshot(batch)
@@ -143,6 +123,9 @@ def test_good_batch_becomes_version_1_materialised_with_hard_links(env: Env):
     assert result.version.class_names == ["red", "blue"]
 
     root = env.paths.versions / "v0001"
+    assert not root.exists()  # a version's folder is built for its first training, not per batch
+    data_yaml = materialize(env.objects, env.paths.versions, 1, result.version.class_names, env.store.manifest(1))
+    assert data_yaml == root / "data.yaml"
     spec = yaml.safe_load((root / "data.yaml").read_text())
     assert spec["names"] == {0: "red", 1: "blue"}
     assert (spec["train"], spec["val"]) == ("images/train", "images/val")
@@ -385,10 +368,10 @@ def test_splits_are_stable_across_versions(env: Env):
     assert all(m2[h].split == "train" for h in train1)
     assert all(m2[h].label_sha256 != m1[h].label_sha256 for h in m1)  # the re-labels took effect
     # on disk too
-    on_disk_val2 = {p.stem for p in (env.paths.versions / "v0002" / "images" / "val").iterdir()}
+    on_disk_val2 = {p.stem for p in (env.folder(2) / "images" / "val").iterdir()}
     assert val1 <= on_disk_val2
     # version 1 is immutable: its folder still lists exactly its own images
-    assert {p.stem for p in (env.paths.versions / "v0001" / "images" / "val").iterdir()} == val1
+    assert {p.stem for p in (env.folder(1) / "images" / "val").iterdir()} == val1
 
 
 def test_class_map_grows_without_renumbering(env: Env):
@@ -423,11 +406,11 @@ def test_class_map_grows_without_renumbering(env: Env):
     assert [line.split()[0] for line in label_boxes_of(env, 2, sha(png_bytes(5)))] == ["0", "1", "2"]
     assert label_boxes_of(env, 2, sha(png_bytes(1))) == ["0 0.500000 0.500000 0.200000 0.200000"]
     assert label_boxes_of(env, 2, sha(png_bytes(2))) == ["1 0.500000 0.500000 0.200000 0.200000"]
-    spec = yaml.safe_load((env.paths.versions / "v0002" / "data.yaml").read_text())
+    spec = yaml.safe_load((env.folder(2) / "data.yaml").read_text())
     assert spec["names"] == {0: "red", 1: "blue", 2: "green"}
     # the materialised label file is the remapped one as well
     item = env.store.manifest(2)[sha(png_bytes(3))]
-    on_disk = env.paths.versions / "v0002" / "labels" / item.split / f"{item.image_sha256}.txt"
+    on_disk = env.folder(2) / "labels" / item.split / f"{item.image_sha256}.txt"
     assert on_disk.read_text() == "1 0.100000 0.100000 0.100000 0.100000\n"
 
 
@@ -460,7 +443,6 @@ def test_redropping_identical_content_is_not_ingested_again(env: Env, tmp_path: 
     assert second.batch.id == first.batch.id
     assert second.version is None
     assert [v.id for v in env.store.versions()] == [1]
-    assert sorted(p.name for p in env.paths.versions.iterdir()) == ["v0001"]
     assert [b.id for b in env.store.batches()] == [first.batch.id]
     assert not (env.inbox / "renamed").exists()
     assert snapshot(env.paths.done / "b0001-renamed") == snapshot(pristine) | {MARKER: sha(b"")}
@@ -520,4 +502,4 @@ def test_relabelled_image_gets_its_new_label_in_a_new_version(env: Env):
     # version 1 keeps the old label, in the database and on disk
     assert label_boxes_of(env, 1, a) == old_label == ["0 0.500000 0.500000 0.200000 0.200000"]
     item1 = env.store.manifest(1)[a]
-    assert (env.paths.versions / "v0001" / "labels" / item1.split / f"{a}.txt").read_text().startswith("0 0.5")
+    assert (env.folder(1) / "labels" / item1.split / f"{a}.txt").read_text().startswith("0 0.5")

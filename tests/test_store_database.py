@@ -3,14 +3,17 @@ what the CLI says when database.url is wrong or its server cannot be reached."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import Session, SQLModel
 from typer.testing import CliRunner
@@ -21,9 +24,10 @@ from flywheel.cli import app as cli
 from flywheel.domain import ManifestItem, ModelStatus
 from flywheel.errors import InvalidTransition, StoreError
 from flywheel.ledger import Action
+from flywheel.manifests import DELTA, FULL, additive_hash
 from flywheel.store import Store, database_url, db, make_engine, upgrade_schema
 from flywheel.store.migrate import BASELINE, HEAD, alembic_config, current
-from flywheel.store.tables import ModelRow
+from flywheel.store.tables import ModelRow, utcnow
 from tests.conftest import TINY_CONFIG, free_port
 from tests.pg_server import both_backends
 
@@ -38,21 +42,65 @@ def _config(db_url: str) -> str:
     return TINY_CONFIG.format(port=free_port()) + (f'\n[database]\nurl = "{db_url}"\n' if db_url else "")
 
 
+def _pre_alembic_schema(engine) -> None:
+    """The tables the releases before Alembic made (SQLModel's create_all then, the baseline
+    revision now), without the alembic_version table they never had."""
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), BASELINE)
+        conn.exec_driver_sql("DROP TABLE alembic_version")
+
+
+def _old_version(engine, batch_id: int, items: dict[str, ManifestItem]) -> int:
+    """A version as flywheel wrote it before delta manifests: every item, sorted-list hashes."""
+
+    def sorted_hash(chosen) -> str:
+        lines = sorted(f"{i.image_sha256} {i.label_sha256} {i.split}" for i in chosen)
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+    values = list(items.values())
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO dataset_version (parent_id, batch_id, created_at, class_names, train_images, "
+                "val_images, boxes, manifest_sha256, val_sha256, images_new, images_relabelled) VALUES "
+                "(NULL, :batch, :now, :names, :train, :val, :boxes, :sha, :val_sha, :n, 0)"
+            ),
+            {
+                "batch": batch_id, "now": utcnow(), "names": json.dumps(["red", "blue"]),
+                "train": sum(i.split == "train" for i in values), "val": sum(i.split == "val" for i in values),
+                "boxes": sum(i.boxes for i in values), "sha": sorted_hash(values),
+                "val_sha": sorted_hash(i for i in values if i.split == "val"), "n": len(values),
+            },
+        )  # fmt: skip
+        version_id = conn.execute(text("SELECT MAX(id) FROM dataset_version")).scalar_one()
+        for i in values:
+            conn.execute(
+                text("INSERT INTO dataset_version_item VALUES (:v, :image, :label, :ext, :split, :boxes)"),
+                {
+                    "v": version_id,
+                    "image": i.image_sha256,
+                    "label": i.label_sha256,
+                    "ext": i.ext,
+                    "split": i.split,
+                    "boxes": i.boxes,
+                },
+            )
+    return int(version_id)
+
+
 @both_backends
 def test_an_old_database_is_stamped_and_upgraded_keeping_its_rows(tmp_path, db_url):
-    """A database as the releases before Alembic left it: create_all, rows, no alembic_version."""
-    # create_all makes today's tables; that is the pre-Alembic schema only while no revision
-    # follows the baseline. After one does, build the old schema here from the baseline's.
-    assert HEAD == BASELINE, "tables.py has moved past the pre-Alembic schema: update this test"
+    """A database as the releases before Alembic left it: its schema, rows, no alembic_version;
+    its one version holds every item (the full form) with sorted-list hashes."""
     (tmp_path / "root").mkdir()
     engine = make_engine(_url(tmp_path, db_url))
-    SQLModel.metadata.create_all(engine)  # what flywheel.store.db.create_schema did
+    _pre_alembic_schema(engine)
     old = Store(engine)
     batch = old.add_batch("b1", "c0ffee", files=2)
     items = {"a": ManifestItem("a", "la", ".jpg", "train", 2), "b": ManifestItem("b", "lb", ".jpg", "val", 1)}
-    version = old.create_version(None, batch.id, ["red", "blue"], items)
-    run = old.create_run(version_id=version.id, start_kind="scratch", start_checkpoint="yolov8n.yaml")
-    model = old.add_model(sha256="ab" * 32, run_id=run.id, version_id=version.id, class_names=["red", "blue"])
+    version_id = _old_version(engine, batch.id, items)
+    run = old.create_run(version_id=version_id, start_kind="scratch", start_checkpoint="yolov8n.yaml")
+    model = old.add_model(sha256="ab" * 32, run_id=run.id, version_id=version_id, class_names=["red", "blue"])
     old.set_production(model.id, Action.PROMOTE, "alice", "first model")
     with engine.connect() as conn:
         assert "alembic_version" not in inspect(conn).get_table_names()
@@ -63,14 +111,34 @@ def test_an_old_database_is_stamped_and_upgraded_keeping_its_rows(tmp_path, db_u
     with app.engine.connect() as conn:
         assert current(conn) == HEAD
     assert app.store.production().id == model.id
-    assert app.store.manifest(version.id) == items
+    assert app.store.manifest(version_id) == items
+    upgraded = app.store.version(version_id)
+    assert (upgraded.manifest_form, upgraded.boxes, upgraded.val_boxes) == (FULL, 3, 1)  # val_boxes filled in
     assert [b.name for b in app.store.batches()] == ["b1"]
     assert ledger.verify(app.store.ledger()) == []
     assert app.store.add_batch("b2", "beef", files=1).id == batch.id + 1  # ids go on where they were
     with Session(app.engine) as s, pytest.raises(SAIntegrityError):  # still one production model at most
-        s.add(ModelRow(sha256="cd" * 32, run_id=run.id, version_id=version.id, status=ModelStatus.PRODUCTION,
+        s.add(ModelRow(sha256="cd" * 32, run_id=run.id, version_id=version_id, status=ModelStatus.PRODUCTION,
                        class_names=[]))  # fmt: skip
         s.commit()
+    # A new version on top of the full-form one: stored as its change, totals right.
+    relabelled, added = ManifestItem("a", "la2", ".jpg", "train", 3), ManifestItem("c", "lc", ".png", "val", 4)
+    child = app.store.create_version(
+        app.store.version(version_id), None, ["red", "blue"], [relabelled, added], {"a": items["a"]}
+    )
+    expected = {**items, "a": relabelled, "c": added}
+    assert app.store.manifest(child.id) == expected
+    assert (child.manifest_form, child.train_images, child.val_images, child.boxes, child.val_boxes) == (
+        DELTA,
+        1,
+        2,
+        8,
+        5,
+    )
+    assert (child.manifest_sha256, child.val_sha256) == (
+        additive_hash(expected.values()),
+        additive_hash(i for i in expected.values() if i.split == "val"),
+    )
 
 
 def test_head_names_the_newest_revision():
@@ -136,7 +204,7 @@ def test_production_changes_from_many_connections_at_once_stay_consistent(tmp_pa
     engine = make_engine(url)
     upgrade_schema(engine)
     store = Store(engine)
-    version = store.create_version(None, None, ["red"], {})
+    version = store.create_version(None, None, ["red"], [])
     run = store.create_run(version_id=version.id, start_kind="scratch", start_checkpoint="yolov8n.yaml")
     ids = [store.add_model(sha256=f"{i:064x}", run_id=run.id, version_id=version.id, class_names=["red"]).id
            for i in range(4)]  # fmt: skip

@@ -3,13 +3,15 @@ boxes must fit it, and exact or near copies keep the split of the image they cop
 
 Three passes, so the database is asked once per chunk rather than once per image: check every
 sample (image decode, boxes, EXIF), then decide the splits (exact content first, then near
-copies, else the content hash), then write the objects and return the manifest items.
+copies, else the content hash), then write the objects and return the manifest items. The
+parent version is asked only about the batch's own images, never for its whole manifest.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -51,10 +53,11 @@ def accept(
     remap: dict[int, int],
     outcome: Outcome,
     checks: Checks,
-    old: dict[str, ManifestItem],
+    parent_items: Callable[[Iterable[str]], dict[str, ManifestItem]],
     near: NearCopies,
     objects: ObjectStore,
-) -> list[ManifestItem]:
+) -> tuple[list[ManifestItem], dict[str, ManifestItem]]:
+    """The batch's items, and the parent version's items for the same images (by sha256)."""
     todo: list[tuple[Sample, Annotation | LabelProblem]] = []
     seen: dict[str, str] = {}
     for sample in samples:  # the cheap checks, in order: a missing label, the same bytes twice
@@ -85,6 +88,7 @@ def accept(
             _refuse(outcome, sample, Code.IMAGE_DUPLICATE, f"same image content as {first} in this batch", True)
             continue
         good.append(verdict)
+    old = parent_items(g.sha for g in good)
     splits = _splits(good, old, near, outcome, checks.val_fraction)
     with ThreadPoolExecutor(_WORKERS) as pool:
         label_shas = list(pool.map(lambda g: _store(root, g, objects, checks.link), good))
@@ -95,7 +99,7 @@ def accept(
             outcome.version(rel)
     objects.sync()  # once for the batch: every object is on disk before a version names it
     near.save()
-    return items
+    return items, old
 
 
 _WORKERS = min(8, 2 * (os.cpu_count() or 1))

@@ -7,7 +7,7 @@ import logging
 import shutil
 from typing import Any
 
-from flywheel.domain import BatchState, batch_name, next_manifest
+from flywheel.domain import BatchState, batch_name
 from flywheel.errors import BatchRejected
 from flywheel.faults import crash_point
 from flywheel.ingest import source as sources
@@ -18,8 +18,8 @@ from flywheel.ingest.formats import Parsed
 from flywheel.ingest.layout import link_escapes
 from flywheel.ingest.reasons import BatchRefused, Code
 from flywheel.ingest.report import Outcome, write_quarantine
+from flywheel.manifests import changes
 from flywheel.store import Store
-from flywheel.store.materialize import materialize
 from flywheel.store.tables import BatchRow, VersionRow
 
 log = logging.getLogger("flywheel.ingest")
@@ -92,30 +92,35 @@ class BatchRun:
             outcome.note(rel, code, text)
         made = next((v for v in store.versions() if v.batch_id == batch_id), None)  # by an interrupted try
         parent = (store.version(made.parent_id) if made.parent_id else None) if made else store.latest_version()
-        old = store.manifest(parent.id) if parent and parent.id else {}
+        parent_id = parent.id if parent else None
         root = self.src.listing.root
-        items = accept(
-            root, parsed.samples, shas, remap, outcome, checks, old, NearCopies(store.engine), self.paths.objects
+        items, old = accept(
+            root,
+            parsed.samples,
+            shas,
+            remap,
+            outcome,
+            checks,
+            lambda image_shas: store.items(parent_id, image_shas) if parent_id else {},
+            NearCopies(store.engine),
+            self.paths.objects,
         )
         crash_point("ingest.stored")
         for rel in parsed.used:
             outcome.version(rel)
         outcome.close()
-        new = sum(1 for i in items if i.image_sha256 not in old)
-        relabelled = sum(1 for i in items if i.image_sha256 in old and old[i.image_sha256] != i)
+        changed = changes(old, items)
+        new = sum(1 for i in changed if i.image_sha256 not in old)
+        relabelled = len(changed) - new
         version = made
-        if made is None and (new + relabelled > 0 or (parent is not None and parent.class_names != class_names)):
-            manifest = next_manifest(old, items)
+        if made is None and (changed or (parent is not None and parent.class_names != class_names)):
+            # Its folder for Ultralytics is built when it is first trained or compared
+            # (flywheel/store/materialize.py): a link per image of the whole data set is not a
+            # cost to pay per batch.
             version = store.create_version(
-                parent.id if parent else None,
-                batch_id,
-                class_names,
-                manifest,
-                images_new=new,
-                images_relabelled=relabelled,
+                parent, batch_id, class_names, changed, old, images_new=new, images_relabelled=relabelled
             )
             crash_point("ingest.versioned")
-            materialize(self.paths.objects, self.paths.versions, version.id or 0, class_names, manifest)
         target = self.paths.quarantine / self.label
         reported = bool(outcome.quarantined or outcome.notes)
         if reported:

@@ -4,14 +4,12 @@ check and then write run exclusive (flywheel/store/db.py `session`), on SQLite a
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import func, insert
-from sqlalchemy import select as sa_select
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -28,6 +26,7 @@ from flywheel.domain import (
 )
 from flywheel.errors import NotFound, RegistryError
 from flywheel.ledger import GENESIS, Action, digest
+from flywheel.store import versions
 from flywheel.store.db import session
 from flywheel.store.tables import (
     BatchRow,
@@ -37,17 +36,9 @@ from flywheel.store.tables import (
     LedgerRow,
     ModelRow,
     RunRow,
-    VersionItemRow,
     VersionRow,
     utcnow,
 )
-
-
-def manifest_hash(items: Mapping[str, ManifestItem], split: str | None = None) -> str:
-    lines = sorted(
-        f"{i.image_sha256} {i.label_sha256} {i.split}" for i in items.values() if split is None or i.split == split
-    )
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 class Store:
@@ -91,58 +82,34 @@ class Store:
             return list(s.exec(select(VersionRow).order_by(col(VersionRow.id))))
 
     def manifest(self, version_id: int) -> dict[str, ManifestItem]:
-        with session(self.engine) as s:  # plain rows, not ORM objects: a large manifest loads ~5x faster
-            rows = s.execute(
-                sa_select(
-                    col(VersionItemRow.image_sha256),
-                    col(VersionItemRow.label_sha256),
-                    col(VersionItemRow.ext),
-                    col(VersionItemRow.split),
-                    col(VersionItemRow.boxes),
-                ).where(col(VersionItemRow.version_id) == version_id)
-            )
-            return {r[0]: ManifestItem(r[0], r[1], r[2], r[3], r[4]) for r in rows}
+        with session(self.engine) as s:
+            return versions.manifest(s, version_id)
+
+    def items(self, version_id: int, image_shas: Iterable[str]) -> dict[str, ManifestItem]:
+        """The version's items for these images (the ones it has), without its whole manifest."""
+        with session(self.engine) as s:
+            return versions.items(s, version_id, image_shas)
 
     def create_version(
         self,
-        parent_id: int | None,
+        parent: VersionRow | None,
         batch_id: int | None,
         class_names: list[str],
-        manifest: Mapping[str, ManifestItem],
+        changed: Sequence[ManifestItem],
+        replaced: Mapping[str, ManifestItem] | None = None,
         images_new: int = 0,
         images_relabelled: int = 0,
     ) -> VersionRow:
-        items = manifest.values()
-        row = VersionRow(
-            parent_id=parent_id,
-            batch_id=batch_id,
-            class_names=list(class_names),
-            images_new=images_new,
-            images_relabelled=images_relabelled,
-            train_images=sum(1 for i in items if i.split == "train"),
-            val_images=sum(1 for i in items if i.split == "val"),
-            boxes=sum(i.boxes for i in items),
-            manifest_sha256=manifest_hash(manifest),
-            val_sha256=manifest_hash(manifest, "val"),
-        )
+        """A version made of `parent`'s items plus `changed` (new images, or re-labelled ones
+        whose parent items are in `replaced`, by image sha256): stored as that change alone."""
+        fields = {
+            "batch_id": batch_id,
+            "class_names": list(class_names),
+            "images_new": images_new,
+            "images_relabelled": images_relabelled,
+        }
         with session(self.engine) as s:
-            s.add(row)
-            s.flush()
-            assert row.id is not None
-            rows = [
-                {
-                    "version_id": row.id,
-                    "image_sha256": i.image_sha256,
-                    "label_sha256": i.label_sha256,
-                    "ext": i.ext,
-                    "split": i.split,
-                    "boxes": i.boxes,
-                }
-                for i in items
-            ]
-            if rows:  # one executemany: an ORM object per item costs ~10x as much on a large data set
-                s.execute(insert(VersionItemRow), rows)
-        return row
+            return versions.insert_version(s, parent, fields, changed, replaced or {})
 
     # --- training runs --------------------------------------------------------------------
     def create_run(self, **fields: Any) -> RunRow:
@@ -218,16 +185,12 @@ class Store:
             s.add(row)
             return _append(s, Action.REJECT, model_id, None, actor, reason)
 
-    def set_production(
-        self, model_id: int, action: Action, actor: str, reason: str, forced: bool = False
-    ) -> LedgerRow:
+    def set_production(self, model_id: int, action: Action, actor: str, reason: str, forced: bool = False) -> LedgerRow:
         """Retire the current production model and make `model_id` production, with its ledger
         entry, in one transaction: the pointer and the record can never disagree."""
         with session(self.engine, exclusive=True) as s:
             new = _get(s, ModelRow, model_id, model_name(model_id))
-            check_transition(
-                f"model {model_name(model_id)}", ModelStatus(new.status), ModelStatus.PRODUCTION, forced
-            )
+            check_transition(f"model {model_name(model_id)}", ModelStatus(new.status), ModelStatus.PRODUCTION, forced)
             old = s.exec(select(ModelRow).where(ModelRow.status == ModelStatus.PRODUCTION)).first()
             if old is not None:
                 old.status = ModelStatus.RETIRED
@@ -241,8 +204,9 @@ class Store:
     def set_pin(self, pinned: bool, actor: str, reason: str) -> LedgerRow:
         with session(self.engine, exclusive=True) as s:
             current = s.exec(select(ModelRow).where(ModelRow.status == ModelStatus.PRODUCTION)).first()
-            return _append(s, Action.PIN if pinned else Action.UNPIN, current.id if current else None, None,
-                           actor, reason)
+            return _append(
+                s, Action.PIN if pinned else Action.UNPIN, current.id if current else None, None, actor, reason
+            )
 
     def pin(self) -> LedgerRow | None:
         """The pin entry holding promotions, or None when production is not pinned."""
@@ -321,8 +285,14 @@ def _append(
     (`session(..., exclusive=True)`: SQLite's write lock, PostgreSQL's advisory lock), so two
     processes cannot both chain onto the same predecessor."""
     last = s.exec(select(LedgerRow).order_by(col(LedgerRow.id).desc())).first()
-    entry = LedgerRow(action=action, model_id=model_id, previous_model_id=previous, actor=actor, reason=reason,
-                      prev_hash=last.entry_hash if last else GENESIS)
+    entry = LedgerRow(
+        action=action,
+        model_id=model_id,
+        previous_model_id=previous,
+        actor=actor,
+        reason=reason,
+        prev_hash=last.entry_hash if last else GENESIS,
+    )
     s.add(entry)
     s.flush()  # assigns the id, which the hash covers
     entry.entry_hash = digest(entry, entry.prev_hash)

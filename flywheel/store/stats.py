@@ -35,7 +35,6 @@ from flywheel.store.tables import (
     LedgerRow,
     ModelRow,
     RunRow,
-    VersionItemRow,
     VersionRow,
     as_utc,
 )
@@ -172,12 +171,7 @@ def _dataset(s: Session, snap: Snapshot) -> None:
     snap.latest_version = latest
     snap.versions = int(s.exec(select(func.count()).select_from(VersionRow)).one())
     if latest is not None:
-        rows = s.exec(
-            select(VersionItemRow.split, func.sum(VersionItemRow.boxes))
-            .where(VersionItemRow.version_id == latest.id)
-            .group_by(VersionItemRow.split)
-        )
-        snap.boxes_by_split = {str(split): int(n or 0) for split, n in rows}
+        snap.boxes_by_split = {"train": latest.boxes - latest.val_boxes, "val": latest.val_boxes}
 
 
 def _training(s: Session, snap: Snapshot) -> None:
@@ -320,18 +314,12 @@ class ClassCounts:
             cached = self._versions.get(version_id)
             if cached is not None:
                 return cached
-            with session(store.engine) as s:
-                items = list(
-                    s.exec(
-                        select(VersionItemRow.label_sha256, VersionItemRow.split).where(
-                            VersionItemRow.version_id == version_id
-                        )
-                    )
-                )
+            items = store.manifest(version_id).values()
             images: Counter[tuple[int, str]] = Counter()
             boxes: Counter[tuple[int, str]] = Counter()
-            for label_sha, split in items:
-                per_class = self._label(label_sha)
+            for item in items:
+                split = item.split
+                per_class = self._label(item.label_sha256)
                 for class_id, n in per_class.items():
                     images[(class_id, split)] += 1
                     boxes[(class_id, split)] += n

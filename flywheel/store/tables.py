@@ -57,8 +57,11 @@ class VersionRow(SQLModel, table=True):
     train_images: int = 0
     val_images: int = 0
     boxes: int = 0
-    manifest_sha256: str  # hash of the sorted manifest: equal manifests, equal datasets
+    val_boxes: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # of `boxes`, in val
+    manifest_sha256: str  # hash of the manifest: equal manifests, equal datasets (flywheel/manifests.py)
     val_sha256: str  # hash of the val split alone: the eval-set identity for the gate
+    # "delta": its items are its changes over the parent; "full": all of them (made before 0002)
+    manifest_form: str = Field(default="delta", sa_column_kwargs={"server_default": "full"})
     images_new: int = 0  # images its batch added
     images_relabelled: int = 0  # images of the parent whose label its batch changed
 
@@ -66,7 +69,7 @@ class VersionRow(SQLModel, table=True):
 class VersionItemRow(SQLModel, table=True):
     __tablename__ = "dataset_version_item"
     version_id: int = Field(primary_key=True)
-    image_sha256: str = Field(primary_key=True)
+    image_sha256: str = Field(primary_key=True, index=True)
     label_sha256: str
     ext: str
     split: str
