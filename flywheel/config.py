@@ -71,6 +71,7 @@ class TrainingConfig(_Section):
     lrf: float = Field(0.01, gt=0, le=1)
     cos_lr: bool = False
     nbs: int = Field(16, ge=1)
+    amp: bool = True
     warmup_epochs: float = Field(3.0, ge=0)
     warmup_epochs_warm: float = Field(0.0, ge=0)
     close_mosaic: int = Field(10, ge=0)

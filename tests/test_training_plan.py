@@ -74,6 +74,7 @@ def test_warm_and_scratch_runs_get_their_own_settings():
                 "optimizer": "SGD",
                 "lr0": 0.02,
                 "nbs": 32,
+                "amp": False,
             }
         }
     )
@@ -86,12 +87,13 @@ def test_warm_and_scratch_runs_get_their_own_settings():
     assert (warm["backbone_lr_scale"], scratch["backbone_lr_scale"]) == (0.2, 1.0)
     assert warm["strategy"] == "two_phase+backbone_lr_x0.2" and scratch["strategy"] == "scratch"
     for params in (warm, scratch):
-        assert (params["lrf"], params["cos_lr"], params["optimizer"], params["lr0"], params["nbs"]) == (
+        assert (params["lrf"], params["cos_lr"], params["optimizer"], params["lr0"], params["nbs"], params["amp"]) == (
             0.05,
             True,
             "SGD",
             0.02,
             32,
+            False,
         )
 
 

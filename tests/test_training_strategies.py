@@ -129,7 +129,7 @@ def test_the_warm_spec_is_resolved_from_the_warm_settings(two_phase: Watch, pare
 
 def test_every_resolved_argument_reaches_ultralytics(two_phase: Watch):
     spec, args = two_phase.spec, two_phase.args
-    for key in ("epochs", "imgsz", "batch", "nbs", "patience", "optimizer", "lrf", "cos_lr", "warmup_epochs"):
+    for key in ("epochs", "imgsz", "batch", "nbs", "amp", "patience", "optimizer", "lrf", "cos_lr", "warmup_epochs"):
         assert args[key] == getattr(spec, key), key
     assert args["close_mosaic"] == spec.close_mosaic and args["seed"] == spec.seed
     assert args["freeze"] == list(range(10))  # phase one: the backbone, layers 0-9

@@ -161,7 +161,10 @@ def train(spec: TrainSpec, report: Reporter, extra_callbacks: dict[str, list[Any
     SETTINGS.update({k: False for k in SETTINGS if k in _INTEGRATIONS})
     torch_utils.NUM_THREADS = spec.threads  # Ultralytics uses one thread less than the cores
     torch.set_num_threads(spec.threads)
-    # On a GPU, Ultralytics' AMP self-check downloads yolo26n.pt; flywheel never downloads.
+    # Ultralytics' AMP self-check downloads yolo26n.pt on a GPU (flywheel never downloads) and
+    # turns AMP off on CPU. With training.amp (the default) flywheel keeps it on: on CPU that is
+    # bfloat16 autocast, 1.5x faster per batch on the 2-core machine of docs/benchmarks.md, at
+    # the same mAP there. training.amp = false trains in fp32, as Ultralytics does on CPU.
     engine_trainer.check_amp = lambda *_a, **_k: True
     out = Path(spec.out_dir)
     weights_dir = out / "train" / "weights"
@@ -278,6 +281,7 @@ def ultralytics_args(spec: TrainSpec, backbone: int, resume: str = "") -> dict[s
         "imgsz": spec.imgsz,
         "batch": spec.batch,
         "nbs": spec.nbs,
+        "amp": spec.amp,
         "device": spec.device,
         "seed": spec.seed,
         "deterministic": True,

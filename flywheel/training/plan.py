@@ -100,6 +100,7 @@ def resolve_params(config: Config, start: Start) -> dict[str, Any]:
         "imgsz": t.imgsz,
         "batch": t.batch,
         "nbs": t.nbs,
+        "amp": t.amp,
         "device": t.device,
         "threads": t.threads or os.cpu_count() or 1,
         "seed": t.seed,
