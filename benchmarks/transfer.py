@@ -15,11 +15,13 @@ BCCD's `valid` split: mAP50-95, mAP50, precision, recall; compute = training ima
 run; wall = the child's training time (validation each epoch included, start-up excluded).
 Printed with the ratios of each warm arm to (a), and written to `<work>/results.json`.
 
-    .venv/bin/python benchmarks/transfer.py --quick   # a few minutes on 2 CPU cores
-    .venv/bin/python benchmarks/transfer.py           # the full form (imgsz 320; an hour or more)
+    .venv/bin/python benchmarks/transfer.py --smoke   # imgsz 96, 4 / 2 epochs: the code path, no reading
+    .venv/bin/python benchmarks/transfer.py --quick   # imgsz 160, 30 / 6 epochs: a few minutes on 2 CPU cores
+    .venv/bin/python benchmarks/transfer.py           # the full form (imgsz 320; 40 min on an idle 2-core CPU)
 
-A finished arm is kept in `<work>/<arm>/result.json` and not trained again with the same
-settings, so an interrupted full run goes on where it stopped.
+A finished arm is kept in `<out>/<arm>/result.json` and not trained again with the same
+settings, so an interrupted full run goes on where it stopped. Writes `<out>/transfer.json`
+and `<out>/transfer.md`.
 """
 
 from __future__ import annotations
@@ -40,15 +42,15 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import BCCD, NAMES, load_text, machine, write_json  # noqa: E402
 
 from flywheel.config import TrainingConfig, parse  # noqa: E402
 from flywheel.domain import StartKind  # noqa: E402
 from flywheel.training.plan import Start, build_spec, resolve_params  # noqa: E402
 from flywheel.training.runner import SubprocessTrainer  # noqa: E402
 from flywheel.training.spec import EPOCH, EVALUATED, STARTED, TRAINED, EvalTarget  # noqa: E402
-
-BCCD = ROOT.parent / "shared" / "datasets" / "bccd" / "yolo"
-NAMES = ["Platelets", "RBC", "WBC"]
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,13 @@ class Result:
     params: dict[str, Any]
 
 
-def forms(quick: bool) -> dict[str, Any]:
+def forms(name: str) -> dict[str, Any]:
     """[training] settings of each form; everything else (epochs included, in the full form) is
     flywheel's default config: epochs_scratch 50, epochs_warm 10."""
-    if quick:  # smaller images, fewer epochs, an optimizer step per batch: a rough reading in minutes
-        return {"imgsz": 160, "epochs_scratch": 30, "epochs_warm": 6, "nbs": 16}
+    if name == "smoke":  # every arm's code path in a minute or two; the mAP says nothing
+        return {"imgsz": 96, "epochs_scratch": 4, "epochs_warm": 2}
+    if name == "quick":  # smaller images, fewer epochs: a rough reading in minutes
+        return {"imgsz": 160, "epochs_scratch": 30, "epochs_warm": 6}
     return {"imgsz": 320}
 
 
@@ -121,7 +125,7 @@ def prepare(work: Path, seed: int) -> tuple[Path, Path, int]:
 def run_arm(
     arm: Arm, base: dict[str, Any], work: Path, data_yaml: Path, start: str, images: int, threads: int
 ) -> Result:
-    training = {**base, **arm.training, "threads": threads, "batch": 16, "device": "cpu"}
+    training = {"batch": 16, **base, **arm.training, "threads": threads, "device": "cpu"}
     config = parse({"training": training, "replay": {"max_images": arm.replay}})
     begin = Start(StartKind.WARM if arm.warm else StartKind.SCRATCH, start, 1 if arm.warm else None)
     params = resolve_params(config, begin)
@@ -237,19 +241,26 @@ def report(results: dict[str, Result], base: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="imgsz 160 and few epochs: minutes, not hours")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="imgsz 160 and few epochs: minutes, not hours")
+    size.add_argument("--smoke", action="store_true", help="imgsz 96, 4 / 2 epochs: the code path only (the test)")
     parser.add_argument("--arms", default="A,a,b,c", help="which arms, of A,a,b,c,d,e (A is always trained)")
-    parser.add_argument("--work", type=Path, default=None, help="work folder (default: /tmp/flywheel-transfer-*)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="work and results folder (default: /tmp/flywheel-transfer-<form>)"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for training")
     parser.add_argument("--seed", type=int, default=0, help="seed of the 60/40 split of train")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a [training] override")
     args = parser.parse_args()
-    base = forms(args.quick)
+    form = "smoke" if args.smoke else "quick" if args.quick else "full"
+    base = forms(form)
     for item in args.set:
         key, value = item.split("=", 1)
         base[key] = yaml.safe_load(value)
-    work = args.work or Path(f"/tmp/flywheel-transfer-{'quick' if args.quick else 'full'}")
+    work = args.out or Path(f"/tmp/flywheel-transfer-{form}")
     work.mkdir(parents=True, exist_ok=True)
+    print(f"{form} form: [training] {json.dumps(base)}; {load_text()}", flush=True)
+    began = time.time()
     part_yaml, all_yaml, part_images = prepare(work, args.seed)
     all_images = len((work / "bccd" / "train_all.txt").read_text().split())
     chosen = arms(base, part_images)
@@ -265,10 +276,18 @@ def main() -> None:
             model_a = str(work / "A" / "train" / "weights" / "best.pt")
         print(report(results, base), flush=True)
     text = report(results, base)
-    (work / "results.json").write_text(json.dumps({k: asdict(v) for k, v in results.items()}, indent=2) + "\n")
-    (work / "results.md").write_text(text + "\n")
+    data = {
+        "benchmark": "transfer",
+        "form": form,
+        "settings": base,
+        "machine": machine(),
+        "arms": {k: asdict(v) for k, v in results.items()},
+        "seconds": round(time.time() - began, 1),
+    }
+    path = write_json(work, "transfer.json", data)
+    (work / "transfer.md").write_text(text + "\n")
     print("\n" + text)
-    print(f"\nwritten to {work / 'results.json'} and {work / 'results.md'}")
+    print(f"\n{load_text()}; took {data['seconds']:.0f}s; written to {path} and {work / 'transfer.md'}")
 
 
 if __name__ == "__main__":
