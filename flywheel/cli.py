@@ -142,6 +142,11 @@ def train(
         if run is not None:
             out.print(f"run {run_name(run.id or 0)}: {run.state}" + (f" ({run.error})" if run.error else ""))
             raise typer.Exit(0 if run.state == "succeeded" else 1) from None
+        if follow:
+            err.print(
+                "error: the daemon made no run for this request (no dataset version, or a bad --from): see its log"
+            )
+            raise typer.Exit(1) from None
         return
     with contextlib.closing(lock), progress:  # the lock is held already: only released here
         latest = application.store.latest_version()

@@ -13,7 +13,7 @@ from flywheel.app import App, DataRootLock
 from flywheel.domain import RunState, run_name
 from flywheel.errors import Busy
 from flywheel.ports import NullObserver
-from flywheel.store.tables import RunRow, as_utc
+from flywheel.store.tables import RunRow
 from flywheel.training.runner import request_cancel
 from flywheel.training.spec import EPOCH, PROGRESS
 
@@ -101,19 +101,19 @@ def through_daemon(
     console.print(f"the daemon holds {root}: asked it to train (request {request.id}); it starts at its next step")
     if not wait:
         return None
-    queued, taken = requests.queue_dir(root) / f"{request.id}.json", requests.queue_dir(root) / f"{request.id}.taken"
     store = application.store
 
-    def ours() -> RunRow | None:
-        after = [r for r in store.runs() if as_utc(r.created_at).timestamp() >= request.requested_at - 1]
-        return after[-1] if after else None
+    def first_after(run_id: int) -> RunRow | None:  # the request's candidate run (a challenger comes later)
+        return next((r for r in store.runs() if (r.id or 0) > run_id), None)
 
     with console.status("waiting for the daemon to take the request") as status:
-        while queued.exists():
+        while (where := requests.progress(root, request.id)).state == "queued":
             time.sleep(0.5)
-        while taken.exists():
-            run = ours()
+        while where.state == "taken":
+            run = first_after(where.after_run or 0)
             if run is not None:
                 status.update(f"run {run_name(run.id or 0)}: {run.state}, epoch {progress_of(run)}")
             time.sleep(0.5)
-    return ours()
+            where = requests.progress(root, request.id)
+    requests.forget(root, request.id)
+    return store.run(where.runs[0]) if where.runs else None

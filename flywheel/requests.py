@@ -3,9 +3,13 @@
 The daemon holds the data root, so the CLI cannot train itself; it writes a request file
 (`<data_root>/queue/<id>.json`, written beside and renamed: never read half-written) and the
 daemon's worker takes the requests in order at its next step, after the ingest of complete
-batches, one training at a time. Taking a request renames it `<id>.taken`; it is deleted once
-its training ended. A daemon that dies mid-training leaves `<id>.taken`: its run is
-interrupted and resumed per `training.on_interrupt`, so the next start only drops the file.
+batches, one training at a time. Taking a request turns it into `<id>.taken`, which records
+the newest run id at that moment: the worker makes no other run while it serves the request,
+so the request's runs are exactly the ones after it (`flywheel train` follows the first).
+When the training ended it becomes `<id>.done`, listing its runs, for the CLI that waits on it
+to read and delete (left-over ones are deleted after a day). A daemon that dies mid-training
+leaves `<id>.taken`: its run is interrupted and resumed per `training.on_interrupt`, so the
+next start only drops the file.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from flywheel.errors import UsageError
 
 log = logging.getLogger("flywheel.requests")
+DONE_KEPT_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -61,23 +66,61 @@ def pending(root: Path) -> list[TrainRequest]:
     return requests
 
 
-def take(root: Path, request: TrainRequest) -> Path:
+def take(root: Path, request: TrainRequest, newest_run_id: int) -> Path:
+    """Mark the request as being served; its runs will be the ones after `newest_run_id`."""
     path = queue_dir(root) / f"{request.id}.json"
+    if not path.is_file():
+        raise UsageError(f"train request {request.id} is gone from {path.parent}")
     taken = path.with_suffix(".taken")
-    try:
-        os.replace(path, taken)
-    except FileNotFoundError:
-        raise UsageError(f"train request {request.id} is gone from {path.parent}") from None
+    _write(taken, {**asdict(request), "after_run": newest_run_id})
+    path.unlink()
     return taken
 
 
-def finish(taken: Path) -> None:
+def finish(taken: Path, run_ids: list[int]) -> None:
+    """The request was served: `<id>.done` lists the runs it made (none if it could not train)."""
+    _write(taken.with_suffix(".done"), {"runs": run_ids})
     taken.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class Progress:
+    state: str  # "queued" | "taken" | "done" | "gone"
+    after_run: int | None = None  # taken: the request's runs have larger ids
+    runs: tuple[int, ...] = ()  # done: the runs it made
+
+
+def progress(root: Path, request_id: str) -> Progress:
+    """Where a request stands, for the CLI that waits on it."""
+    path = queue_dir(root) / f"{request_id}.json"
+    for state in ("done", "taken"):  # in the order a request leaves them behind
+        try:
+            data = json.loads(path.with_suffix(f".{state}").read_text())
+        except (OSError, ValueError):
+            continue
+        if state == "done":
+            return Progress("done", runs=tuple(int(r) for r in data.get("runs", [])))
+        return Progress("taken", after_run=int(data.get("after_run", 0)))
+    return Progress("queued") if path.is_file() else Progress("gone")
+
+
+def forget(root: Path, request_id: str) -> None:
+    (queue_dir(root) / f"{request_id}.done").unlink(missing_ok=True)
+
+
+def _write(path: Path, data: dict[str, object]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data) + "\n")
+    os.replace(tmp, path)
+
+
 def drop_taken(root: Path) -> list[str]:
-    """At start-up: requests a dead daemon was serving (their runs resume on their own)."""
+    """At start-up: requests a dead daemon was serving (their runs resume on their own), and
+    `.done` files no CLI came back for within a day."""
     folder = queue_dir(root)
+    for path in sorted(folder.glob("train-*.done")) if folder.is_dir() else []:
+        if time.time() - path.stat().st_mtime > DONE_KEPT_SECONDS:
+            path.unlink(missing_ok=True)
     dropped = []
     for path in sorted(folder.glob("train-*.taken")) if folder.is_dir() else []:
         log.warning("train request %s was being served when the daemon stopped; its run resumes on its own", path.stem)

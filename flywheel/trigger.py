@@ -64,7 +64,9 @@ class Trigger:
         self.wake()
 
     def _serve(self, request: requests.TrainRequest) -> None:
-        taken = requests.take(self.app.layout.root, request)
+        runs = self.app.store.runs()
+        newest = (runs[-1].id or 0) if runs else 0
+        taken = requests.take(self.app.layout.root, request, newest)
         try:
             latest = self.app.store.latest_version()
             version_id = request.version_id or (latest.id if latest else None)
@@ -75,7 +77,7 @@ class Trigger:
             log.info("training on %s as %s asked (flywheel train, %s)", name, request.actor, request.id)
             self.app.train(version_id, start_from=request.start_from)
         finally:
-            requests.finish(taken)
+            requests.finish(taken, [r.id or 0 for r in self.app.store.runs() if (r.id or 0) > newest])
 
     def _wake_in(self, seconds: float) -> None:
         if self._timer is not None:

@@ -4,6 +4,8 @@ from a real store, and train requests (flywheel.requests) as files in the queue 
 from __future__ import annotations
 
 import json
+import os
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -71,8 +73,27 @@ def test_train_requests_are_taken_in_order_and_a_bad_one_set_aside(tmp_path):
     (requests.queue_dir(tmp_path) / "train-0-1.json").write_text("{not json")
     assert [r.id for r in requests.pending(tmp_path)] == [first.id, second.id]
     assert (requests.queue_dir(tmp_path) / "train-0-1.json.bad").is_file()
-    taken = requests.take(tmp_path, first)
+    assert requests.progress(tmp_path, first.id).state == "queued"
+    taken = requests.take(tmp_path, first, newest_run_id=7)
     assert json.loads(taken.read_text())["actor"] == "ana"
+    assert requests.progress(tmp_path, first.id) == requests.Progress("taken", after_run=7)
     assert [r.id for r in requests.pending(tmp_path)] == [second.id]
     assert requests.drop_taken(tmp_path) == [first.id]  # a daemon died serving it
+    assert not taken.exists() and requests.progress(tmp_path, first.id).state == "gone"
+
+
+def test_a_served_request_lists_its_runs_until_its_cli_reads_it_or_a_day_passes(tmp_path):
+    request = requests.submit(tmp_path, None, None, "ana")
+    taken = requests.take(tmp_path, request, newest_run_id=3)
+    requests.finish(taken, [4, 5])  # a candidate and a scratch challenger
     assert not taken.exists()
+    assert requests.progress(tmp_path, request.id) == requests.Progress("done", runs=(4, 5))
+    old = requests.submit(tmp_path, None, None, "bo")
+    requests.finish(requests.take(tmp_path, old, newest_run_id=5), [6])
+    done = requests.queue_dir(tmp_path) / f"{old.id}.done"
+    aged = time.time() - requests.DONE_KEPT_SECONDS - 60
+    os.utime(done, (aged, aged))
+    requests.drop_taken(tmp_path)  # at start-up: a day-old .done nobody came back for goes
+    assert not done.exists() and requests.progress(tmp_path, request.id).runs == (4, 5)
+    requests.forget(tmp_path, request.id)
+    assert requests.progress(tmp_path, request.id).state == "gone"

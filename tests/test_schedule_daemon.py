@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from flywheel import requests
 from flywheel.app import App, init_data_root
 from flywheel.daemon import Daemon
 from flywheel.demo import drop, synthetic_batch
@@ -87,6 +88,7 @@ def test_flywheel_train_while_the_daemon_runs_is_queued_and_served_by_it(tmp_pat
         wait_for("version 1", lambda: len(app.store.versions()) == 1, daemon)
         time.sleep(2.0)
         assert app.store.runs() == []  # 12 of min_new_images 1000: nothing trains by itself
+        other = requests.submit(root, None, None, "bo")  # someone else's request, queued before ours
         asked = subprocess.run(
             [*FLYWHEEL, "train", "--root", str(root)],
             capture_output=True,
@@ -97,11 +99,14 @@ def test_flywheel_train_while_the_daemon_runs_is_queued_and_served_by_it(tmp_pat
     finally:
         stop(daemon)
     assert asked.returncode == 0, asked.stdout + asked.stderr
-    assert "asked it to train" in asked.stderr and "run r0001: succeeded" in asked.stdout
-    (run,) = app.store.runs()
-    assert run.state == RunState.SUCCEEDED and app.store.production() is not None
-    assert "asked (flywheel train, train-" in log.read_text()
-    assert list((root / "queue").iterdir()) == []  # served and gone
+    # bo's request was served first (r0001); the CLI follows and reports its own run, r0002
+    assert "asked it to train" in asked.stderr and "run r0002: succeeded" in asked.stdout
+    assert [r.state for r in app.store.runs()] == [RunState.SUCCEEDED, RunState.SUCCEEDED]
+    assert app.store.production() is not None
+    assert log.read_text().count("asked (flywheel train, train-") == 2
+    # ours was read and deleted by the CLI; bo's stays (nobody waited on it) until a day has passed
+    assert [p.name for p in (root / "queue").iterdir()] == [f"{other.id}.done"]
+    assert requests.progress(root, other.id).runs == (1,)
 
 
 def test_the_cron_schedule_trains_what_waits_and_only_then(tmp_path):
