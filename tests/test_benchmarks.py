@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -52,8 +53,13 @@ def test_overhead_reports_both_walls_the_ratio_and_the_daemons_steps(tmp_path: P
     one_thread = next(r for r in data["runs"] if r["kind"] == "B1")
     assert byhand["wall_s"] > 0 and daemon["wall_s"] > 0 and one_thread["wall_s"] > 0
     assert byhand["threads"] == one_thread["threads"] == 1  # Ultralytics' default on 2 cores; training.threads 1
-    assert data["ratio_flywheel_to_byhand_defaults"] == pytest.approx(daemon["wall_s"] / byhand["wall_s"], rel=1e-2)
-    assert data["ratio_same_threads_one"] == pytest.approx(one_thread["wall_s"] / byhand["wall_s"], rel=1e-2)
+
+    def median_wall(kind: str) -> float:
+        return statistics.median(r["wall_s"] for r in data["runs"] if r["kind"] == kind)
+
+    # ratios of the median wall times over the interleaved rounds
+    assert data["ratio_flywheel_to_byhand_defaults"] == pytest.approx(median_wall("B") / median_wall("A"), rel=1e-2)
+    assert data["ratio_same_threads_one"] == pytest.approx(median_wall("B1") / median_wall("A"), rel=1e-2)
     steps = daemon["split_s"]
     assert set(steps) >= {
         "detect (inbox watcher)",
