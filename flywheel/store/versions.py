@@ -8,6 +8,7 @@ executemany writes a version's items at ~10x the speed of an ORM object per item
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, fields
 from typing import Any
 
 from sqlalchemy import insert
@@ -57,7 +58,7 @@ def items(s: Session, version_id: int, image_shas: Iterable[str]) -> dict[str, M
 def insert_version(
     s: Session,
     parent: VersionRow | None,
-    fields: dict[str, Any],
+    version_fields: dict[str, Any],
     changed: Sequence[ManifestItem],
     replaced: Mapping[str, ManifestItem],
 ) -> VersionRow:
@@ -67,27 +68,10 @@ def insert_version(
     elif parent.manifest_form == FULL:  # its hashes are the old sorted-list kind: work them out anew, once
         assert parent.id is not None
         start = Totals.of(manifest(s, parent.id))
-    else:
-        start = Totals(
-            train_images=parent.train_images,
-            val_images=parent.val_images,
-            boxes=parent.boxes,
-            val_boxes=parent.val_boxes,
-            manifest_sha256=parent.manifest_sha256,
-            val_sha256=parent.val_sha256,
-        )
+    else:  # the row holds every total (flywheel/manifests.py Totals), under the same names
+        start = Totals(**{f.name: getattr(parent, f.name) for f in fields(Totals)})
     totals = start.apply(changed, replaced)
-    row = VersionRow(
-        parent_id=parent.id if parent else None,
-        train_images=totals.train_images,
-        val_images=totals.val_images,
-        boxes=totals.boxes,
-        val_boxes=totals.val_boxes,
-        manifest_sha256=totals.manifest_sha256,
-        val_sha256=totals.val_sha256,
-        manifest_form=DELTA,
-        **fields,
-    )
+    row = VersionRow(parent_id=parent.id if parent else None, manifest_form=DELTA, **asdict(totals), **version_fields)
     s.add(row)
     s.flush()
     rows = [
