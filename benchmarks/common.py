@@ -74,20 +74,28 @@ def drop(batch: Path, inbox: Path, marker: str = "READY") -> float:
     return time.time()
 
 
-def write_config(root: Path, training: dict[str, Any], debounce_seconds: float | None = 0.0) -> Path:
+def write_config(
+    root: Path,
+    training: dict[str, Any],
+    debounce_seconds: float | None = 0.0,
+    extra: dict[str, dict[str, Any]] | None = None,
+) -> Path:
     """A data root (flywheel init) whose [training] keys are `training`; metrics on a free port,
     batches complete one second after their last change (READY makes it immediate anyway).
 
     `debounce_seconds`: the daemon's wait for more batches of a burst before it trains
     ([schedule], default 30 s). 0 here: each benchmark drops one batch and waits for its
     decision, so the wait would only add a constant; None keeps the default. Set only where
-    this version of flywheel has the key (an unknown key stops start-up)."""
+    this version of flywheel has the key (an unknown key stops start-up). `extra`: other
+    sections, by name."""
     from flywheel.app import default_config_text, init_data_root
 
     lines = ["[inbox]", "settle_seconds = 1.0", "", "[metrics]", "port = 0", "", "[training]"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in training.items()]
     if debounce_seconds is not None and "debounce_seconds" in default_config_text():
         lines += ["", "[schedule]", f"debounce_seconds = {float(debounce_seconds)}"]
+    for section, keys in (extra or {}).items():
+        lines += ["", f"[{section}]"] + [f"{k} = {json.dumps(v)}" for k, v in keys.items()]
     return init_data_root(root, "\n".join(lines) + "\n")
 
 
@@ -163,7 +171,13 @@ def wait_for(what: str, check: Callable[[], Any], proc: subprocess.Popen[bytes] 
 
 
 def score(
-    work: Path, checkpoints: dict[str, Path], data_yaml: Path, imgsz: int, batch: int, threads: int
+    work: Path,
+    checkpoints: dict[str, Path],
+    data_yaml: Path,
+    imgsz: int,
+    batch: int,
+    threads: int,
+    names: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score checkpoints on one held-out set with flywheel's own child (`evaluate_only`, the code
     the gate uses): name -> {map50_95, map50, precision, recall, per_class}."""
@@ -188,7 +202,7 @@ def score(
         threads=threads,
         seed=0,
         patience=0,
-        class_names=NAMES,
+        class_names=names or NAMES,
         evaluate=targets,
         evaluate_only=True,
     )
