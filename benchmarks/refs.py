@@ -43,6 +43,9 @@ def ingest_only(root: Path, staging: Path, batches: list[list[Path]], data: Data
     (root / "versions.done").write_text("ok\n")
 
 
+WARM_ONLY = ("budget", "plateau_patience", "plateau_min_epochs", "plateau_decay_epochs", "shrink", "perturb")
+
+
 def reference(
     work: Path, cache: Path, root: Path, version_id: int, training: dict[str, Any], heldout: Path, names: list[str]
 ) -> dict[str, Any]:
@@ -58,7 +61,10 @@ def reference(
     start = Start(StartKind.SCRATCH, app.config.model.base, None)
     params = resolve_params(app.config, start)
     heldout_names = sorted(Path(line).name for line in (heldout.parent / "heldout.txt").read_text().split())
-    key_text = json.dumps({"manifest": version.manifest_sha256, "params": params, "heldout": heldout_names})
+    # keyed by what a scratch training depends on: the warm-start-only keys (budget, plateau,
+    # shrink and perturb) are left out, so references made before they existed still count
+    same = {k: v for k, v in params.items() if k not in WARM_ONLY}
+    key_text = json.dumps({"manifest": version.manifest_sha256, "params": same, "heldout": heldout_names})
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     path = cache / f"scratch-{key}.json"
     if path.is_file():

@@ -18,10 +18,12 @@ from flywheel import __version__, cli_models
 from flywheel.app import App, DataRootLock, init_data_root
 from flywheel.cli_common import Root, call, err, out, setup_logging
 from flywheel.cli_train import progress_of
+from flywheel.cycle import generations
 from flywheel.domain import batch_name, model_name, parse_id, run_name, version_name
 from flywheel.errors import Busy
 from flywheel.ingest import commands as ingest_commands
 from flywheel.registry import current_actor
+from flywheel.training.plan import refresh_outlook
 
 app = typer.Typer(
     help=__doc__.split("\n\n")[0] + "\n\nA data root holds config.toml, inbox/, the database and every "
@@ -201,6 +203,8 @@ def status(root: Root = Path(".")) -> None:
         f"newest version: {version_name(latest.id or 0) if latest else 'none'}"
         + (f" ({latest.train_images} train / {latest.val_images} val images)" if latest else "")
     )
+    t = application.config.training
+    out.print(f"refresh: {refresh_outlook(generations(store), t.refresh_growth, t.scratch_challenger_every)}")
     table = Table("run", "version", "state", "start", "epochs", "model", "error", title="training runs")
     for r in store.runs()[-10:]:
         table.add_row(

@@ -64,6 +64,15 @@ def show(model_id: Annotated[str, typer.Argument(help="e.g. m0003")], root: Root
         f"{run.epochs_done}/{run.epochs} epochs), parent "
         f"{model_name(model.parent_model_id) if model.parent_model_id else '-'}, classes {model.class_names}"
     )
+    out.print(f"  strategy {run.params.get('strategy', '?')}; budget: {run.params.get('budget', {}).get('why', '-')}")
+    plateau = run.params.get("plateau")
+    if plateau:
+        out.print(
+            f"  plateau: val fitness flat since epoch {plateau['best_epoch']}; final LR decay, ended at epoch "
+            f"{plateau['epochs']}"
+        )
+    if run.guard:
+        out.print(f"  refresh/guard: {run.guard.get('reason', '')}; {run.guard.get('winner', '?')} won")
     decision = next((g for g in store.gate_decisions() if g.candidate_model_id == model.id), None)
     if decision is None:
         out.print("  no gate decision recorded for this model")

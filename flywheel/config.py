@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -57,7 +57,17 @@ class ModelConfig(_Section):
 
 class TrainingConfig(_Section):
     epochs_scratch: int = Field(50, ge=1)
-    epochs_warm: int = Field(10, ge=1)
+    epochs_warm: int = Field(10, ge=1)  # the budget of a warm start when warm_budget = "fixed"
+    # A warm start's budget (flywheel/training/budget.py): "auto" follows the share of new
+    # images and how converged the parent was; "fixed" trains epochs_warm epochs.
+    warm_budget: Literal["auto", "fixed"] = "auto"
+    warm_budget_factor: float = Field(1.0, gt=0, le=10)
+    epochs_warm_min: int = Field(5, ge=1)
+    epochs_warm_max: int = Field(0, ge=0)  # 0: epochs_scratch
+    plateau_patience: int = Field(5, ge=0)  # warm starts: final LR decay once val stalls; 0: off
+    plateau_decay_epochs: int = Field(3, ge=1)
+    shrink: float = Field(1.0, ge=0, le=1)  # shrink and perturb (Ash & Adams 2020); 1 and 0: off
+    perturb: float = Field(0.0, ge=0, le=1)
     imgsz: int = 640
     batch: int = Field(16, ge=1)
     device: str = "cpu"
@@ -79,6 +89,7 @@ class TrainingConfig(_Section):
     freeze_epochs: int = Field(0, ge=0)
     backbone_lr_scale: float = Field(0.3, gt=0, le=10)
     scratch_challenger_every: int = Field(0, ge=0)
+    refresh_growth: float = Field(4.0, ge=0)  # train from model.base too once the data grew x this; 0: off
     scratch_challenger_after_rejections: int = Field(2, ge=0)
     on_interrupt: str = "resume"
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flywheel.config import Config
-from flywheel.domain import ModelStatus, RunState, StartKind, model_name, run_name, version_name
+from flywheel.domain import ManifestItem, ModelStatus, RunState, StartKind, model_name, run_name, version_name
 from flywheel.errors import FlywheelError, TrainingCancelled, UsageError
 from flywheel.evalsets import GATED, version_eval_sets
 from flywheel.faults import crash_point
@@ -27,6 +27,7 @@ from flywheel.store import ObjectStore, Store
 from flywheel.store.materialize import materialize
 from flywheel.store.tables import EpochRow, ModelRow, RunRow
 from flywheel.training import replay
+from flywheel.training.budget import Budget
 from flywheel.training.plan import (
     CANDIDATE,
     CHALLENGER,
@@ -36,6 +37,8 @@ from flywheel.training.plan import (
     challenger_due,
     choose_start,
     parse_start,
+    plan_budget,
+    refresh_due,
     resolve_params,
 )
 from flywheel.training.spec import (
@@ -43,6 +46,7 @@ from flywheel.training.spec import (
     EPOCH,
     EVALUATED,
     PHASE,
+    PLATEAU,
     PROGRESS,
     STARTED,
     TRAINED,
@@ -114,7 +118,8 @@ def run_cycle(
             for e in eval_sets
             if cached(store, production, e) is None or (config.gate.bootstrap and e.name in GATED)
         ]
-    params = resolve_params(config, start) | (resume.params if resume is not None else {})  # as first planned
+    budget = None if resume is not None else _budget(store, config, start, manifest, version.train_images)
+    params = resolve_params(config, start, budget) | (resume.params if resume is not None else {})  # as planned
     sample = None if resume is not None else _replay_sample(store, workspace, config, start, version_id)
     if resume is not None:
         run, last = reopen(store, workspace.runs, resume, config.training.on_interrupt)
@@ -200,6 +205,15 @@ def run_cycle(
             environment = {"versions": event["versions"], "dataset_sha256": spec.dataset_sha256}
             environment |= {"replay_sha256": spec.replay_sha256, "pid": event.get("pid")}
             store.update_run(run_id, environment=environment | {"resumed_from_epoch": event.get("resumed_from_epoch")})
+        elif event["event"] == PLATEAU:
+            plateau = {k: event[k] for k in ("epoch", "best_epoch", "epochs")}
+            store.update_run(run_id, params=store.run(run_id).params | {"plateau": plateau})
+            log.info(
+                "run %s: val fitness flat since epoch %d; final LR decay to epoch %d",
+                run_name(run_id),
+                event["best_epoch"],
+                event["epochs"],
+            )
         elif event["event"] == PHASE:
             log.info(
                 "run %s epoch %d: backbone unfrozen (%d tensors); %d/%d frozen tensors unchanged in phase one",
@@ -266,6 +280,20 @@ def _start(
     return choose_start(config, data_root, None, request.path if request is not None and request.path else None)
 
 
+def _budget(
+    store: Store, config: Config, start: Start, manifest: dict[str, ManifestItem], train_images: int
+) -> Budget | None:
+    """A warm start's auto budget: from the share of train images its parent never saw and the
+    parent's own val curve (flywheel/training/budget.py)."""
+    if start.kind is not StartKind.WARM or start.model_id is None:
+        return None
+    parent = store.model(start.model_id)
+    seen = store.manifest(parent.version_id)
+    new = sum(1 for sha, item in manifest.items() if item.split == "train" and sha not in seen)
+    curve = [e.map50_95 for e in store.epochs(parent.run_id)]
+    return plan_budget(config, train_images, new, curve)
+
+
 def _replay_sample(
     store: Store, workspace: Workspace, config: Config, start: Start, version_id: int
 ) -> replay.ReplaySample | None:
@@ -289,10 +317,17 @@ def _note_head_rows(run_id: int, event: Event) -> None:
         log.warning("run %s: %d class-head rows were copied by name by flywheel, not Ultralytics", name, fixed)
 
 
-def _generations(store: Store) -> list[Generation]:
+def generations(store: Store) -> list[Generation]:
     runs = [r for r in store.runs() if r.state == RunState.SUCCEEDED and r.model_id is not None]
+    images = {v.id: v.train_images for v in store.versions()}
     return [
-        Generation(r.start_kind, r.purpose, store.model(r.model_id or 0).status == ModelStatus.REJECTED) for r in runs
+        Generation(
+            r.start_kind,
+            r.purpose,
+            store.model(r.model_id or 0).status == ModelStatus.REJECTED,
+            images.get(r.version_id, 0),
+        )
+        for r in runs
     ]
 
 
@@ -309,7 +344,9 @@ def _guard(
     through the same cycle and gate, and record which of the two won."""
     t = config.training
     warm = result.run
-    reason = challenger_due(_generations(store), t.scratch_challenger_every, t.scratch_challenger_after_rejections)
+    history = generations(store)
+    reason = challenger_due(history, t.scratch_challenger_every, t.scratch_challenger_after_rejections)
+    reason = reason or refresh_due(history, t.refresh_growth)
     if reason is None or warm.id is None:
         return result
     log.info("negative-transfer guard: %s; training a scratch challenger on %s", reason, version_name(warm.version_id))

@@ -81,17 +81,19 @@ def test_generations_reports_map_decisions_and_compute_for_both(tmp_path: Path) 
     data = run("generations.py", tmp_path)
     fly, scratch = data["flywheel"], data["scratch"]
     generations = list(range(1, data["settings"]["batches"] + 1))
-    assert [g["generation"] for g in fly] == [s["generation"] for s in scratch] == generations
+    assert [g["generation"] for g in fly] == [s["version"] for s in scratch] == generations
     assert fly[0]["decisions"][0]["outcome"] == "promote"  # the first model: nothing to beat
     for g in fly:
         assert g["decisions"] and all(d["outcome"] in ("promote", "reject") for d in g["decisions"])
         assert 0.0 <= g["production_map50_95"] <= 1.0
         assert g["image_epochs"] > 0 and g["wall_s"] > 0
-    # warm generation 2: epochs_warm on the whole version, against epochs_scratch from scratch
+    # warm generation 2: the budget it chose, on the whole version, against epochs_scratch from scratch
     t = data["settings"]["training"]
-    assert fly[1]["image_epochs"] == fly[1]["train_images"] * t["epochs_warm"]
+    warm = fly[1]["runs"][0]
+    assert warm["start"] == "warm" and warm["budget"]["epochs"] == warm["planned_epochs"] >= warm["epochs"] > 0
+    assert "train images new" in warm["budget"]["why"]
+    assert fly[1]["image_epochs"] == sum(r["epochs"] * r["train_images"] for r in fly[1]["runs"])
     assert scratch[1]["image_epochs"] == scratch[1]["train_images"] * t["epochs_scratch"]
-    assert fly[1]["runs"][0]["start"] == "warm"
     c = data["cumulative"]
     assert c["flywheel_image_epochs"] < c["scratch_image_epochs"]
 

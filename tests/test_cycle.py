@@ -53,7 +53,9 @@ def test_second_model_warm_starts_from_production_checkpoint(data_root, tmp_path
     assert second.run.start_model_id == first.id and second.model.parent_model_id == first.id
     # production was re-scored on the new version's val split (and its old/new halves), not on its own old one
     assert [(t.role, t.eval_set) for t in spec.evaluate if t.eval_set == "val"] == [
-        ("candidate", "val"), ("production", "val")]
+        ("candidate", "val"),
+        ("production", "val"),
+    ]
     gate = app.store.gate_decisions()[-1]
     assert gate.production_map == 0.25 and gate.candidate_map == 0.3 and gate.margin == pytest.approx(0.05)
     assert app.store.production().id == second.model.id

@@ -137,14 +137,19 @@ def test_webhook_and_command_hear_every_production_change(data_root, tmp_path):
     _Hook.bodies, _Hook.fail_first = [], 1  # the first delivery fails and is retried
     seen = tmp_path / "seen.jsonl"
     with (data_root / "config.toml").open("a") as fh:
-        fh.write(f'\n[notify]\nwebhook = "http://127.0.0.1:{server.server_port}/hook"\n'
-                 f'command = "cat >> {seen}; echo >> {seen}"\nretry_seconds = 0.05\n')
+        fh.write(
+            f'\n[notify]\nwebhook = "http://127.0.0.1:{server.server_port}/hook"\n'
+            f'command = "cat >> {seen}; echo >> {seen}"\nretry_seconds = 0.05\n'
+        )
     app = _generations(data_root, tmp_path, [0.3, 0.4], production_map=0.3)
     app.registry.rollback("back", actor="ops")
     app.registry.notifier.wait(10)
     server.shutdown()
     assert [(b["action"], b["model"]) for b in _Hook.bodies] == [
-        ("promote", "m0001"), ("promote", "m0002"), ("rollback", "m0001")]
+        ("promote", "m0001"),
+        ("promote", "m0002"),
+        ("rollback", "m0001"),
+    ]
     assert _Hook.bodies[-1]["production"]["id"] == "m0001" and _Hook.bodies[-1]["reason"] == "back"
     lines = [json.loads(line) for line in seen.read_text().splitlines() if line.strip()]
     assert sorted(e["model"] for e in lines) == ["m0001", "m0001", "m0002"]
@@ -166,8 +171,9 @@ def test_cli_processes_racing_on_production_end_consistent(data_root, tmp_path):
     assert app.store.production().id == 4
     flywheel = [sys.executable, "-m", "flywheel"]
     commands = [
-        [*flywheel, "rollback", "--reason", f"race {i}", "--root", str(data_root)] if i % 2 else
-        [*flywheel, "promote", f"m000{1 + i % 4}", "--reason", f"race {i}", "--root", str(data_root)]
+        [*flywheel, "rollback", "--reason", f"race {i}", "--root", str(data_root)]
+        if i % 2
+        else [*flywheel, "promote", f"m000{1 + i % 4}", "--reason", f"race {i}", "--root", str(data_root)]
         for i in range(8)
     ]
     with ThreadPoolExecutor(8) as pool:

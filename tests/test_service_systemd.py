@@ -80,7 +80,7 @@ def test_a_real_daemon_speaks_the_notify_protocol(tmp_path: Path, notify_socket:
     # As systemd does: WATCHDOG_PID names the service's main process ($$ survives the exec).
     cmd = " ".join([*FLYWHEEL, "run", "--root", str(root)])
     daemon = subprocess.Popen(
-        ["sh", "-c", f'WATCHDOG_PID=$$ exec {cmd}'], env=env, stdout=log, stderr=subprocess.STDOUT
+        ["sh", "-c", f"WATCHDOG_PID=$$ exec {cmd}"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         ready = listener.wait_for("READY=1", 60, daemon)
@@ -143,8 +143,14 @@ def test_abstract_socket_names_work(monkeypatch):
 
 @pytest.mark.parametrize(
     ("usec", "pid", "expected"),
-    [("2000000", None, 2.0), ("2000000", "self", 2.0), ("2000000", "other", None), ("0", None, None),
-     ("", None, None), ("ten", None, None)],
+    [
+        ("2000000", None, 2.0),
+        ("2000000", "self", 2.0),
+        ("2000000", "other", None),
+        ("0", None, None),
+        ("", None, None),
+        ("ten", None, None),
+    ],
 )
 def test_watchdog_period_follows_sd_watchdog_enabled(usec: str, pid: str | None, expected: float | None):
     env = {"WATCHDOG_USEC": usec}

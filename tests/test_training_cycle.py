@@ -30,6 +30,7 @@ def configure(root: Path, **sections: dict[str, object]) -> None:
     """Add keys to the data root's config.toml (sections are created when missing)."""
     text = (root / "config.toml").read_text()
     for section, keys in sections.items():
+        text = "".join(line for line in text.splitlines(keepends=True) if line.split(" = ")[0] not in keys)
         lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
         header = f"[{section}]\n"
         text = text.replace(header, header + lines) if header in text else text + "\n" + header + lines
@@ -68,7 +69,8 @@ def test_from_a_model_id_warm_starts_from_that_model(data_root, tmp_path):
     result = app.train(ingest(app, tmp_path, 3), start_from="m0001")
     spec = trainer.specs[2]
     assert spec.start_kind == StartKind.WARM and Path(spec.start) == app.registry.checkpoint(first)
-    assert result.run.start_model_id == first.id and spec.epochs == 1 and spec.warmup_epochs == 0.0
+    # the auto budget: 2/3 of v0003 is new to m0001, x epochs_scratch 2, rounded up
+    assert result.run.start_model_id == first.id and spec.epochs == 2 and spec.warmup_epochs == 0.0
     with pytest.raises(NotFound):
         app.train(3, start_from="m0099")
 
@@ -177,6 +179,52 @@ def test_warm_winner_is_recorded_when_the_challenger_loses(data_root, tmp_path):
     result = app.train(ingest(app, tmp_path, 2))
     assert result.challenger.run.guard["winner"] == "warm"
     assert app.store.production().id == result.model.id
+
+
+def test_a_warm_start_gets_the_budget_its_new_images_need_and_records_why(data_root, tmp_path):
+    configure(data_root, training={"epochs_scratch": 40, "epochs_warm_min": 3})
+    trainer = FakeTrainer([0.2, 0.3, 0.4], production_map=0.2)
+    app = App(data_root, trainer=trainer)
+    first = app.train(ingest(app, tmp_path, 1, count=12))
+    second = app.train(ingest(app, tmp_path, 2, count=36))
+    v1, v2 = (app.store.version(r.run.version_id) for r in (first, second))
+    new = v2.train_images - v1.train_images
+    expected = -(-40 * new // v2.train_images)  # ceil(epochs_scratch x share new)
+    assert trainer.specs[1].epochs == second.run.epochs == expected > 3
+    budget = second.run.params["budget"]
+    assert budget["epochs"] == expected
+    assert (
+        budget["why"].startswith(f"{new}/{v2.train_images} train images new") and "epochs_scratch 40" in budget["why"]
+    )
+    assert first.run.params["budget"] == {"epochs": 40, "why": "epochs_scratch 40"}
+    # fixed: epochs_warm, whatever is new
+    configure(data_root, training={"warm_budget": "fixed", "epochs_warm": 7})
+    app = App(data_root, trainer=trainer)
+    third = app.train(ingest(app, tmp_path, 3, count=12))
+    assert (
+        third.run.epochs == 7
+        and third.run.params["plateau_patience"] == 0
+        and 'warm_budget = "fixed"' in third.run.params["budget"]["why"]
+    )
+
+
+def test_a_refresh_from_base_trains_once_the_data_grew_by_refresh_growth(data_root, tmp_path):
+    trainer = FakeTrainer([0.2, 0.3, 0.4, 0.6, 0.7], production_map=0.25)
+    app = App(data_root, trainer=trainer)
+    app.train(ingest(app, tmp_path, 1))  # scratch
+    v2, v3 = ingest(app, tmp_path, 2), ingest(app, tmp_path, 3)
+    images = [app.store.version(v).train_images for v in (1, v2, v3)]
+    growth = (images[1] + images[2]) / 2 / images[0]  # v2 has not grown that much since v1, v3 has
+    configure(data_root, training={"refresh_growth": round(growth, 3), "scratch_challenger_after_rejections": 0})
+    app = App(data_root, trainer=trainer)
+    assert app.train(v2).challenger is None
+    third = app.train(v3)  # the warm candidate, then a refresh
+    assert [s.start_kind for s in trainer.specs[2:]] == [StartKind.WARM, StartKind.SCRATCH]
+    refresh = third.challenger.run
+    reason = f"({images[0]} -> {images[2]} images) since the newest training from scratch"
+    assert refresh.purpose == CHALLENGER and reason in refresh.guard["reason"]
+    assert refresh.guard["winner"] == "scratch" and app.store.production().id == third.challenger.model.id
+    assert app.train(ingest(app, tmp_path, 4)).challenger is None  # measured from the refresh now
 
 
 # --- interrupted and cancelled runs -------------------------------------------------------------

@@ -134,9 +134,7 @@ def test_a_daemon_killed_mid_run_marks_it_interrupted_on_restart_and_resumes_fro
 
         second = daemon()
         try:
-            final = wait_for(
-                "the resumed run", lambda: (r := app.store.run(run.id)).state == RunState.SUCCEEDED and r
-            )
+            final = wait_for("the resumed run", lambda: (r := app.store.run(run.id)).state == RunState.SUCCEEDED and r)
             second.send_signal(signal.SIGTERM)
             assert second.wait(60) == 0
         finally:

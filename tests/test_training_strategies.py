@@ -247,3 +247,76 @@ def test_head_row_guard_copies_rows_when_ultralytics_does_not(parent: Watch):
         assert torch.equal(new[-1].weight[0], old[-1].weight[1])  # blue
         assert torch.equal(new[-1].weight[1], old[-1].weight[0])  # red
     assert keep_head_rows(model, source, names) == (6, 0)  # already right: nothing to copy
+
+
+# --- issue 12: shrink and perturb, the plateau's final decay ----------------------------------
+
+
+def test_shrink_and_perturb_sets_every_parameter_to_the_formula_at_train_start(parent: Watch, data2: Path, tmp_path):
+    """theta = 0.4 x parent + 0.1 x a fresh initialisation (Ash & Adams' defaults), in the model
+    Ultralytics trains and in its EMA copy, before the first batch."""
+    from flywheel.training.strategies import fresh_like
+
+    seen: dict[str, Any] = {}
+
+    def on_train_start(trainer: Any) -> None:  # registered after the child's own: sees the result
+        seen["params"] = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        seen["ema"] = {n: p.detach().clone() for n, p in trainer.ema.ema.named_parameters()}
+        seen["fresh"] = dict(fresh_like(trainer.model, 0).named_parameters())
+        raise Abort
+
+    spec = spec_for(data2, tmp_path / "run", str(parent.best), True, ["red", "blue"], shrink=0.4, perturb=0.1)
+    assert spec.strategy == "fine_tune+backbone_lr_x0.3+shrink_perturb_0.4_0.1"
+    with pytest.raises(Abort):
+        train(spec, {"on_train_start": [on_train_start]})
+    before = checkpoint_state(parent.best)
+    changed = 0
+    for name, value in seen["params"].items():
+        if ".dfl" in name:
+            assert torch.equal(value, before[name])  # a constant, left alone
+            continue
+        expected = 0.4 * before[name] + 0.1 * seen["fresh"][name].detach()
+        assert torch.allclose(value, expected, atol=1e-6), name
+        assert torch.equal(seen["ema"][name], value)
+        changed += 1
+    assert changed > 100
+
+
+def test_plateau_ends_a_warm_start_early_with_the_lr_decayed_to_its_final_value(parent: Watch, data2: Path, tmp_path):
+    """At an LR too small to change anything, val fitness is flat from epoch 1: with patience 1
+    and a 2-epoch final decay, a 10-epoch budget ends after epoch 4, at lr0 x lrf."""
+    lrs: dict[int, list[float]] = {}
+
+    def on_batch_end(trainer: Any) -> None:
+        lrs[trainer.epoch] = [g["lr"] / g["initial_lr"] for g in trainer.optimizer.param_groups]
+
+    spec = spec_for(
+        data2,
+        tmp_path / "run",
+        str(parent.best),
+        True,
+        ["red", "blue"],
+        epochs_warm=10,
+        plateau_patience=1,
+        epochs_warm_min=2,
+        plateau_decay_epochs=2,
+        optimizer="SGD",
+        lr0=1e-12,
+        lrf=0.05,
+    )
+    assert (spec.epochs, spec.plateau_patience, spec.plateau_min_epochs) == (10, 1, 2)
+    _, report = train(spec, {"on_train_batch_end": [on_batch_end]})
+    (plateau,) = report.of("plateau")
+    assert plateau == {
+        "event": "plateau",
+        "epoch": 2,
+        "best_epoch": 1,
+        "best_fitness": plateau["best_fitness"],
+        "epochs": 4,
+    }
+    epochs = report.of("epoch")
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4] and epochs[-1]["epochs"] == 4
+    schedule = [lrs[e][0] for e in sorted(lrs)]
+    assert schedule[:2] == pytest.approx([1.0, 1 - 0.95 / 10])  # Ultralytics' linear decay over 10 epochs
+    assert schedule[2:] == pytest.approx([schedule[1] + (0.05 - schedule[1]) / 2, 0.05])  # then down to lrf
+    assert all(len(set(map(lambda v: round(v, 9), lrs[e]))) == 1 for e in lrs)  # every group on the same factor

@@ -29,6 +29,7 @@ from flywheel.training.spec import (
     EVALUATED,
     FAILED,
     PHASE,
+    PLATEAU,
     PROGRESS,
     STARTED,
     TRAINED,
@@ -155,7 +156,15 @@ def train(spec: TrainSpec, report: Reporter, extra_callbacks: dict[str, list[Any
     from ultralytics import YOLO
     from ultralytics.utils import SETTINGS
 
-    from flywheel.training.strategies import Strategy, backbone_layers, head_rows_equal, make_trainer
+    from flywheel.training.budget import Plateau
+    from flywheel.training.strategies import (
+        Strategy,
+        backbone_layers,
+        enter_final_decay,
+        head_rows_equal,
+        make_trainer,
+        shrink_perturb,
+    )
 
     # Offline and quiet: no integration turns itself on because its package is installed.
     SETTINGS.update({k: False for k in SETTINGS if k in _INTEGRATIONS})
@@ -194,6 +203,8 @@ def train(spec: TrainSpec, report: Reporter, extra_callbacks: dict[str, list[Any
     strategy = Strategy(spec.freeze_epochs, spec.backbone_lr_scale, backbone_layers(model.model))
     trainer_class = make_trainer(strategy)
     state: dict[str, int] = {}
+    plateau = Plateau(spec.plateau_patience, spec.plateau_min_epochs, spec.plateau_decay_epochs)
+    reshape = (spec.shrink, spec.perturb) != (1.0, 0.0) and not resume_from
 
     def on_train_start(trainer: Any) -> None:
         STOP.in_loop = True
@@ -207,7 +218,12 @@ def train(spec: TrainSpec, report: Reporter, extra_callbacks: dict[str, list[Any
                 head_rows_kept=equal,
                 head_rows_total=rows,
                 head_rows_fixed=trainer.head_rows[1],
+                shrink=spec.shrink,
+                perturb=spec.perturb,
             )
+        if reshape:  # after the check above: the weights no longer equal the parent's
+            shrink_perturb(trainer.model, spec.shrink, spec.perturb, spec.seed)
+            trainer.ema.ema.load_state_dict(trainer.model.state_dict())
         trainer.snapshot_frozen()
 
     def on_epoch_start(trainer: Any) -> None:
@@ -246,6 +262,12 @@ def train(spec: TrainSpec, report: Reporter, extra_callbacks: dict[str, list[Any
             map50_95=float(m.get("metrics/mAP50-95(B)", 0.0)),
             seconds=float(trainer.epoch_time or 0.0),
         )
+        total = plateau.update(trainer.epoch + 1, float(trainer.fitness or 0.0), trainer.epochs)
+        if total is not None:
+            enter_final_decay(trainer, total)
+            report.send(
+                PLATEAU, epoch=trainer.epoch + 1, best_epoch=plateau.best_epoch, best_fitness=plateau.best, epochs=total
+            )
 
     def on_train_end(_trainer: Any) -> None:
         STOP.in_loop = False

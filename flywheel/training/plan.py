@@ -27,6 +27,7 @@ from typing import Any
 from flywheel.config import Config, resolve
 from flywheel.domain import StartKind, parse_id
 from flywheel.errors import UsageError
+from flywheel.training.budget import Budget, late_gain, warm_budget
 from flywheel.training.spec import EvalTarget, TrainSpec
 
 CANDIDATE = "candidate"  # a run whose model the gate compares with production
@@ -82,21 +83,41 @@ def choose_start(
     return Start(StartKind.SCRATCH, str(path) if path.exists() else value, None)
 
 
-def strategy_name(freeze_epochs: int, backbone_lr_scale: float, warm: bool, pretrained: bool) -> str:
+def strategy_name(
+    freeze_epochs: int,
+    backbone_lr_scale: float,
+    warm: bool,
+    pretrained: bool,
+    shrink: float = 1.0,
+    perturb: float = 0.0,
+) -> str:
     if not warm:
         return "pretrained" if pretrained else "scratch"
     name = "two_phase" if freeze_epochs else "fine_tune"
-    return name + (f"+backbone_lr_x{backbone_lr_scale:g}" if backbone_lr_scale != 1.0 else "")
+    name += f"+backbone_lr_x{backbone_lr_scale:g}" if backbone_lr_scale != 1.0 else ""
+    return name + (f"+shrink_perturb_{shrink:g}_{perturb:g}" if (shrink, perturb) != (1.0, 0.0) else "")
 
 
-def resolve_params(config: Config, start: Start) -> dict[str, Any]:
-    """The hyper-parameters of a run, as recorded with it and passed to the child."""
+def resolve_params(config: Config, start: Start, budget: Budget | None = None) -> dict[str, Any]:
+    """The hyper-parameters of a run, as recorded with it and passed to the child. `budget`:
+    a warm start's epochs under `training.warm_budget = "auto"` (see `plan_budget`)."""
     t = config.training
     warm = start.kind is StartKind.WARM
     freeze = t.freeze_epochs if warm else 0
     scale = t.backbone_lr_scale if warm else 1.0
+    if not warm:
+        budget = Budget(t.epochs_scratch, f"epochs_scratch {t.epochs_scratch}")
+    elif budget is None:
+        budget = Budget(t.epochs_warm, f'epochs_warm {t.epochs_warm} (warm_budget = "fixed")')
+    auto = warm and t.warm_budget == "auto"
     return {
-        "epochs": t.epochs_warm if warm else t.epochs_scratch,
+        "epochs": budget.epochs,
+        "budget": budget.record(),
+        "plateau_patience": t.plateau_patience if auto else 0,
+        "plateau_min_epochs": t.epochs_warm_min,
+        "plateau_decay_epochs": t.plateau_decay_epochs,
+        "shrink": t.shrink if warm else 1.0,
+        "perturb": t.perturb if warm else 0.0,
         "imgsz": t.imgsz,
         "batch": t.batch,
         "nbs": t.nbs,
@@ -113,8 +134,29 @@ def resolve_params(config: Config, start: Start) -> dict[str, Any]:
         "close_mosaic": t.close_mosaic_warm if warm else t.close_mosaic,
         "freeze_epochs": freeze,
         "backbone_lr_scale": scale,
-        "strategy": strategy_name(freeze, scale, warm, start.checkpoint.endswith(".pt")),
+        "strategy": strategy_name(
+            freeze, scale, warm, start.checkpoint.endswith(".pt"), t.shrink if warm else 1.0, t.perturb if warm else 0.0
+        ),
     }
+
+
+def plan_budget(
+    config: Config, train_images: int, new_train_images: int, parent_curve: Sequence[float]
+) -> Budget | None:
+    """A warm start's budget under `warm_budget = "auto"`; None under "fixed" (epochs_warm).
+    `parent_curve`: the parent's own run's val mAP50-95 per epoch."""
+    t = config.training
+    if t.warm_budget != "auto":
+        return None
+    return warm_budget(
+        epochs_scratch=t.epochs_scratch,
+        train_images=train_images,
+        new_train_images=new_train_images,
+        factor=t.warm_budget_factor,
+        floor=t.epochs_warm_min,
+        ceiling=t.epochs_warm_max,
+        parent_gain=late_gain(parent_curve),
+    )
 
 
 def build_spec(
@@ -151,6 +193,7 @@ class Generation:
     start_kind: str
     purpose: str  # CANDIDATE or CHALLENGER
     rejected: bool  # the gate rejected its model
+    train_images: int = 0  # in the version it trained on
 
 
 def challenger_due(history: Sequence[Generation], every: int, after_rejections: int) -> str | None:
@@ -172,3 +215,39 @@ def challenger_due(history: Sequence[Generation], every: int, after_rejections: 
     if after_rejections and len(warm) >= after_rejections and all(g.rejected for g in warm[:after_rejections]):
         return f"the last {after_rejections} warm-started candidates were rejected in a row"
     return None
+
+
+def refresh_due(history: Sequence[Generation], growth: float) -> str | None:
+    """Why a refresh from model.base should train beside the newest warm candidate, or None:
+    the data grew `growth` x since the newest training from scratch (one the gate rejected
+    counts too, so a lost refresh is not retried at every generation)."""
+    if not growth or not history or history[-1].start_kind != StartKind.WARM or history[-1].purpose != CANDIDATE:
+        return None
+    scratch = next((g for g in reversed(history) if g.start_kind == StartKind.SCRATCH), None)
+    now = history[-1].train_images
+    if scratch is None or scratch.train_images <= 0 or now < growth * scratch.train_images:
+        return None
+    return (
+        f"the train split grew x{now / scratch.train_images:.1f} ({scratch.train_images} -> {now} images) "
+        f"since the newest training from scratch (refresh_growth {growth:g})"
+    )
+
+
+def refresh_outlook(history: Sequence[Generation], growth: float, every: int) -> str:
+    """When the next refresh from model.base is due, in words (`flywheel status`)."""
+    scratch_at = next((i for i in range(len(history) - 1, -1, -1) if history[i].start_kind == StartKind.SCRATCH), None)
+    if scratch_at is None:
+        return "no model trained from scratch yet: the first training starts from model.base"
+    base = history[scratch_at].train_images
+    warm = sum(1 for g in history[scratch_at + 1 :] if g.purpose == CANDIDATE)
+    parts = []
+    if growth:
+        parts.append(
+            f"when the train split reaches {growth * base:.0f} images (x{growth:g} the {base} of the newest "
+            f"training from scratch; refresh_growth)"
+        )
+    if every:
+        parts.append(f"after {max(every - warm, 0)} more warm generations (scratch_challenger_every {every})")
+    if not parts:
+        return "never on growth or depth (refresh_growth and scratch_challenger_every are 0)"
+    return "next refresh from model.base: " + ", or ".join(parts)

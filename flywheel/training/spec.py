@@ -16,6 +16,8 @@ from typing import Any
 STARTED = "started"  # {pid, versions: {python, torch, ultralytics, flywheel}, resumed_from_epoch}
 WARM_START = "warm_start"  # {matched, total, head_rows_kept, head_rows_total, head_rows_fixed}:
 #                            conv weights equal to the start checkpoint's; class-head rows kept by name
+PLATEAU = "plateau"  # {epoch, best_epoch, best_fitness, epochs}: val fitness stalled; the final LR decay
+#                       phase runs to the new total `epochs` (flywheel/training/budget.py)
 PHASE = "phase"  # {phase: 2, epoch, unfrozen, frozen_unchanged, frozen_total}: the backbone is unfrozen
 PROGRESS = "progress"  # {epoch, epochs, batch, batches}, at most a few per second
 EPOCH = "epoch"  # {epoch, epochs, box_loss, cls_loss, dfl_loss, precision, recall, map50, map50_95, seconds}
@@ -67,6 +69,12 @@ class TrainSpec:
     freeze_epochs: int = 0  # two-phase fine-tune: epochs with the backbone frozen first
     backbone_lr_scale: float = 1.0  # backbone LR = head LR x this
     strategy: str = "scratch"  # a name for the combination above, as recorded with the run
+    budget: dict[str, Any] = field(default_factory=dict)  # {epochs, why}: how `epochs` was chosen
+    plateau_patience: int = 0  # > 0: a final LR decay phase once val fitness stalls this many epochs
+    plateau_min_epochs: int = 0  # no plateau stop before this many epochs
+    plateau_decay_epochs: int = 3  # the length of that final decay phase
+    shrink: float = 1.0  # shrink and perturb at train start: theta = shrink * theta + perturb * theta_fresh
+    perturb: float = 0.0
     # Reproducibility and restarts
     dataset_sha256: str = ""  # the version's manifest hash (plus the replay sample's, when one is used)
     replay_sha256: str = ""  # hash of the replay sample's image list; empty: the whole version

@@ -199,3 +199,44 @@ def make_trainer(strategy: Strategy) -> type[Any]:
             return {n: t for n, t in tensors.items() if n.startswith(self.prefixes) and t.is_floating_point()}
 
     return FlywheelTrainer
+
+
+def fresh_like(model: Any, seed: int) -> Any:
+    """A freshly initialised model of `model`'s architecture (from its YAML), the same for a seed."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    source = unwrap_model(model)
+    with torch.random.fork_rng(devices=[]):  # leaves the training's own random stream as it was
+        torch.manual_seed(seed)
+        return DetectionModel(cfg=source.yaml, nc=source.nc, verbose=False)
+
+
+def shrink_perturb(model: Any, shrink: float, perturb: float, seed: int) -> int:
+    """Ash & Adams (2020): every parameter becomes shrink x itself + perturb x a fresh
+    initialisation's. In place (the optimizer holds the same tensors). Returns tensors changed."""
+    fresh = dict(fresh_like(model, seed).named_parameters())
+    changed = 0
+    with torch.no_grad():
+        for name, param in unwrap_model(model).named_parameters():
+            other = fresh.get(name)
+            if other is None or other.shape != param.shape or ALWAYS_FROZEN in name:
+                continue
+            param.mul_(shrink).add_(other.to(param.device, param.dtype), alpha=perturb)
+            changed += 1
+    return changed
+
+
+def enter_final_decay(trainer: Any, total: int) -> None:
+    """End the run at `total` epochs, its LR decaying linearly from where the schedule is now to
+    lr0 x lrf at the last epoch (budget.decayed): Ultralytics would otherwise stop at a high LR."""
+    from flywheel.training.budget import decayed
+
+    start = int(trainer.epoch)  # the epoch index just finished
+    at_plateau, lrf, length = float(trainer.lf(start)), float(trainer.args.lrf), total - 1 - start
+
+    def factor(x: float) -> float:
+        return decayed(at_plateau, lrf, start, length, x) if x > start else at_plateau
+
+    trainer.lf = factor
+    trainer.scheduler.lr_lambdas = [factor] * len(trainer.scheduler.lr_lambdas)
+    trainer.epochs = trainer.args.epochs = total
