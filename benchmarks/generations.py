@@ -66,8 +66,18 @@ from common import (
 from refs import ingest_only, reference
 
 FORMS: dict[str, dict[str, Any]] = {
-    "smoke": {"batches": 2, "images": 48, "heldout": 20, "training": {"imgsz": 96, "epochs_scratch": 2, "epochs_warm": 1}},
-    "quick": {"batches": 4, "images": 0, "heldout": 0, "training": {"imgsz": 128, "epochs_scratch": 12, "epochs_warm": 4}},
+    "smoke": {
+        "batches": 2,
+        "images": 48,
+        "heldout": 20,
+        "training": {"imgsz": 96, "epochs_scratch": 2, "epochs_warm": 1},
+    },
+    "quick": {
+        "batches": 4,
+        "images": 0,
+        "heldout": 0,
+        "training": {"imgsz": 128, "epochs_scratch": 12, "epochs_warm": 4},
+    },
     "full": {"batches": 8, "images": 0, "heldout": 0, "training": {"imgsz": 320}},
 }
 TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
@@ -270,7 +280,10 @@ def main() -> None:
     heldout = datasets.heldout_yaml(data, form["heldout"] or None)
     heldout_images = form["heldout"] or len(data.heldout)
     arms = set(args.arms.split(","))
-    print(f"{name} form, {args.data}: {json.dumps(config)}; batches of {[len(b) for b in batches]}; {load_text()}", flush=True)
+    print(
+        f"{name} form, {args.data}: {json.dumps(config)}; batches of {[len(b) for b in batches]}; {load_text()}",
+        flush=True,
+    )
     began = time.time()
     refs_root = work / "refs"
     ingest_only(refs_root, work / "staging-refs", batches, data, training)
@@ -301,7 +314,9 @@ def main() -> None:
                 d["purpose"] = runs.get(d["model"], {}).get("purpose", "?")
                 d["heldout_map50_95"] = round(models[str(d["model"])]["map50_95"], 4)
         result["flywheel"] = fly["generations"]
-        result["models"] = {k: {"map50_95": round(v["map50_95"], 4), "map50": round(v["map50"], 4)} for k, v in models.items()}
+        result["models"] = {
+            k: {"map50_95": round(v["map50_95"], 4), "map50": round(v["map50"], 4)} for k, v in models.items()
+        }
         if scratch:
             fly_ie = sum(g["image_epochs"] for g in fly["generations"])
             scratch_ie = sum(s["image_epochs"] for s in scratch)
@@ -318,9 +333,13 @@ def main() -> None:
             }
     result["seconds"] = round(time.time() - began, 1)
     path = write_json(out, "generations.json", result)
-    text = report(result) if scratch and "flywheel" in result else json.dumps(scratch and [
-        {k: s[k] for k in ("version", "train_images", "map50_95", "wall_s")} for s in scratch
-    ])
+    text = (
+        report(result)
+        if scratch and "flywheel" in result
+        else json.dumps(
+            scratch and [{k: s[k] for k in ("version", "train_images", "map50_95", "wall_s")} for s in scratch]
+        )
+    )
     (out / "generations.md").write_text(text + "\n")
     print("\n" + text + f"\n\n{load_text()}; took {result['seconds']:.0f}s; written to {path}")
 

@@ -73,13 +73,17 @@ def reference(
         return cached
     from flywheel.store.materialize import materialize
 
-    data_yaml = materialize(app.objects, app.layout.versions, version_id, version.class_names, app.store.manifest(version_id))
+    data_yaml = materialize(
+        app.objects, app.layout.versions, version_id, version.class_names, app.store.manifest(version_id)
+    )
     out = work / f"scratch-{key}"
     shutil.rmtree(out, ignore_errors=True)
     target = EvalTarget("scratch", "", "heldout", str(heldout))
     spec = build_spec(version_id, data_yaml, out, start, params, names, [target])
     load = machine()["load_average"]
-    print(f"[scratch v{version_id}] {params['epochs']} epochs on {version.train_images} images; {load_text()}", flush=True)
+    print(
+        f"[scratch v{version_id}] {params['epochs']} epochs on {version.train_images} images; {load_text()}", flush=True
+    )
     started = time.monotonic()
     events = SubprocessTrainer(app.layout.ultralytics).run(spec, lambda _e: None)
     wall = time.monotonic() - started

@@ -115,6 +115,7 @@ def _print_verdict(verdict: dict[str, Any], policy: dict[str, Any]) -> None:
         "drop",
         "instances",
         "gated",
+        "interval (cand - prod)",
         title=f"{verdict['eval_set']}: {verdict['rule']} (margin {_f(verdict['margin'])}, "
         f"tolerance {_f(policy.get('tolerance'))}, max class drop {_f(policy.get('max_class_drop'))})",
     )
@@ -125,6 +126,7 @@ def _print_verdict(verdict: dict[str, Any], policy: dict[str, Any]) -> None:
         _f(prod["map50_95"] - cand["map50_95"]) if prod else "-",
         "",
         "yes",
+        _interval(verdict.get("interval")),
     )
     for c in verdict["classes"]:
         table.add_row(
@@ -134,8 +136,13 @@ def _print_verdict(verdict: dict[str, Any], policy: dict[str, Any]) -> None:
             _f(c["drop"]),
             str(c["instances"]),
             "yes" if c["gated"] else "no (few)",
+            _interval(c.get("interval")),
         )
     out.print(table)
+
+
+def _interval(interval: list[float] | None) -> str:
+    return f"[{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "-"
 
 
 def promote(

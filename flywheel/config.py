@@ -150,6 +150,7 @@ class GateConfig(_Section):
     max_class_drop: float = Field(0.1, ge=0, le=1)
     min_class_instances: int = Field(10, ge=0)
     bootstrap: bool = False
+    class_bootstrap: bool = True  # a class drop refuses only if its paired-bootstrap interval is below 0
     bootstrap_samples: int = Field(1000, ge=100)
     bootstrap_confidence: float = Field(0.95, gt=0.5, lt=1)
     golden_dir: str = ""  # a labeled folder scored beside val (flywheel/golden.py); "" = none

@@ -112,11 +112,12 @@ def run_cycle(
     )
     eval_sets += golden_eval_sets(store, config, workspace.data_root, version.class_names, manifest)
     evaluate = [EvalTarget("candidate", "", e.name, str(e.data_yaml)) for e in eval_sets]
+    bootstrapping = config.gate.bootstrap or config.gate.class_bootstrap  # needs production's per-image matches
     if production is not None:  # production is re-scored only on sets it has no cached score for
         evaluate += [
             EvalTarget("production", str(registry.checkpoint(production)), e.name, str(e.data_yaml))
             for e in eval_sets
-            if cached(store, production, e) is None or (config.gate.bootstrap and e.name in GATED)
+            if cached(store, production, e) is None or (bootstrapping and e.name in GATED)
         ]
     budget = None if resume is not None else _budget(store, config, start, manifest, version.train_images)
     params = resolve_params(config, start, budget) | (resume.params if resume is not None else {})  # as planned
@@ -157,7 +158,7 @@ def run_cycle(
         replay_sha256=str(run.replay.get("sample_sha256", "")),
         resume=last,
     )
-    if config.gate.bootstrap and production is not None:  # the bootstrap needs production's per-image matches
+    if bootstrapping and production is not None:
         spec = replace(
             spec, bootstrap_samples=config.gate.bootstrap_samples, bootstrap_confidence=config.gate.bootstrap_confidence
         )
@@ -241,8 +242,23 @@ def run_cycle(
     )
     assert candidate.id is not None
     intervals = {e["eval_set"]: (e["low"], e["high"]) for e in events if e["event"] == BOOTSTRAP}
+    class_intervals = {
+        e["eval_set"]: {name: (c["low"], c["high"]) for name, c in e.get("classes", {}).items()}
+        for e in events
+        if e["event"] == BOOTSTRAP
+    }
     decision = gate_and_promote(
-        store, registry, config, run.id, version_id, eval_sets, candidate, production, scores, intervals
+        store,
+        registry,
+        config,
+        run.id,
+        version_id,
+        eval_sets,
+        candidate,
+        production,
+        scores,
+        intervals,
+        class_intervals,
     )
     crash_point("run.finished")
     run = store.update_run(run.id, RunState.SUCCEEDED, model_id=candidate.id)

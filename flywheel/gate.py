@@ -4,7 +4,10 @@ Policy (README "The gate"), checked on every eval set (the new version's val spl
 golden set when configured), first refusal wins:
 1. overall mAP50-95 may not drop by more than `tolerance`;
 2. no class's AP50-95 may drop by more than `max_class_drop`; a class with fewer than
-   `min_class_instances` boxes in the set is reported, not gated (its AP is noise);
+   `min_class_instances` boxes in the set is reported, not gated (its AP is noise). With
+   `class_interval` and a paired-bootstrap interval for the class, the drop must also be real:
+   refused only when the whole interval of (candidate - production) AP lies below zero, so a
+   0.12 drop on a 45-image val split that resampling says could as well be a gain is noise;
 3. with `require_interval`, the paired-bootstrap interval's lower bound for candidate minus
    production mAP50-95 must be at least -`tolerance`;
 With no production model yet the candidate is promoted: something is better than nothing,
@@ -49,6 +52,7 @@ class Policy:
     max_class_drop: float = 0.1
     min_class_instances: int = 10
     require_interval: bool = False  # gate on the bootstrap interval's lower bound too
+    class_interval: bool = False  # a class drop refuses only if its bootstrap interval is below 0
 
     def __post_init__(self) -> None:
         if self.tolerance < 0 or self.max_class_drop < 0:
@@ -62,6 +66,14 @@ class ClassCheck:
     production: float
     instances: int
     gated: bool  # False: too few instances, reported only
+    interval: tuple[float, float] | None = None  # bootstrap interval of candidate - production AP
+
+    def refuses(self, policy: Policy) -> bool:
+        if not self.gated or self.drop <= policy.max_class_drop:
+            return False
+        if policy.class_interval and self.interval is not None:
+            return self.interval[1] < 0  # the drop is larger than resampling noise
+        return True
 
     @property
     def drop(self) -> float:
@@ -120,11 +132,13 @@ class GateDecision:
             low, high = deciding.interval
             text += f"; bootstrap interval of the difference [{low:+.4f}, {high:+.4f}]"
         if self.rule is Rule.CLASS_REGRESSED:
-            worst = max((c for c in deciding.classes if c.gated), key=lambda c: c.drop)
+            worst = max((c for c in deciding.classes if c.refuses(self.policy)), key=lambda c: c.drop)
             text += (
                 f"; class {worst.name!r} AP50-95 {worst.production:.4f} -> {worst.candidate:.4f} "
                 f"(drop {worst.drop:.4f} > max_class_drop {self.policy.max_class_drop:.4f})"
             )
+            if worst.interval is not None and self.policy.class_interval:
+                text += f", bootstrap interval [{worst.interval[0]:+.4f}, {worst.interval[1]:+.4f}] below zero"
         return text
 
 
@@ -134,6 +148,7 @@ def judge(
     production: Score | None,
     policy: Policy,
     interval: tuple[float, float] | None = None,
+    class_intervals: Mapping[str, tuple[float, float]] | None = None,
 ) -> SetVerdict:
     if production is None:
         return SetVerdict(eval_set, candidate, None, (), Rule.FIRST_MODEL)
@@ -144,12 +159,13 @@ def judge(
             production.per_class[name],
             production.instances.get(name, candidate.instances.get(name, 0)),
             production.instances.get(name, candidate.instances.get(name, 0)) >= policy.min_class_instances,
+            (class_intervals or {}).get(name),
         )
         for name in sorted(production.per_class)
     )
     if candidate.map50_95 - production.map50_95 < -policy.tolerance:
         rule = Rule.MAP_REGRESSED
-    elif any(c.gated and c.drop > policy.max_class_drop for c in classes):
+    elif any(c.refuses(policy) for c in classes):
         rule = Rule.CLASS_REGRESSED
     elif policy.require_interval and (interval is None or interval[0] < -policy.tolerance):
         rule = Rule.INTERVAL_BELOW  # no interval when one was required also refuses: fail closed
@@ -165,13 +181,19 @@ def decide(
     scores: Mapping[str, tuple[Score, Score | None]],
     policy: Policy,
     intervals: Mapping[str, tuple[float, float]] | None = None,
+    class_intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
 ) -> GateDecision:
     """`scores`: eval-set name -> (candidate, production or None), primary set first;
-    `intervals`: eval-set name -> bootstrap interval (low, high), when computed."""
+    `intervals`: eval-set name -> bootstrap interval (low, high), when computed;
+    `class_intervals`: eval-set name -> class name -> the same for the class's AP."""
     if not scores:
         raise ValueError("the gate needs at least one eval set")
     intervals = intervals or {}
-    verdicts = tuple(judge(name, cand, prod, policy, intervals.get(name)) for name, (cand, prod) in scores.items())
+    per_class = class_intervals or {}
+    verdicts = tuple(
+        judge(name, cand, prod, policy, intervals.get(name), per_class.get(name))
+        for name, (cand, prod) in scores.items()
+    )
     refusal = next((v for v in verdicts if v.rule in REFUSING), None)
     if refusal is not None:
         return GateDecision(Outcome.REJECT, refusal.rule, verdicts, policy)

@@ -25,7 +25,13 @@ log = logging.getLogger("flywheel.gate")
 
 def policy_of(config: Config) -> Policy:
     g = config.gate
-    return Policy(g.tolerance, g.max_class_drop, g.min_class_instances, require_interval=g.bootstrap)
+    return Policy(
+        g.tolerance,
+        g.max_class_drop,
+        g.min_class_instances,
+        require_interval=g.bootstrap,
+        class_interval=g.class_bootstrap,
+    )
 
 
 def score_of(event: Mapping[str, Any]) -> Score:
@@ -74,6 +80,7 @@ def gate_and_promote(
     production: ModelRow | None,
     scores: Mapping[tuple[str, str], Score],  # (role, eval set) -> score, as the child reported
     intervals: Mapping[str, tuple[float, float]] | None = None,  # eval set -> bootstrap (low, high)
+    class_intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,  # eval set -> class -> same
 ) -> GateDecision:
     assert candidate.id is not None
     pairs: dict[str, tuple[Score, Score | None]] = {}
@@ -87,7 +94,7 @@ def gate_and_promote(
             remember(store, production.sha256, eval_set, version_id, prod)
         pairs[eval_set.name] = (cand, prod)
     gated = {name: pair for name, pair in pairs.items() if name in GATED}
-    decision = decide(gated, policy_of(config), intervals)
+    decision = decide(gated, policy_of(config), intervals, class_intervals)
     details = {
         "eval_sets": {s.name: {"sha256": s.sha256, "images": s.images, **s.notes} for s in eval_sets},
         "verdicts": [_verdict(v) for v in decision.verdicts],

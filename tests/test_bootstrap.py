@@ -33,6 +33,22 @@ def test_a_better_model_gets_an_interval_above_zero():
     assert 0 < result["low"] < result["mean"] < result["high"]
     worse = bootstrap.paired(bad, good, samples=200, confidence=0.95)
     assert worse["high"] < 0
+    # one class here: its interval is the overall one, on the same resamples
+    assert list(result["classes"]) == [0]
+    assert result["classes"][0] == {"observed": result["observed"], "low": result["low"], "high": result["high"]}
+
+
+def test_each_class_gets_its_own_interval_on_the_same_resamples():
+    rng = np.random.default_rng(2)
+    same = list(rng.random(40) < 0.7)
+    zero_cand, zero_prod = images(same), images(same)  # class 0: the same hits, a zero interval
+    one_cand, one_prod = images(list(rng.random(40) < 0.9)), images(list(rng.random(40) < 0.3))
+    for part in one_cand + one_prod:  # class 1: the candidate is far better
+        part["pred_cls"], part["target_cls"] = np.array([1.0]), np.array([1.0])
+    result = bootstrap.paired(zero_cand + one_cand, zero_prod + one_prod, samples=200, confidence=0.95)
+    assert result["classes"][0]["low"] == result["classes"][0]["high"] == 0.0
+    assert result["classes"][1]["low"] > 0
+    assert result["low"] < result["classes"][1]["low"]  # the overall mean halves the class gain
 
 
 def test_the_same_model_gets_a_zero_interval():
@@ -87,3 +103,7 @@ def test_a_real_warm_start_gets_a_bootstrap_interval(tmp_path):
     assert row.details["verdicts"][0]["interval"] == list(verdict.interval)
     run_dir = tmp_path / "root" / "runs" / "r0002"
     assert (run_dir / "stats-candidate-val.npz").is_file() and (run_dir / "stats-production-val.npz").is_file()
+    # every class in val got its own interval, recorded with the verdict and used by the class rule
+    classes = row.details["verdicts"][0]["classes"]
+    assert classes and all(c["interval"] is None or c["interval"][0] <= c["interval"][1] for c in classes)
+    assert row.details["policy"]["class_interval"] is True

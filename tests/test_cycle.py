@@ -48,7 +48,7 @@ def test_second_model_warm_starts_from_production_checkpoint(data_root, tmp_path
     first = app.train(_ingest(app, tmp_path, 1)).model
     second = app.train(_ingest(app, tmp_path, 2))
     spec = trainer.specs[1]
-    assert spec.start_kind == StartKind.WARM and spec.epochs == 1
+    assert spec.start_kind == StartKind.WARM and spec.epochs == 2  # the auto budget's floor, capped at epochs_scratch
     assert Path(spec.start) == app.registry.checkpoint(first)
     assert second.run.start_model_id == first.id and second.model.parent_model_id == first.id
     # production was re-scored on the new version's val split (and its old/new halves), not on its own old one
@@ -73,14 +73,21 @@ def test_worse_candidate_is_rejected_and_production_stays(data_root, tmp_path):
     assert (data_root / "production" / "model.json").read_text().count('"m0001"') == 1
 
 
-def test_cached_production_score_is_not_recomputed(data_root, tmp_path):
+@pytest.mark.parametrize("class_bootstrap", [False, True])
+def test_cached_production_score_is_not_recomputed(data_root, tmp_path, class_bootstrap):
+    config = data_root / "config.toml"
+    config.write_text(config.read_text() + f"\n[gate]\nclass_bootstrap = {str(class_bootstrap).lower()}\n")
     trainer = FakeTrainer([0.4, 0.1, 0.2], production_map=0.4)
     app = App(data_root, trainer=trainer)
     app.train(_ingest(app, tmp_path, 1))
     version = _ingest(app, tmp_path, 2)
     app.train(version)  # rejected: production scored on this version once
     app.train(version)  # same production, same eval set: the cached score is used
-    assert {t.role for t in trainer.specs[2].evaluate} == {"candidate"}
+    roles = {(t.role, t.eval_set) for t in trainer.specs[2].evaluate}
+    if class_bootstrap:  # the per-class intervals need production's per-image matches on the gated set
+        assert ("production", "val") in roles and trainer.specs[2].bootstrap_samples == 1000
+    else:
+        assert {role for role, _ in roles} == {"candidate"} and trainer.specs[2].bootstrap_samples == 0
     assert app.store.gate_decisions()[-1].production_map == 0.4
 
 

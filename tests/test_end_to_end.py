@@ -109,7 +109,8 @@ def test_two_batches_make_two_models_the_second_warm_started_then_rollback(runni
     assert value(s, "flywheel_training_runs_total", outcome="succeeded") == 2
     assert value(s, "flywheel_promotions_total") == 1 + (gate.outcome == "promote")
     assert value(s, "flywheel_rejections_total") == (gate.outcome == "reject")
-    assert value(s, "flywheel_training_epoch") == 1 and value(s, "flywheel_training_epochs") == 1
+    # the warm run's auto budget: the floor (epochs_warm_min 5) capped at epochs_scratch (2)
+    assert value(s, "flywheel_training_epoch") == 2 and value(s, "flywheel_training_epochs") == 2
     assert value(s, "flywheel_training_duration_seconds_count", outcome="succeeded") == 2
     assert value(s, "flywheel_model_score", role="candidate", metric="map50_95") == pytest.approx(gate.candidate_map)
 

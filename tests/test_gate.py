@@ -84,3 +84,28 @@ def test_every_gated_set_must_pass_and_the_failing_one_is_named():
 def test_negative_tolerance_is_refused():
     with pytest.raises(ValueError, match="tolerance"):
         Policy(tolerance=-0.1)
+
+
+# --- issue 12: a per-class rule that does not stall the chain on noise -----------------------
+
+
+def test_a_class_drop_within_its_bootstrap_interval_is_noise_not_a_refusal():
+    candidate, production = score(0.52, a=0.80, b=0.24), score(0.50, a=0.60, b=0.40)  # b drops 0.16
+    policy = Policy(class_interval=True)
+    noisy = decide({"val": (candidate, production)}, policy, class_intervals={"val": {"b": (-0.35, 0.05)}})
+    assert noisy.outcome is Outcome.PROMOTE and noisy.rule is Rule.MAP_NOT_WORSE
+    assert noisy.verdicts[0].classes[1].interval == (-0.35, 0.05)
+    real = decide({"val": (candidate, production)}, policy, class_intervals={"val": {"b": (-0.30, -0.02)}})
+    assert real.outcome is Outcome.REJECT and real.rule is Rule.CLASS_REGRESSED
+    assert "class 'b' AP50-95 0.4000 -> 0.2400" in real.explain()
+    assert "bootstrap interval [-0.3000, -0.0200] below zero" in real.explain()
+    # no interval for the class (the bootstrap did not run): the fixed rule, fail closed
+    assert decide({"val": (candidate, production)}, policy).rule is Rule.CLASS_REGRESSED
+    # class_interval off: the fixed rule, whatever the interval says
+    off = decide({"val": (candidate, production)}, Policy(), class_intervals={"val": {"b": (-0.35, 0.05)}})
+    assert off.rule is Rule.CLASS_REGRESSED
+    # an interval below zero but a drop within max_class_drop: not refused
+    small = decide(
+        {"val": (score(0.52, a=0.80, b=0.35), production)}, policy, class_intervals={"val": {"b": (-0.1, -0.01)}}
+    )
+    assert small.outcome is Outcome.PROMOTE

@@ -47,6 +47,8 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int, int]]:
 
 def root_with_golden(tmp_path: Path, golden_dir: str = "../golden") -> Path:
     config = TINY_CONFIG.format(port=free_port()) + f'\n[gate]\ngolden_dir = "{golden_dir}"\n'
+    # class_bootstrap re-scores production on every gated set: off here, where the cache is the subject
+    config += "class_bootstrap = false\n"
     return init_data_root(tmp_path / "root", config)
 
 

@@ -59,20 +59,27 @@ def load(path: Path) -> list[dict[str, np.ndarray]]:
     return out
 
 
-def _map(per_image: list[dict[str, np.ndarray]], index: np.ndarray) -> float:
+def _class_aps(per_image: list[dict[str, np.ndarray]], index: np.ndarray) -> dict[int, float]:
+    """AP50-95 per class id (classes with a box in the picked images)."""
     from ultralytics.utils.metrics import ap_per_class
 
     picked = [per_image[i] for i in index]
     target_cls = np.concatenate([p["target_cls"] for p in picked])
     if len(target_cls) == 0:
-        return 0.0
+        return {}
     tp = np.concatenate([p["tp"].reshape(-1, 10) for p in picked])
     if len(tp) == 0:
-        return 0.0
+        return {int(c): 0.0 for c in np.unique(target_cls)}
     conf = np.concatenate([p["conf"] for p in picked])
     pred_cls = np.concatenate([p["pred_cls"] for p in picked])
-    ap = ap_per_class(tp, conf, pred_cls, target_cls)[5]
-    return float(ap.mean()) if len(ap) else 0.0
+    result = ap_per_class(tp, conf, pred_cls, target_cls)
+    ap, classes = result[5], result[6]
+    return {int(c): float(a) for c, a in zip(classes, ap.mean(1), strict=True)}
+
+
+def _map(per_image: list[dict[str, np.ndarray]], index: np.ndarray) -> float:
+    aps = _class_aps(per_image, index)
+    return float(np.mean(list(aps.values()))) if aps else 0.0
 
 
 def paired(
@@ -81,18 +88,32 @@ def paired(
     samples: int,
     confidence: float,
     seed: int = 0,
-) -> dict[str, float]:
-    """Mean and two-sided percentile interval of mAP(candidate) - mAP(production)."""
+) -> dict[str, Any]:
+    """Mean and two-sided percentile interval of mAP(candidate) - mAP(production), and the same
+    for each class's AP50-95 (`classes`: class id -> {observed, low, high}), on the same resamples."""
     if len(candidate) != len(production) or not candidate:
         raise ValueError(f"paired bootstrap needs the same images: {len(candidate)} vs {len(production)}")
     rng = np.random.default_rng(seed)
     n = len(candidate)
     diffs = np.empty(samples)
+    per_class: dict[int, list[float]] = {}
     for s in range(samples):
         index = rng.integers(0, n, n)
-        diffs[s] = _map(candidate, index) - _map(production, index)
+        cand, prod = _class_aps(candidate, index), _class_aps(production, index)
+        diffs[s] = (np.mean(list(cand.values())) if cand else 0.0) - (np.mean(list(prod.values())) if prod else 0.0)
+        for c in cand.keys() | prod.keys():
+            per_class.setdefault(c, []).append(cand.get(c, 0.0) - prod.get(c, 0.0))
     alpha = (1 - confidence) / 2
     full = np.arange(n)
+    cand_full, prod_full = _class_aps(candidate, full), _class_aps(production, full)
+    classes = {
+        c: {
+            "observed": cand_full.get(c, 0.0) - prod_full.get(c, 0.0),
+            "low": float(np.quantile(d, alpha)),
+            "high": float(np.quantile(d, 1 - alpha)),
+        }
+        for c, d in sorted(per_class.items())
+    }
     return {
         "observed": _map(candidate, full) - _map(production, full),
         "mean": float(diffs.mean()),
@@ -100,4 +121,5 @@ def paired(
         "high": float(np.quantile(diffs, 1 - alpha)),
         "samples": samples,
         "confidence": confidence,
+        "classes": classes,
     }

@@ -407,6 +407,8 @@ def _bootstrap(spec: TrainSpec, report: Reporter) -> None:
         interval = bootstrap.paired(
             bootstrap.load(cand), bootstrap.load(prod), spec.bootstrap_samples, spec.bootstrap_confidence, spec.seed
         )
+        names = spec.class_names
+        interval["classes"] = {names[c] if c < len(names) else str(c): v for c, v in interval["classes"].items()}
         report.send(BOOTSTRAP, eval_set=target.eval_set, **interval)
 
 

@@ -24,7 +24,8 @@ EPOCH = "epoch"  # {epoch, epochs, box_loss, cls_loss, dfl_loss, precision, reca
 TRAINED = "trained"  # {best, seconds}
 EVALUATED = "evaluated"  # {role, eval_set, checkpoint, map50_95, map50, precision, recall, per_class,
 #                           instances, seconds}
-BOOTSTRAP = "bootstrap"  # {eval_set, observed, mean, low, high, samples, confidence}
+BOOTSTRAP = "bootstrap"  # {eval_set, observed, mean, low, high, samples, confidence,
+#                           classes: {name: {observed, low, high}}} of candidate - production
 FAILED = "failed"  # {error}
 CANCELLED = "cancelled"  # {reason}: stopped by SIGTERM (after the current batch) or orphaned
 CANCELLED_EXIT = 3  # the child's exit code when it stopped on request
