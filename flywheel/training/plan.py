@@ -156,6 +156,7 @@ def plan_budget(
         floor=t.epochs_warm_min,
         ceiling=t.epochs_warm_max,
         parent_gain=late_gain(parent_curve),
+        boost=t.unconverged_boost,
     )
 
 
