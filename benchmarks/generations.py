@@ -251,12 +251,14 @@ def main() -> None:
     parser.add_argument("--data", choices=datasets.KNOWN, default="bccd")
     parser.add_argument("--batches", type=int, default=0, help="batches (default: 8 full, 4 quick, 2 smoke)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (training.seed), both arms")
+    parser.add_argument(
+        "--generations", type=int, default=0, help="stop after this many of the batches (the chain's first N)"
+    )
     parser.add_argument("--arms", default="scratch,flywheel", help="scratch, flywheel or both")
     parser.add_argument("--out", type=Path, default=None, help="results and work")
     parser.add_argument("--cache", type=Path, default=CACHE, help="scratch references, by content and settings")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a [training] override")
     parser.add_argument("--gate", action="append", default=[], metavar="KEY=VALUE", help="a [gate] override")
-    parser.add_argument("--refresh", action="append", default=[], metavar="KEY=VALUE", help="a [refresh] override")
     parser.add_argument("--threads", type=int, default=1, help="training threads, both arms (0 = every core)")
     args = parser.parse_args()
     stop_on_sigterm()
@@ -269,14 +271,17 @@ def main() -> None:
     config: dict[str, dict[str, Any]] = {"training": training}
     if args.gate:
         config["gate"] = parse_sets(args.gate)
-    if args.refresh:
-        config["refresh"] = parse_sets(args.refresh)
-    out: Path = args.out or Path(f"/tmp/flywheel-bench-generations/{args.data}-{form['batches']}-s{args.seed}")
+    out: Path = args.out or Path(
+        f"/tmp/flywheel-bench-generations/{args.data}-{form['batches']}-s{args.seed}"
+        + (f"-g{args.generations}" if args.generations else "")
+    )
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     data = datasets.copy(work, args.data)
     train = data.train[: form["images"]] if form["images"] else data.train
     batches = datasets.cut(train, form["batches"])
+    if args.generations:  # a prefix of the same cut: its versions (and references) are the full chain's first N
+        batches = batches[: args.generations]
     heldout = datasets.heldout_yaml(data, form["heldout"] or None)
     heldout_images = form["heldout"] or len(data.heldout)
     arms = set(args.arms.split(","))
