@@ -23,19 +23,26 @@ epochs_warm = 1
 imgsz = 32
 batch = 4
 nbs = 4
-scratch_challenger_every = 1
+{policy}
 
 [metrics]
 port = 0
 """
 
 
-def test_scratch_challenger_trains_beside_the_warm_candidate_and_the_gate_picks(tmp_path):
-    root = init_data_root(tmp_path / "root", CONFIG)
+@pytest.mark.parametrize(
+    ("policy", "counts", "reason"),
+    [
+        ("scratch_challenger_every = 1", (12, 12), "1 warm-started generations since the last training from scratch"),
+        ("refresh_growth = 2.0\nscratch_challenger_after_rejections = 0", (12, 36), "since the newest training from"),
+    ],
+)
+def test_scratch_challenger_trains_beside_the_warm_candidate_and_the_gate_picks(tmp_path, policy, counts, reason):
+    root = init_data_root(tmp_path / "root", CONFIG.format(policy=policy))
     app = App(root)
     first = None
-    for n in (1, 2):
-        version = app.ingest(synthetic_batch(tmp_path / f"b{n}", 12, seed=n), move=False).version
+    for n, count in zip((1, 2), counts, strict=True):
+        version = app.ingest(synthetic_batch(tmp_path / f"b{n}", count, seed=n), move=False).version
         result = app.train(version.id)
         first = first or result
     assert first.challenger is None and first.run.start_kind == StartKind.SCRATCH
@@ -44,7 +51,8 @@ def test_scratch_challenger_trains_beside_the_warm_candidate_and_the_gate_picks(
     assert challenger.start_kind == StartKind.SCRATCH and challenger.purpose == CHALLENGER
     assert challenger.challenger_for == warm.id and challenger.version_id == warm.version_id
     assert warm.state == challenger.state == RunState.SUCCEEDED
-    assert challenger.epochs_done == 2 and warm.epochs_done == 1
+    assert challenger.epochs_done == 2 and warm.epochs_done == 2  # the auto budget's floor, capped at epochs_scratch
+    assert reason in challenger.guard["reason"] and warm.id < challenger.id  # after the warm candidate
     winner = challenger.guard["winner"]
     production = app.store.production()
     expected = {result.model.id: "warm", result.challenger.model.id: "scratch"}.get(production.id, "production")
