@@ -41,7 +41,7 @@ class Daemon:
         self.app = App(root)
         self.registry, live = build_registry(self.app.store, self.app.objects, self.app.layout.root)
         self.degraded = Degraded(lambda on: live.degraded.set(1 if on else 0))
-        self.app.observer = live
+        self.app.observer = self.live = live
         cfg = self.app.config.inbox
         self.tracker = SettleTracker(self.app.layout.inbox, cfg.marker, cfg.settle_seconds)
         self.stopping = threading.Event()
@@ -167,8 +167,12 @@ class Daemon:
                 "batch %s left in the inbox, to be retried when it changes or on restart: %s", batch_dir.name, exc
             )
             return
-        self.tracker.forget(batch_dir.name)
         b = result.batch
+        if result.left_in_inbox:  # done, but it may not be moved: not looked at again until it changes
+            self.tracker.hold(batch_dir.name)
+            self.live.inbox_left.labels(batch_dir.name).set(1)
+        else:
+            self.tracker.forget(batch_dir.name)
         if b.state == "rejected":
             return  # the ingest service logged why, and where the files went
         if result.already:

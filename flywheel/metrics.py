@@ -18,9 +18,12 @@ batch or run.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import platform
 import shutil
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, Info
@@ -70,6 +73,12 @@ class LiveMetrics:
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
         )
         self.running = Gauge("flywheel_training_running", "1 while a training runs, else 0", registry=registry)
+        self.inbox_left = Gauge(
+            "flywheel_inbox_batch_left",
+            "1 for a batch that is done but may not be moved out of the inbox (remove it as its owner)",
+            ["batch"],
+            registry=registry,
+        )
         self.degraded = Gauge(
             "flywheel_degraded",
             "1 while the daemon cannot write its data root or database (disk full, read-only); /readyz says why",
@@ -161,12 +170,49 @@ class LiveMetrics:
             return 0
 
 
+class UsedBytes:
+    """The bytes under a folder, walked at most once per `max_age` seconds (a scrape every 15 s
+    must not walk 100,000 objects each time). Links are not followed; hard links count once."""
+
+    def __init__(self, max_age: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age, self.clock = max_age, clock
+        self._at, self._value = -math.inf, 0
+
+    def bytes(self, root: Path) -> int:
+        now = self.clock()
+        if now - self._at >= self.max_age:
+            self._value, self._at = _walk_bytes(root), now
+        return self._value
+
+
+def _walk_bytes(root: Path) -> int:
+    total, seen, stack = 0, set(), [str(root)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    info = entry.stat(follow_symlinks=False)
+                    if (info.st_dev, info.st_ino) not in seen:
+                        seen.add((info.st_dev, info.st_ino))
+                        total += info.st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
 class StateCollector(Collector):
     """Reads the database at each scrape, in one transaction (a few small aggregate queries)."""
 
     def __init__(self, store: Store, objects: ObjectStore | None = None, data_root: Path | None = None):
         self.store = store
         self.data_root = data_root
+        self.used = UsedBytes()
         self.class_counts = ClassCounts(objects) if objects is not None else None
 
     def describe(self) -> list[Metric]:
@@ -224,7 +270,14 @@ class StateCollector(Collector):
             log.warning("disk usage of %s unknown: %s", self.data_root, exc)
             return
         yield GaugeMetricFamily(
-            "flywheel_data_root_size_bytes", "Size of the file system holding the data root", value=usage.total
+            "flywheel_data_root_used_bytes",
+            "Bytes the data root's files take (summed at most once a minute)",
+            value=self.used.bytes(self.data_root),
+        )
+        yield GaugeMetricFamily(
+            "flywheel_data_root_filesystem_size_bytes",
+            "Size of the file system holding the data root",
+            value=usage.total,
         )
         yield GaugeMetricFamily(
             "flywheel_data_root_free_bytes", "Space left for flywheel on the data root's file system", value=usage.free

@@ -63,7 +63,9 @@ def test_empty_data_root_exports_zeros_and_the_process(served):
     assert not [k for k in s if k[0] in ("flywheel_production_model_info", "flywheel_model_score")]
     build = [labels for name, labels in s if name == "flywheel_build_info"]
     assert len(build) == 1 and dict(build[0])["version"] == "0.1.0" and dict(build[0])["python"]
-    assert 0 < value(s, "flywheel_data_root_free_bytes") <= value(s, "flywheel_data_root_size_bytes")
+    assert 0 < value(s, "flywheel_data_root_free_bytes") <= value(s, "flywheel_data_root_filesystem_size_bytes")
+    # what the data root takes, not the size of the disk it is on (it was the disk's: 270 GB)
+    assert 0 < value(s, "flywheel_data_root_used_bytes") < 50 * 2**20
     assert value(s, "process_resident_memory_bytes") > 1e6  # the default process collector
     assert any(name == "python_info" for name, _ in s)  # ...and the platform one
 
@@ -293,3 +295,21 @@ def test_forgetting_is_the_largest_class_ap_drop():
     assert forgetting({"red": 0.5}, {"red": 0.7}) == pytest.approx(-0.2)  # it only improved
     assert forgetting({"red": 0.5}, {}) == pytest.approx(0.5)  # a class it no longer finds
     assert forgetting({}, {"red": 0.5}) is None
+
+
+def test_used_bytes_is_the_data_root_s_files_walked_at_most_once_a_minute(tmp_path):
+    from flywheel.metrics import UsedBytes
+
+    now = [0.0]
+    used = UsedBytes(max_age=60, clock=lambda: now[0])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "one").write_bytes(b"x" * 2**20)
+    first = used.bytes(tmp_path)
+    assert 2**20 <= first < 2**20 + 64 * 1024
+    (tmp_path / "two").write_bytes(b"y" * 2**20)
+    (tmp_path / "link").hardlink_to(tmp_path / "two")  # the same bytes once
+    (tmp_path / "sym").symlink_to(tmp_path / "a")  # not followed
+    now[0] = 59.0
+    assert used.bytes(tmp_path) == first  # cached
+    now[0] = 60.0
+    assert 2 * 2**20 <= used.bytes(tmp_path) < 2 * 2**20 + 64 * 1024

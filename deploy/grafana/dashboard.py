@@ -230,7 +230,7 @@ def build() -> dict[str, Any]:
             ids,
             "Data root free",
             "Free space on the file system of the data root",
-            [query("flywheel_data_root_free_bytes / flywheel_data_root_size_bytes", instant=True)],
+            [query("flywheel_data_root_free_bytes / flywheel_data_root_filesystem_size_bytes", instant=True)],
             unit="percentunit",
         )
         .thresholds(thresholds((None, "red"), (0.1, "orange"), (0.2, "green")))
@@ -531,10 +531,11 @@ def build() -> dict[str, Any]:
         series(
             ids,
             "Data root disk",
-            "Free and total bytes of the data root's file system",
+            "Bytes the data root takes, and free and total bytes of its file system",
             queries(
+                ("flywheel_data_root_used_bytes", "used by the data root"),
                 ("flywheel_data_root_free_bytes", "free"),
-                ("flywheel_data_root_size_bytes", "size"),
+                ("flywheel_data_root_filesystem_size_bytes", "file system size"),
             ),
             w=8,
             unit="bytes",

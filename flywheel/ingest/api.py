@@ -44,3 +44,4 @@ class IngestResult:
     notes: list[tuple[str, str, str]] = field(default_factory=list)  # relpath, code, text
     format: str | None = None
     already: bool = False  # the same content was ingested before (as `batch`): nothing was done
+    left_in_inbox: str = ""  # why the processed batch is still in the inbox (it may not be moved)

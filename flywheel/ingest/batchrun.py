@@ -4,6 +4,7 @@ then write its quarantine report, commit its record, and take it out of the inbo
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from typing import Any
 
@@ -32,6 +33,7 @@ class BatchRun:
         self.store, self.paths, self.src, self.opts, self.move = store, paths, src, opts, move
         self.outcome = Outcome(src.entries)
         self.batch = BatchRow(name=src.dropped.name, content_sha256="", state=BatchState.RECEIVED)
+        self.left_in_inbox = ""  # why the batch could not be taken out of the inbox, if it could not
 
     @property
     def label(self) -> str:
@@ -156,23 +158,37 @@ class BatchRun:
             ignored=sorted(self.outcome.ignored),
             notes=[(rel, str(code), text) for rel, code, text in self.outcome.notes],
             format=row.format,
+            left_in_inbox=self.left_in_inbox,
         )
 
     def leave_inbox(self, name: str) -> None:
-        """Take the processed batch out of the inbox: into `.done/` under a free name, or delete it."""
+        """Take the processed batch out of the inbox: into `.done/` under a free name, or delete it.
+
+        Only by rename, which is atomic: a batch is out of the inbox whole or not at all. One the
+        daemon may not move (another user's folder: renaming a directory needs write access to
+        it) stays where it is, done, and `left_in_inbox` says why; copying it instead and then
+        failing to delete it is what made the same batch pile up in `.done/` at every rescan."""
         dropped = self.src.dropped
         if not self.move or not (dropped.exists() or dropped.is_symlink()):
             return
-        if not self.opts.keep_done:
-            if dropped.is_dir() and not dropped.is_symlink():
-                shutil.rmtree(dropped)
-            else:
-                dropped.unlink()
-            return
-        target = self.paths.done / name
+        target = self.paths.done / (name if self.opts.keep_done else f".removing-{name}")
         target.parent.mkdir(parents=True, exist_ok=True)
         final, n = target, 1
         while final.exists() or final.is_symlink():
             n += 1
             final = target.with_name(f"{target.name}.{n}")
-        shutil.move(str(dropped), str(final))
+        try:
+            os.rename(dropped, final)
+        except OSError as exc:
+            self.left_in_inbox = (
+                f"{dropped} could not be moved out of the inbox ({exc.strerror}); it stays there and is not "
+                f"ingested again unless its content changes. Remove it as its owner (or give the daemon's user "
+                f"write access to it)"
+            )
+            log.warning("batch %s is done: %s", self.label, self.left_in_inbox)
+            return
+        if not self.opts.keep_done:
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final, ignore_errors=True)  # out of the inbox already: what stays is only disk
+            else:
+                final.unlink(missing_ok=True)

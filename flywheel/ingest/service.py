@@ -83,7 +83,7 @@ def _ingest_batch(
         if last is not None and last.state == BatchState.INGESTED and not again:
             log.info("batch %s has the same content as %s, ingested already", batch_dir.name, batch_name(last.id or 0))
             run.leave_inbox(f"{batch_name(last.id or 0)}-{batch_dir.name}")
-            return IngestResult(last, None, already=True)
+            return IngestResult(last, None, already=True, left_in_inbox=run.left_in_inbox)
         if last is not None and last.state == BatchState.INGESTING:  # an interrupted try: resume it
             run.batch = last
         elif last is not None and last.state == BatchState.RECEIVED:  # killed between its first two commits
