@@ -70,8 +70,11 @@ def ingest(
     (bad files are copied to quarantine/); the daemon must not be running on the same root."""
     _logging()
     application = _call(lambda: App(root))
-    with _call(lambda: DataRootLock(application.layout.root)):
+    lock = _call(lambda: DataRootLock(application.layout.root).__enter__())  # Busy: exit 5, no traceback
+    try:
         result = _call(lambda: application.ingest(path.resolve(), move=False))
+    finally:
+        lock.close()
     b = result.batch
     out.print(
         f"{batch_name(b.id or 0)} {b.state}: {result.accepted} images accepted, {result.new_images} new, "

@@ -57,3 +57,43 @@ def test_status_versions_models_on_an_empty_root(data_root: Path):
         result = runner.invoke(app, [command, "--root", str(data_root)])
         assert result.exit_code == 0, (command, result.output)
     assert "production: none" in runner.invoke(app, ["status", "--root", str(data_root)]).output
+
+
+# --- every documented exit code, through the real command in its own process --------------
+
+
+def flywheel(*args: str) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "flywheel", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_every_documented_exit_code_through_the_real_command(data_root: Path, tmp_path: Path):
+    from flywheel.app import DataRootLock
+    from flywheel.demo import synthetic_batch
+
+    root = str(data_root)
+    batch = synthetic_batch(tmp_path / "batch", 4, seed=1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = {
+        0: ["ingest", str(batch), "--root", root],
+        1: ["ingest", str(empty), "--root", root],  # refused: nothing in it
+        2: ["status", "--root", str(tmp_path)],  # not a data root
+        3: ["models", "show", "m0042", "--root", root],
+        4: ["rollback", "--reason", "test", "--root", root],  # nothing in production
+    }
+    for code, args in cases.items():
+        got, output = flywheel(*args)
+        assert got == code, (args, output)
+        assert "Traceback" not in output, output
+    with DataRootLock(data_root):  # as the running daemon holds it
+        got, output = flywheel("ingest", str(batch), "--root", root)
+    assert got == 5, output
+    text = " ".join(output.split())  # rich wraps at the terminal width
+    assert "in use by pid" in text and "Drop the batch in its inbox" in text
+    assert "Traceback" not in output  # it was: the right message, then a traceback and exit 1
