@@ -22,7 +22,9 @@ CONFIG_NAME = "config.toml"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has real types, so imgsz = "640", epochs_warm = true or allow_unlabeled =
+    # "yes" are mistakes to name, not values to coerce (an int is still a valid float)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class InboxConfig(_Section):
@@ -221,7 +223,7 @@ def parse(data: dict[str, Any], source: str = CONFIG_NAME) -> Config:
             msg = (
                 "unknown key (check its spelling against the documented config.toml)"
                 if (err["type"] == "extra_forbidden")
-                else err["msg"]
+                else err["msg"] + (f" (got {err['input']!r}; TOML writes it without quotes)" if "input" in err else "")
             )
             problems.append(f"{source}: key `{key}`: {msg}")
         raise ConfigError("\n".join(problems)) from None
@@ -244,7 +246,26 @@ def load(data_root: Path) -> Config:
             "flywheel never downloads weights: put the .pt there, or use a YAML such as "
             "yolov8n.yaml to train from scratch"
         )
+    if base.endswith((".yaml", ".yml")) and not resolve(data_root, base).is_file() and not shipped_model_yaml(base):
+        raise ConfigError(
+            f"{path}: key `model.base`: {base!r} is neither a file under the data root nor a model YAML that "
+            "Ultralytics ships (e.g. yolov8n.yaml, yolo11s.yaml); fix the name or put the YAML there"
+        )
     return config
+
+
+def shipped_model_yaml(name: str) -> bool:
+    """Whether Ultralytics ships a model YAML by this name, found the way it looks one up
+    (`yolov8n.yaml` is `yolov8.yaml` at scale n), without importing it (seconds, and torch)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.submodule_search_locations:
+        return True  # cannot tell here; the training child will say
+    models = Path(next(iter(spec.submodule_search_locations))) / "cfg" / "models"
+    stem = Path(name).name
+    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", Path(stem).stem) + Path(stem).suffix
+    return any(models.rglob(stem)) or any(models.rglob(unified))
 
 
 def resolve(data_root: Path, value: str) -> Path:

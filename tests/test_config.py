@@ -213,3 +213,36 @@ def test_config_is_frozen():
     cfg = Config()
     with pytest.raises(ValidationError):
         cfg.training.imgsz = 320  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "got"),
+    [
+        ('[training]\nimgsz = "640"\n', "training.imgsz", "'640'"),
+        ("[training]\nepochs_warm = true\n", "training.epochs_warm", "True"),
+        ('[ingest]\nallow_unlabeled = "yes"\n', "ingest.allow_unlabeled", "'yes'"),
+        ('[training]\nshrink = "0.4"\n', "training.shrink", "'0.4'"),
+    ],
+)
+def test_config_types_are_strict_as_toml_has_real_types(tmp_path, text, key, got):
+    write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path)
+    assert f"key `{key}`" in str(err.value) and f"(got {got}" in str(err.value)
+
+
+def test_an_int_is_still_a_float(tmp_path):
+    write_config(tmp_path, "[inbox]\nsettle_seconds = 10\n")
+    assert load(tmp_path).inbox.settle_seconds == 10.0
+
+
+def test_a_model_yaml_ultralytics_does_not_ship_is_refused_at_start(tmp_path):
+    write_config(tmp_path, '[model]\nbase = "yolov99n.yaml"\n')
+    with pytest.raises(ConfigError, match=r"key `model.base`: 'yolov99n.yaml' is neither a file"):
+        load(tmp_path)
+    for ok in ("yolov8n.yaml", "yolo11s.yaml", "yolov8n-p2.yaml"):
+        write_config(tmp_path, f'[model]\nbase = "{ok}"\n')
+        assert load(tmp_path).model.base == ok
+    (tmp_path / "mine.yaml").write_text("nc: 2\n")
+    write_config(tmp_path, '[model]\nbase = "mine.yaml"\n')
+    assert load(tmp_path).model.base == "mine.yaml"
