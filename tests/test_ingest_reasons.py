@@ -212,6 +212,19 @@ def test_fixable_labels_are_kept_with_a_note_each(env: Env):
     assert env.label_lines(1, sha(png(20))) == ["1 0.500000 0.500000 0.200000 0.200000"]  # BOM and CRLF
 
 
+def test_an_image_whose_every_box_was_dropped_is_quarantined_not_kept_as_a_negative(env: Env):
+    batch = pair_batch(env, "x.png", png(5), "0 0.5 0.5 0 0.2\n")  # its only box has zero width
+    write(batch / "images" / "y.png", png(6))
+    write(batch / "labels" / "y.txt", "0 0.5 0.5 0.2 0.2\n")
+
+    result = env.ingest(batch)
+
+    assert env.codes(result) == {"labels/x.txt": Code.LABEL_NO_BOX_LEFT, "images/x.png": Code.PARTNER_REFUSED}
+    why = dict(result.quarantined)["labels/x.txt"]
+    assert "zero-size box (w=0 h=0.2) dropped" in why and "empty the label file" in why
+    assert result.accepted == 2
+
+
 def test_a_label_claimed_by_two_images_and_a_second_class_file(env: Env):
     batch = pair_batch(env, "x.png", png(3), "0 0.5 0.5 0.2 0.2\n")
     write(batch / "images" / "x.jpg", jpeg(4))
@@ -696,6 +709,9 @@ def bad_corpus(folder: Path) -> dict[str, Code | None]:
     ):
         write(folder / "images" / f"fix{n}.png", png(400 + n))
         write(folder / "labels" / f"fix{n}.txt", text)
+    # fix2's only box has zero width: dropped, and with it the image (not a silent negative)
+    expected["labels/fix2.txt"] = Code.LABEL_NO_BOX_LEFT
+    expected["images/fix2.png"] = Code.PARTNER_REFUSED
     for name in (".DS_Store", "Thumbs.db", "__MACOSX/images/._g0.png", "images/._g1.png", "README.txt", MARKER):
         write(folder / name, b"\x00meta")
         expected[name] = None
@@ -720,7 +736,7 @@ def check_accounting(env: Env, result, dropped: dict[str, str], expected: dict[s
     assert set(b.quarantine_reasons) <= {c.value for c in Code}
     bad_inputs = {Path(rel).stem for rel, code in quarantined.items() if code != Code.PARTNER_REFUSED}
     assert len(bad_inputs) >= 30 and len(set(quarantined.values())) >= 18
-    assert result.accepted == 15 and len(manifest) == 15  # 10 good, 4 fixed, and amb.jpg
+    assert result.accepted == 14 and len(manifest) == 14  # 10 good, 3 fixed, and amb.jpg
 
 
 def test_files_in_equal_versioned_plus_quarantined_plus_ignored_over_a_bad_corpus(env: Env):

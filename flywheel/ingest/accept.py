@@ -142,6 +142,16 @@ def _judge(
         boxes, notes = finish(annotation, (info.width, info.height), checks.coordinate_tolerance)
     except LabelProblem as exc:
         return exc.code, str(exc), False
+    if annotation.boxes and not boxes and not checks.allow_unlabeled:
+        # The annotator marked something here; as a background image it would teach the model
+        # that nothing is. An empty label file (or allow_unlabeled) is how to say "no object".
+        dropped = "; ".join(text for _, text in notes)
+        return (
+            Code.LABEL_NO_BOX_LEFT,
+            f"every box of this label was dropped ({dropped}), which would make the image a silent negative: "
+            "fix the boxes, or empty the label file if the image truly shows no object",
+            False,
+        )
     upright, sha = None, file_sha
     if info.orientation != 1:
         upright = upright_bytes(root / sample.image)

@@ -45,6 +45,7 @@ class Code(StrEnum):
     LABEL_SIZE_MISMATCH = "label_size_mismatch"  # annotation's image size is not the image's
     LABEL_ORPHAN = "label_orphan"  # a label no image in the batch claims
     LABEL_AMBIGUOUS = "label_ambiguous"  # one label claimed by two images, or two labels for one
+    LABEL_NO_BOX_LEFT = "label_no_box_left"  # every box was dropped: not a negative image by accident
     # --- any file ---------------------------------------------------------------------------
     PARTNER_REFUSED = "partner_refused"  # the other half of a refused image/label pair
     FILE_UNSUPPORTED = "file_unsupported"
