@@ -132,7 +132,12 @@ class App:
         paths = IngestPaths(self.objects, self.layout.versions, self.layout.quarantine, self.layout.done)
         inbox, ing = self.config.inbox, self.config.ingest
         options = IngestOptions(
-            ing.max_image_pixels, ing.coordinate_tolerance, ing.allow_unlabeled, ing.max_archive_bytes, ing.keep_done
+            ing.max_image_pixels,
+            ing.coordinate_tolerance,
+            ing.allow_unlabeled,
+            ing.max_archive_bytes,
+            ing.keep_done,
+            ing.link_outside == "batch",
         )
         result = ingest_batch(
             self.store,

@@ -40,6 +40,7 @@ class IngestConfig(_Section):
     allow_unlabeled: bool = False
     max_archive_bytes: int = Field(20 * 2**30, ge=1)
     keep_done: bool = True
+    link_outside: Literal["file", "batch"] = "file"  # a link out of a folder batch refuses that file, or all
 
 
 class DatasetConfig(_Section):

@@ -352,12 +352,27 @@ def test_links_inside_a_batch_are_quarantined_not_followed_and_special_files_too
     assert not (quarantine / "images" / "alias.png").exists() and not (quarantine / "pipe").exists()
 
 
-def test_a_folder_batch_with_a_link_pointing_outside_is_refused(env: Env, tmp_path: Path):
+def test_a_link_pointing_outside_a_folder_batch_is_refused_alone(env: Env, tmp_path: Path):
     secret = write(tmp_path / "secret.txt", "do not read")
     batch = yolo_batch(env.inbox / "b", count=1)
     os.symlink(secret, batch / "labels" / "sneaky.txt")
 
     result = env.ingest(batch)
+
+    assert result.batch.state == BatchState.INGESTED and result.accepted == 1  # the good pair is not its fault
+    assert env.codes(result) == {"labels/sneaky.txt": Code.LINK_OUTSIDE}
+    assert "outside the batch" in dict(result.quarantined)["labels/sneaky.txt"]
+    copied = [p for p in Path(result.batch.quarantine_dir or "").rglob("*") if p.name == "sneaky.txt"]
+    assert copied == []  # the link is reported, never copied or followed
+    assert secret.read_text() == "do not read"
+
+
+def test_a_folder_batch_with_a_link_pointing_outside_is_refused_whole_when_configured(env: Env, tmp_path: Path):
+    secret = write(tmp_path / "secret.txt", "do not read")
+    batch = yolo_batch(env.inbox / "b", count=1)
+    os.symlink(secret, batch / "labels" / "sneaky.txt")
+
+    result = env.ingest(batch, refuse_batch_on_link_outside=True)
 
     assert result.batch.state == BatchState.REJECTED
     assert set(env.codes(result).values()) == {Code.LINK_OUTSIDE}

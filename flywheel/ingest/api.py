@@ -29,6 +29,7 @@ class IngestOptions:
     allow_unlabeled: bool = False  # the default; a batch's READY file can say otherwise
     max_archive_bytes: int = 20 * 2**30
     keep_done: bool = True  # after commit: move the dropped batch to inbox/.done/ (else delete it)
+    refuse_batch_on_link_outside: bool = False  # a link leaving a folder batch: its own file (False) or all
 
 
 @dataclass

@@ -43,18 +43,24 @@ class BatchRun:
         return {"batch": self.label, "source": str(self.src.dropped), "reason": None, "code": None, **fields}
 
     def links_and_special(self) -> None:
-        """Links are never followed: one leaving the batch refuses it, one inside it is quarantined."""
+        """Links are never followed: each is quarantined (its own reason: one leaving the batch
+        is `link_outside`), or, with `ingest.link_outside = "batch"`, one leaving refuses it all."""
         links = self.src.listing.links
         for rel, target in links.items():
-            if link_escapes(rel, target):
+            if link_escapes(rel, target) and self.opts.refuse_batch_on_link_outside:
                 raise BatchRefused(
                     Code.LINK_OUTSIDE,
                     f"{self.src.dropped}: {rel} links to {target}, outside the batch; put the file itself in the batch",
                 )
         for rel, target in links.items():
-            self.outcome.quarantine(
-                rel, Code.LINK, f"a link (to {target}); flywheel never follows links: put the file here"
-            )
+            if link_escapes(rel, target):
+                self.outcome.quarantine(
+                    rel, Code.LINK_OUTSIDE, f"links to {target}, outside the batch: never followed; put the file here"
+                )
+            else:
+                self.outcome.quarantine(
+                    rel, Code.LINK, f"a link (to {target}); flywheel never follows links: put the file here"
+                )
         for rel in self.src.listing.special:
             self.outcome.quarantine(rel, Code.SPECIAL_FILE, "not a regular file (a device, pipe or socket)")
 
