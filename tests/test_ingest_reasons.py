@@ -406,6 +406,17 @@ def test_an_empty_batch(env: Env):
     assert (result.batch.files, result.batch.ignored) == (2, 2)
 
 
+def test_a_batch_with_labels_but_no_images_is_refused_and_says_so(env: Env):
+    batch = env.inbox / "labels-only"
+    write(batch / "labels" / "a.txt", "0 0.5 0.5 0.2 0.2\n")
+    write(batch / "classes.txt", "cat\n")
+
+    result = env.ingest(batch)  # was: recorded ingested, no version, no message
+
+    report = refused(env, result, Code.BATCH_EMPTY)
+    assert "no images found" in report["reason"] and result.batch.files == 2
+
+
 def test_a_lone_file_in_the_inbox_is_not_a_batch(env: Env):
     lone = write(env.inbox / "photo.jpg", jpeg(1))
 

@@ -100,6 +100,13 @@ def _ingest_batch(
             if not files and not src.listing.links:
                 raise BatchRefused(Code.BATCH_EMPTY, f"{batch_dir}: the batch holds no files (only ignored ones)")
             parsed = read_batch(src.listing.root, files)
+            images_refused = any(str(code).startswith("image_") for _, code, _ in parsed.refused)
+            if not parsed.samples and not images_refused:  # only labels, class files, metadata: say so
+                raise BatchRefused(
+                    Code.BATCH_EMPTY,
+                    f"{batch_dir}: no images found ({len(files)} files, none of them an image a label could go "
+                    "with); put the images beside their labels (images/ and labels/, or side by side)",
+                )
             parent = store.latest_version()
             check_class_names(parent.class_names if parent else [], parsed.class_names)
             class_names, remap = merge_class_map(parent.class_names if parent else [], parsed.class_names)
