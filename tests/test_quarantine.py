@@ -172,3 +172,33 @@ def test_retry_of_a_batch_holding_a_pipe_does_not_block_on_it(data_root: Path):
 
     assert done.exit_code == 0, done.output
     assert app.store.batches()[-1].images_ok == 2
+
+
+def test_a_report_that_holds_only_notes_is_listed_too(data_root: Path):
+    app = App(data_root)
+    batch = yolo_batch(data_root / "inbox" / "noted", count=2)
+    (batch / "labels" / "g0.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n")  # the same box twice
+    result = app.ingest(batch, move=True)
+    assert result.quarantined == [] and result.notes  # nothing quarantined, one note
+
+    shown = runner.invoke(cli(), ["quarantine", "--root", str(data_root)], terminal_width=200)
+
+    assert shown.exit_code == 0, shown.output
+    line = next(ln for ln in shown.output.splitlines() if "labels/g0.txt" in ln)
+    assert "box_duplicate" in line and "kept:" in line  # was: "nothing in quarantine"
+
+
+def test_an_image_above_pillow_s_own_cap_names_flywheel_s_cap(tmp_path: Path):
+    from PIL import Image
+
+    from flywheel.ingest.images import check_image
+    from flywheel.ingest.reasons import Problem
+
+    path = tmp_path / "bomb.png"
+    Image.new("1", (14000, 13000)).save(path)  # 182 M pixels: above Pillow's 2 x 89.5 M
+    with pytest.raises(Problem) as err:
+        check_image(path, 64_000_000)
+    assert str(err.value) == (
+        "182000000 pixels, above ingest.max_image_pixels = 64000000 (decompression-bomb guard); "
+        "downscale it or raise the cap"
+    )  # was: Pillow's limit, 178956970, which the user never set

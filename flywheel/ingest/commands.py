@@ -33,6 +33,8 @@ def show(ctx: typer.Context, root: Root = Path(".")) -> None:
         table = Table("file", "code", "reason", title=f"{entry.label} ({entry.folder})", title_justify="left")
         for f in entry.files:
             table.add_row(f["path"], f.get("code", ""), f["reason"])
+        for n in entry.notes:  # kept, but changed on the way: worth a look
+            table.add_row(n["path"], n.get("code", ""), f"kept: {n['detail']}")
         out.print(table)
         if entry.reason:
             out.print(f"  batch refused: {entry.reason}", highlight=False)

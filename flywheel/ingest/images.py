@@ -8,6 +8,7 @@ on, and reports truncation and bombs as errors); nothing here parses image bytes
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,8 +79,14 @@ def check_image(path: Path, max_pixels: int) -> ImageInfo:
         raise Problem(
             Code.IMAGE_NOT_IMAGE, "not an image Pillow can read (the content is no known image format)"
         ) from None
-    except Image.DecompressionBombError as exc:
-        raise Problem(Code.IMAGE_TOO_LARGE, f"too many pixels, refused as a decompression bomb: {exc}") from None
+    except Image.DecompressionBombError as exc:  # above Pillow's own hard cap, before ours could look
+        size = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{size.group(1)} pixels" if size else "too many pixels"
+        raise Problem(
+            Code.IMAGE_TOO_LARGE,
+            f"{pixels}, above ingest.max_image_pixels = {max_pixels} (decompression-bomb guard); "
+            "downscale it or raise the cap",
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise Problem(Code.IMAGE_CORRUPT, f"image does not decode (truncated or corrupt): {exc}") from None
 

@@ -33,17 +33,20 @@ class Quarantined:
     folder: Path
     reason: str | None  # why the whole batch was refused, if it was
     files: list[dict[str, Any]] = field(default_factory=list)  # path, code, reason
+    notes: list[dict[str, Any]] = field(default_factory=list)  # path, code, detail: kept, but changed
 
 
 def list_quarantine(root: Path) -> list[Quarantined]:
-    """Batches with files in quarantine, oldest first (reports with notes only are left out)."""
+    """Batches with a report, oldest first: files in quarantine, or notes on files that were
+    kept but changed (a dropped box, a clipped one), which the user should see too."""
     out = []
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         if folder.name.startswith(".") or not (folder / REPORT).is_file():
             continue
         report = read_report(folder)
-        if report.get("files"):
-            out.append(Quarantined(folder.name, folder, report.get("reason"), list(report["files"])))
+        if report.get("files") or report.get("notes"):
+            files, notes = list(report.get("files") or []), list(report.get("notes") or [])
+            out.append(Quarantined(folder.name, folder, report.get("reason"), files, notes))
     return out
 
 
@@ -52,6 +55,8 @@ def find(root: Path, batch: str) -> Quarantined:
     entries = list_quarantine(root)
     wanted = batch if (root / batch).is_dir() else f"{batch_name(parse_id(batch, 'b'))}-"
     for entry in entries:
+        if not entry.files:
+            continue  # notes only: nothing to fix and retry
         if entry.label == wanted or entry.label.startswith(wanted):
             return entry
     raise NotFound(f"no quarantined files for batch {batch!r}; list them with `flywheel quarantine`")
