@@ -206,6 +206,14 @@ def status(root: Root = Path(".")) -> None:
         f"newest version: {version_name(latest.id or 0) if latest else 'none'}"
         + (f" ({latest.train_images} train / {latest.val_images} val images)" if latest else "")
     )
+    problem = application.registry.production_problem()
+    if problem:
+        out.print(
+            f"[red]production is damaged[/red]: {problem}. The daemon restores a damaged copy from the intact "
+            "one at its next step; if both are damaged, `flywheel rollback --reason '...'` serves the previous "
+            "model, or restore the file from a backup",
+            highlight=False,
+        )
     t = application.config.training
     out.print(f"refresh: {refresh_outlook(generations(store), t.refresh_growth, t.scratch_challenger_every)}")
     table = Table("run", "version", "state", "start", "epochs", "model", "error", title="training runs")

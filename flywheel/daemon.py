@@ -22,7 +22,7 @@ from apscheduler.triggers.cron import CronTrigger
 from flywheel import requests
 from flywheel.app import App, DataRootLock
 from flywheel.domain import batch_name, run_name, version_name
-from flywheel.errors import FlywheelError, TrainingCancelled
+from flywheel.errors import FlywheelError, IntegrityError, TrainingCancelled
 from flywheel.health import Degraded, Health, Heartbeat, storage_message, storage_problem
 from flywheel.http import HEALTHZ, READYZ, HttpServer
 from flywheel.ingest.watcher import InboxWatcher, SettleTracker
@@ -69,7 +69,11 @@ class Daemon:
         """Serve until `stop()` (or SIGTERM/SIGINT when run from the main thread)."""
         app = self.app
         with DataRootLock(app.layout.root):
-            app.registry.publish()  # heal a crash between a production commit and its swap
+            try:
+                self._check_production()  # before publish, which needs the registry's copy intact
+                app.registry.publish()  # heal a crash between a production commit and its swap
+            except IntegrityError as exc:  # serve, say so on /readyz, train from nothing damaged
+                self.degraded.set(str(exc))
             for r in mark_interrupted(app.store, app.registry):  # a run a dead daemon left "running"
                 policy = app.config.training.on_interrupt
                 log.warning("run %s was interrupted (on_interrupt: %s)", run_name(r.id or 0), policy)
@@ -131,6 +135,8 @@ class Daemon:
                 self._step()
             except TrainingCancelled as exc:
                 log.info("%s", exc)
+            except IntegrityError as exc:  # said once (Degraded logs changes only), on /readyz and the gauge
+                self.degraded.set(str(exc))
             except (FlywheelError, OSError) as exc:
                 if storage_problem(exc):  # disk full, read-only: alive and serving, retried at the next rescan
                     self.degraded.set(str(exc) if isinstance(exc, FlywheelError) else storage_message(exc))
@@ -143,13 +149,21 @@ class Daemon:
             if not self.stopping.is_set():
                 self.status.step(self._idle)
 
+    def _check_production(self) -> None:
+        """Production's two copies against its sha256, at start and before each step that may
+        train from it: one damaged copy is restored from the other; both: IntegrityError."""
+        restored = self.app.registry.heal_production()
+        if restored:
+            log.warning("production model restored: %s", restored)
+
     def _step(self) -> None:
-        if not self.stopping.is_set():
-            self.app.resume_interrupted()  # resume or restart per training.on_interrupt
-        for batch_dir in self.tracker.complete():
+        for batch_dir in self.tracker.complete():  # ingest needs no production model: it goes on
             if self.stopping.is_set():
                 return
             self._ingest(batch_dir)
+        self._check_production()  # a damaged production model: degraded, nothing trains from it
+        if not self.stopping.is_set():
+            self.app.resume_interrupted()  # resume or restart per training.on_interrupt
         self.trigger.asked(self.stopping)  # `flywheel train` while the daemon runs, then the schedule
         if not self.stopping.is_set():
             self.trigger.scheduled()

@@ -28,6 +28,7 @@ from flywheel.hooks import Notifier
 from flywheel.ledger import Action
 from flywheel.ports import Exporter
 from flywheel.store import ObjectStore, Store
+from flywheel.store.objects import sha256_file
 from flywheel.store.tables import LedgerRow, ModelRow, as_utc
 
 log = logging.getLogger("flywheel.registry")
@@ -179,13 +180,17 @@ class Registry:
             return None
         name = model_name(model.id)
         folder = self._published / name
-        if not (folder / "model.json").is_file():
+        stored = self.checkpoint(model)
+        shared = (folder / "model.pt").is_file() and os.path.samefile(folder / "model.pt", stored)
+        if not (folder / "model.json").is_file() or shared:  # shared: a hard link made by flywheel < 0.2
             tmp = self._published / f".tmp-{name}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            os.link(self.checkpoint(model), tmp / "model.pt")
+            # A copy, not a hard link: damage to one file must not be damage to both, so each
+            # can restore the other (heal_production).
+            _copy_durably(stored, tmp / "model.pt")
             if self.onnx_path(model).is_file():  # exported at promotion; a rollback never waits for one
-                os.link(self.onnx_path(model), tmp / "model.onnx")
+                _copy_durably(self.onnx_path(model), tmp / "model.onnx")
             (tmp / "model.json").write_text(json.dumps(self.describe(model), indent=2) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
@@ -198,6 +203,47 @@ class Registry:
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
         return folder
+
+    def production_problem(self) -> str:
+        """What is wrong with production's two copies (the registry's object and
+        production/model.pt) against its recorded sha256; "" when both are intact."""
+        stored_ok, published_ok, stored, published, model = self._production_copies()
+        if model is None or (stored_ok and published_ok):
+            return ""
+        bad = [str(p) for p, ok in ((stored, stored_ok), (published, published_ok)) if not ok]
+        name = model_name(model.id or 0)
+        return f"production model {name}: {' and '.join(bad)} do not hash to its sha256 {model.sha256}"
+
+    def heal_production(self) -> str:
+        """Restore a damaged copy of the production model from the intact one; returns what was
+        restored ("" if nothing was wrong). Both damaged: IntegrityError, naming both and the fix."""
+        stored_ok, published_ok, stored, published, model = self._production_copies()
+        if model is None or (stored_ok and published_ok):
+            return ""
+        if stored_ok:
+            shutil.rmtree(published.parent, ignore_errors=True)
+            self.publish()
+            return (
+                f"{published} was damaged (not the sha256 of {model_name(model.id or 0)}): copied again from {stored}"
+            )
+        if published_ok:
+            _copy_durably(published, stored.with_name(f".restore-{stored.name}"))
+            os.replace(stored.with_name(f".restore-{stored.name}"), stored)
+            return f"{stored} was damaged (not its sha256): restored from {published}"
+        raise IntegrityError(
+            f"{self.production_problem()}: both copies are damaged, nothing trains from it. Run "
+            f"`flywheel rollback --reason '...'` to serve the previous model, or restore {stored} from a backup"
+        )
+
+    def _production_copies(self) -> tuple[bool, bool, Path, Path, ModelRow | None]:
+        model = self.store.production()
+        if model is None or model.id is None:
+            return True, True, Path(), Path(), None
+        stored = self.checkpoints.path(model.sha256)
+        published = self._published / model_name(model.id) / "model.pt"
+        stored_ok = stored.is_file() and sha256_file(stored) == model.sha256
+        published_ok = published.is_file() and sha256_file(published) == model.sha256
+        return stored_ok, published_ok, stored, published, model
 
     def describe(self, model: ModelRow) -> dict[str, Any]:
         version = self.store.version(model.version_id)
@@ -221,3 +267,9 @@ class Registry:
                 "per_class": score.per_class,
             },
         }
+
+
+def _copy_durably(source: Path, target: Path) -> None:
+    shutil.copyfile(source, target)
+    with target.open("rb") as fh:
+        os.fsync(fh.fileno())

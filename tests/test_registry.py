@@ -41,7 +41,42 @@ def test_production_folder_describes_the_production_model(data_root, tmp_path):
     assert described["id"] == "m0003" and described["parent"] == "m0002" and described["version"] == "v0003"
     assert described["metrics"]["map50_95"] == 0.3
     assert (data_root / "production").is_symlink()
-    assert os.path.samefile(data_root / "production" / "model.pt", app.registry.checkpoint(app.store.model(3)))
+    published, stored = data_root / "production" / "model.pt", app.registry.checkpoint(app.store.model(3))
+    assert published.read_bytes() == stored.read_bytes()
+    assert not os.path.samefile(published, stored)  # a copy: damage to one is not damage to both
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_copy_of_production_is_restored_from_the_intact_one(data_root, tmp_path):
+    app = _three_generations(data_root, tmp_path)
+    model = app.store.model(3)
+    published = (data_root / "production" / "model.pt").resolve()
+    stored = app.registry.checkpoints.path(model.sha256)
+    good = stored.read_bytes()
+    assert app.registry.production_problem() == "" and app.registry.heal_production() == ""
+    _flip_a_byte(published)
+    assert str(published) in app.registry.production_problem()
+    assert "copied again from" in app.registry.heal_production()
+    assert (data_root / "production" / "model.pt").read_bytes() == good
+    _flip_a_byte(stored)
+    assert "restored from" in app.registry.heal_production()
+    assert stored.read_bytes() == good and app.registry.production_problem() == ""
+
+
+def test_both_copies_damaged_is_an_integrity_error_naming_the_fix(data_root, tmp_path):
+    app = _three_generations(data_root, tmp_path)
+    _flip_a_byte((data_root / "production" / "model.pt").resolve())
+    _flip_a_byte(app.registry.checkpoints.path(app.store.model(3).sha256))
+    with pytest.raises(
+        IntegrityError, match=r"both copies are damaged, nothing trains from it\. Run `flywheel rollback"
+    ):
+        app.registry.heal_production()
 
 
 def test_rollback_goes_one_generation_back_each_time(data_root, tmp_path):
