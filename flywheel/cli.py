@@ -17,7 +17,7 @@ from rich.table import Table
 from flywheel import __version__, cli_models
 from flywheel.app import App, DataRootLock, init_data_root
 from flywheel.cli_common import Root, call, err, out, setup_logging
-from flywheel.cli_train import progress_of
+from flywheel.cli_train import progress_of, run_ending
 from flywheel.cycle import generations
 from flywheel.domain import batch_name, model_name, parse_id, run_name, version_name
 from flywheel.errors import Busy
@@ -144,8 +144,9 @@ def train(
     except Busy:
         vid_asked = _call(lambda: parse_id(version, "v")) if version else None
         run = through_daemon(application, vid_asked, start_from, current_actor(), err, follow)
-        if run is not None:
-            out.print(f"run {run_name(run.id or 0)}: {run.state}" + (f" ({run.error})" if run.error else ""))
+        if run is not None:  # the same ending as a local training: the model and the gate's word on it
+            for line in run_ending(application.store, run):
+                out.print(line, highlight=False)
             raise typer.Exit(0 if run.state == "succeeded" else 1) from None
         if follow:
             err.print(
@@ -160,18 +161,8 @@ def train(
             raise typer.Exit(1)
         vid = _call(lambda: parse_id(version, "v")) if version else latest.id  # type: ignore[union-attr]
         result = _call(lambda: application.train(vid or 0, start_from=start_from))
-    d = result.decision
-    out.print(
-        f"run {run_name(result.run.id or 0)}: model {model_name(result.model.id or 0) if result.model else '-'} "
-        f"{d.explain() if d else ''}"
-    )
-    if result.challenger is not None:  # the negative-transfer guard trained from scratch too
-        c = result.challenger
-        name = model_name(c.model.id or 0) if c.model else "-"
-        out.print(
-            f"scratch challenger run {run_name(c.run.id or 0)}: model {name} "
-            f"{c.decision.explain() if c.decision else ''}; winner: {c.run.guard.get('winner', '?')}"
-        )
+    for line in run_ending(application.store, result.run):
+        out.print(line, highlight=False)
 
 
 @app.command()

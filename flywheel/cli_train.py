@@ -10,9 +10,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flywheel import requests
 from flywheel.app import App, DataRootLock
-from flywheel.domain import RunState, run_name
+from flywheel.domain import RunState, model_name, run_name
 from flywheel.errors import Busy
 from flywheel.ports import NullObserver
+from flywheel.store import Store
 from flywheel.store.tables import RunRow
 from flywheel.training.runner import request_cancel
 from flywheel.training.spec import EPOCH, PROGRESS
@@ -117,3 +118,22 @@ def through_daemon(
             where = requests.progress(root, request.id)
     requests.forget(root, request.id)
     return store.run(where.runs[0]) if where.runs else None
+
+
+def run_ending(store: Store, run: RunRow) -> list[str]:
+    """How a training ended, in the words the gate recorded: the same lines whether this
+    process trained or the daemon did for it (`flywheel train` while the daemon runs)."""
+    lines = [_one_run(store, run, "run")]
+    for other in store.runs():
+        if other.challenger_for == run.id:  # the refresh or negative-transfer guard's run from model.base
+            winner = other.guard.get("winner", "?")
+            lines.append(_one_run(store, other, "refresh from model.base: run") + f"; winner: {winner}")
+    return lines
+
+
+def _one_run(store: Store, run: RunRow, what: str) -> str:
+    head = f"{what} {run_name(run.id or 0)}: {run.state}"
+    if run.model_id is None:
+        return head + (f" ({run.error})" if run.error else "")
+    words = next((e.reason for e in store.ledger() if e.model_id == run.model_id), "")  # the gate's, its first
+    return f"{head}, model {model_name(run.model_id)} {words}".rstrip()

@@ -85,7 +85,7 @@ class Daemon:
             server = HttpServer(app.config.metrics.host, app.config.metrics.port, self.registry, probes)
             self.metrics_port = server.port
             log.info("metrics on http://%s:%d/metrics", app.config.metrics.host, self.metrics_port)
-            watcher = InboxWatcher(self.tracker, self.wake)
+            watcher = InboxWatcher(self.tracker, self.wake, also=requests.queue_dir(app.layout.root))
             watcher.start()
             scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
             settle = max(0.2, min(1.0, app.config.inbox.settle_seconds / 4))

@@ -25,7 +25,7 @@ FLYWHEEL = [sys.executable, "-m", "flywheel"]
 CONFIG = """\
 [inbox]
 settle_seconds = 0.3
-rescan_seconds = 1.0
+rescan_seconds = {rescan}
 
 [dataset]
 val_fraction = 0.25
@@ -48,7 +48,9 @@ port = 0
 
 
 def start(tmp_path: Path, **settings: object) -> tuple[Path, subprocess.Popen[bytes], Path]:
-    root = init_data_root(tmp_path / "root", CONFIG.format(**{"debounce": 0, "min_new": 1, "cron": ""} | settings))
+    root = init_data_root(
+        tmp_path / "root", CONFIG.format(**{"debounce": 0, "min_new": 1, "cron": "", "rescan": 1.0} | settings)
+    )
     log = tmp_path / "daemon.log"
     with log.open("wb") as out:
         daemon = subprocess.Popen([*FLYWHEEL, "run", "--root", str(root)], stdout=out, stderr=subprocess.STDOUT)
@@ -81,7 +83,8 @@ def test_batches_arriving_together_are_one_training_on_the_newest_version(tmp_pa
 
 
 def test_flywheel_train_while_the_daemon_runs_is_queued_and_served_by_it(tmp_path):
-    root, daemon, log = start(tmp_path, min_new=1000)
+    # no rescan for an hour: only the watch on queue/ can wake the daemon for the request
+    root, daemon, log = start(tmp_path, min_new=1000, rescan=3600.0)
     try:
         drop(synthetic_batch(tmp_path / "s" / "b1", 12, seed=1), root / "inbox")
         app = App(root)
@@ -100,7 +103,8 @@ def test_flywheel_train_while_the_daemon_runs_is_queued_and_served_by_it(tmp_pat
         stop(daemon)
     assert asked.returncode == 0, asked.stdout + asked.stderr
     # bo's request was served first (r0001); the CLI follows and reports its own run, r0002
-    assert "asked it to train" in asked.stderr and "run r0002: succeeded" in asked.stdout
+    assert "asked it to train" in asked.stderr and "run r0002: succeeded, model m0002 " in asked.stdout
+    assert "mAP50-95" in asked.stdout and ("promoted:" in asked.stdout or "rejected:" in asked.stdout)
     assert [r.state for r in app.store.runs()] == [RunState.SUCCEEDED, RunState.SUCCEEDED]
     assert app.store.production() is not None
     assert log.read_text().count("asked (flywheel train, train-") == 2
@@ -110,7 +114,7 @@ def test_flywheel_train_while_the_daemon_runs_is_queued_and_served_by_it(tmp_pat
 
 
 def test_the_cron_schedule_trains_what_waits_and_only_then(tmp_path):
-    root = init_data_root(tmp_path / "root", CONFIG.format(debounce=0, min_new=0, cron="0 3 1 1 *"))
+    root = init_data_root(tmp_path / "root", CONFIG.format(debounce=0, min_new=0, cron="0 3 1 1 *", rescan=1.0))
     App(root).ingest(synthetic_batch(tmp_path / "b1", 12, seed=1), move=False)
     daemon = Daemon(root)
     trainer = FakeTrainer([0.3])

@@ -103,15 +103,29 @@ class _Handler(FileSystemEventHandler):
                 self.wake()
 
 
-class InboxWatcher:
-    """A running watchdog observer feeding a SettleTracker; `wake` is called on every change."""
+class _WakeHandler(FileSystemEventHandler):
+    def __init__(self, wake: Callable[[], None]):
+        self.wake = wake
 
-    def __init__(self, tracker: SettleTracker, wake: Callable[[], None]):
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("created", "moved"):
+            self.wake()
+
+
+class InboxWatcher:
+    """A running watchdog observer feeding a SettleTracker; `wake` is called on every change,
+    and on every file created in `also` (the request queue: `flywheel train` is answered at
+    once, not at the next rescan)."""
+
+    def __init__(self, tracker: SettleTracker, wake: Callable[[], None], also: Path | None = None):
         self.tracker = tracker
         self._observer = Observer()
         self._observer.schedule(
             _Handler(tracker.inbox.resolve(), tracker, wake), str(tracker.inbox.resolve()), recursive=True
         )
+        if also is not None:
+            also.mkdir(parents=True, exist_ok=True)
+            self._observer.schedule(_WakeHandler(wake), str(also.resolve()), recursive=False)
 
     def start(self) -> None:
         self._observer.start()
