@@ -306,6 +306,18 @@ def test_an_image_without_any_label_is_quarantined_by_default(env: Env):
     assert "allow_unlabeled" in result.quarantined[0][1]
 
 
+def test_a_corrupt_image_without_a_label_is_reported_with_both_reasons(env: Env):
+    batch = yolo_batch(env.inbox / "b", count=1)
+    data = png(5)
+    write(batch / "images" / "broken.png", data[: len(data) // 2])  # cut short, and no label either
+
+    result = env.ingest(batch)
+
+    assert env.codes(result) == {"images/broken.png": Code.IMAGE_CORRUPT}  # was: image_unlabeled only
+    why = dict(result.quarantined)["images/broken.png"]
+    assert "does not decode" in why and "no label file" in why
+
+
 @pytest.mark.parametrize("ready", ["allow_unlabeled: true\n", "allow_unlabeled\n"])
 def test_a_batch_that_declares_allow_unlabeled_keeps_them_as_negatives(env: Env, ready: str):
     batch = yolo_batch(env.inbox / "b", count=1)

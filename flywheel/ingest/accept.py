@@ -63,7 +63,12 @@ def accept(
     for sample in samples:  # the cheap checks, in order: a missing label, the same bytes twice
         annotation = sample.annotation
         if annotation is None:
-            if not checks.allow_unlabeled:
+            if not checks.allow_unlabeled:  # every reason the file has, not only the first one found
+                try:
+                    check_image(root / sample.image, checks.max_image_pixels)
+                except Problem as exc:
+                    _refuse(outcome, sample, exc.code, f"{exc}; and {_UNLABELED}", True)
+                    continue
                 _refuse(outcome, sample, Code.IMAGE_UNLABELED, _UNLABELED, True)
                 continue
             outcome.note(sample.image, Code.IMAGE_UNLABELED, "no label: kept as a negative image (allow_unlabeled)")
