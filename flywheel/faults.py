@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Literal, get_args
 
 ENV = "FLYWHEEL_CRASH_AT"
 
-# Every point, in the order a batch meets them; the test picks among these at random.
-POINTS = (
+# Every point, in the order a batch meets them; the test picks among these at random. A type,
+# so a misspelt point at a call site is a mypy error, not a point that silently never fires.
+CrashPoint = Literal[
     "ingest.started",  # the batch row exists, nothing stored yet
     "ingest.stored",  # its images are in the object store, no version yet
     "ingest.versioned",  # the version's rows are committed, its folder not yet built
@@ -25,12 +27,13 @@ POINTS = (
     "gate.decided",  # the gate's decision is recorded, not yet carried out
     "promote.committed",  # production changed in the database, production/ not yet swapped
     "run.finished",  # production/ swapped, the run not yet recorded succeeded
-)
+]
+POINTS: tuple[CrashPoint, ...] = get_args(CrashPoint)
 
 _hits: dict[str, int] = {}
 
 
-def crash_point(name: str) -> None:
+def crash_point(name: CrashPoint) -> None:
     wanted = os.environ.get(ENV)
     if not wanted:
         return
