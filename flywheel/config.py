@@ -68,7 +68,7 @@ class TrainingConfig(_Section):
     epochs_warm_min: int = Field(5, ge=1)
     epochs_warm_max: int = Field(0, ge=0)  # 0: epochs_scratch
     unconverged_boost: float = Field(1.5, ge=1, le=10)  # x the budget under a parent still improving
-    plateau_patience: int = Field(5, ge=0)  # warm starts: final LR decay once val stalls; 0: off
+    plateau_patience: int = Field(0, ge=0)  # warm starts: final LR decay once val stalls; 0: off
     plateau_decay_epochs: int = Field(3, ge=1)
     shrink: float = Field(1.0, ge=0, le=1)  # shrink and perturb (Ash & Adams 2020); 1 and 0: off
     perturb: float = Field(0.0, ge=0, le=1)

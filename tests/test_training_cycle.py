@@ -182,7 +182,7 @@ def test_warm_winner_is_recorded_when_the_challenger_loses(data_root, tmp_path):
 
 
 def test_a_warm_start_gets_the_budget_its_new_images_need_and_records_why(data_root, tmp_path):
-    configure(data_root, training={"epochs_scratch": 40, "epochs_warm_min": 3})
+    configure(data_root, training={"epochs_scratch": 40, "epochs_warm_min": 3, "plateau_patience": 4})
     trainer = FakeTrainer([0.2, 0.3, 0.4], production_map=0.2)
     app = App(data_root, trainer=trainer)
     first = app.train(ingest(app, tmp_path, 1, count=12))
@@ -197,6 +197,7 @@ def test_a_warm_start_gets_the_budget_its_new_images_need_and_records_why(data_r
         budget["why"].startswith(f"{new}/{v2.train_images} train images new") and "epochs_scratch 40" in budget["why"]
     )
     assert first.run.params["budget"] == {"epochs": 40, "why": "epochs_scratch 40"}
+    assert (first.run.params["plateau_patience"], second.run.params["plateau_patience"]) == (0, 4)  # warm, auto
     # fixed: epochs_warm, whatever is new
     configure(data_root, training={"warm_budget": "fixed", "epochs_warm": 7})
     app = App(data_root, trainer=trainer)
