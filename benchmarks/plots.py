@@ -1,10 +1,10 @@
 """Draw the benchmark figures of docs/benchmarks.md from the benchmarks' JSON.
 
-    .venv/bin/python benchmarks/plots.py [--generations /tmp/flywheel-bench-generations/generations.json]
+    .venv/bin/python benchmarks/plots.py [--generations /tmp/flywheel-bench-generations/*/generations.json]
         [--overhead /tmp/flywheel-bench-overhead/overhead.json] [--docs docs]
 
-Writes docs/bench-generations-map.png (production mAP50-95 per generation, flywheel vs
-scratch), docs/bench-generations-compute.png (compute per generation and cumulative) and
+Writes docs/bench-generations-<data>-<batches>-s<seed>-map.png (production mAP50-95 per generation, flywheel vs
+scratch), ...-compute.png (compute per generation and cumulative) for each generations.json, and
 docs/bench-overhead-split.png (where one cycle's time goes, flywheel vs by hand). Needs
 matplotlib (`pip install -e '.[bench]'`).
 """
@@ -69,13 +69,14 @@ def generations_map(data: dict[str, Any], path: Path) -> None:
                 ax.plot(g["generation"], score, "x", color=FLYWHEEL, markersize=9)
                 ax.annotate("rejected", (g["generation"], score), textcoords="offset points", xytext=(6, -4))
     t = data["settings"]["training"]
-    ax.set_xticks(gens, [f"{g['generation']}\n({g['train_images']} train)" for g in fly])
+    ax.set_xticks(gens, [f"{g['generation']}\n({g['train_images']})" for g in fly])
     ax.set_xlabel("generation (batch), training images in the version")
     ax.set_ylabel(f"mAP50-95 on held-out ({data['heldout_images']} images)")
+    warm = "warm: " + ("epochs_warm " + str(t["epochs_warm"]) if "epochs_warm" in t else "auto budget")
     ax.set_title(
-        f"BCCD in {len(gens)} batches, yolov8n {t['imgsz']} px, scratch {t['epochs_scratch']} / "
-        f"warm {t['epochs_warm']} epochs\n{subtitle(data)}",
-        fontsize=10,
+        f"{data.get('data', 'bccd')} in {len(gens)} batches, seed {data.get('seed', 0)}, yolov8n {t['imgsz']} px, "
+        f"scratch {t.get('epochs_scratch', 50)} epochs, {warm}\n{subtitle(data)}",
+        fontsize=9,
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
@@ -162,16 +163,19 @@ def overhead_split(data: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--generations", type=Path, default=Path("/tmp/flywheel-bench-generations/generations.json"))
+    parser.add_argument(
+        "--generations", type=Path, nargs="*", default=[], help="generations.json files: one pair of plots each"
+    )
     parser.add_argument("--overhead", type=Path, default=Path("/tmp/flywheel-bench-overhead/overhead.json"))
     parser.add_argument("--docs", type=Path, default=Path(__file__).resolve().parents[1] / "docs")
     args = parser.parse_args()
     args.docs.mkdir(parents=True, exist_ok=True)
-    if args.generations.is_file():
-        data = json.loads(args.generations.read_text())
-        generations_map(data, args.docs / "bench-generations-map.png")
-        generations_compute(data, args.docs / "bench-generations-compute.png")
-        print(f"drawn from {args.generations}")
+    for path in args.generations:
+        data = json.loads(path.read_text())
+        name = f"{data.get('data', 'bccd')}-{len(data['flywheel'])}-s{data.get('seed', 0)}"
+        generations_map(data, args.docs / f"bench-generations-{name}-map.png")
+        generations_compute(data, args.docs / f"bench-generations-{name}-compute.png")
+        print(f"drawn from {path}")
     if args.overhead.is_file():
         overhead_split(json.loads(args.overhead.read_text()), args.docs / "bench-overhead-split.png")
         print(f"drawn from {args.overhead}")

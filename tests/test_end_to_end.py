@@ -98,7 +98,18 @@ def test_two_batches_make_two_models_the_second_warm_started_then_rollback(runni
     assert gate.candidate_model_id == m2.id and gate.production_model_id == m1.id
     assert gate.eval_sha256 == app.store.version(2).val_sha256
     assert gate.margin == pytest.approx(gate.candidate_map - gate.production_map)
-    assert gate.outcome in ("promote", "reject")
+    # the decision follows from its own numbers (this could pass any outcome before)
+    refused_class = any(
+        c["drop"] > 0.1 and c["gated"] and (c["interval"] is None or c["interval"][1] < 0)
+        for v in gate.details["verdicts"]
+        for c in v["classes"]
+    )
+    expected = "reject" if gate.margin < 0 or refused_class else "promote"
+    assert gate.outcome == expected, (gate.margin, gate.rule, gate.details["verdicts"])
+    assert (
+        gate.rule
+        == {"promote": "map_not_worse", "reject": "class_regressed" if gate.margin >= 0 else "map_regressed"}[expected]
+    )
     expected_production = m2 if gate.outcome == "promote" else m1
     assert app.store.production().id == expected_production.id
 
