@@ -22,8 +22,20 @@ lint: $(STAMP)
 test: lint postgres
 	$(BIN)/pytest
 
-test-slow: $(STAMP) prometheus
+test-slow: $(STAMP) prometheus compose-v1
 	$(BIN)/pytest -m slow
+
+# Compose v1 (docker-compose 1.29.2, what Debian ships) in its own venv, to check that
+# deploy/docker-compose.yml is valid for it as well as for v2 (tests/test_service_containers.py).
+# Its PyYAML 5.4 only builds with Cython < 3, hence the two steps.
+COMPOSE_V1 := .compose-v1/bin/docker-compose
+.PHONY: compose-v1
+compose-v1: $(COMPOSE_V1)
+$(COMPOSE_V1):
+	$(PYTHON) -m venv .compose-v1
+	.compose-v1/bin/pip install --quiet --disable-pip-version-check "cython<3" wheel setuptools
+	.compose-v1/bin/pip install --quiet --disable-pip-version-check --no-build-isolation "pyyaml==5.4.1"
+	.compose-v1/bin/pip install --quiet --disable-pip-version-check "docker-compose==1.29.2"
 
 # Debian's Prometheus server and promtool, for the slow tests of the dashboard and alerts
 # (tests/test_prometheus_server.py); installs only when missing (needs root and apt).
