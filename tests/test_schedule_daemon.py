@@ -136,3 +136,42 @@ def test_the_cron_schedule_trains_what_waits_and_only_then(tmp_path):
         daemon.stop()
         thread.join(30)
     assert len(trainer.specs) == 1 and not daemon.trigger.cron_due
+
+
+def test_a_refresh_trains_after_the_warm_candidate_in_the_running_daemon_and_is_gated(tmp_path):
+    """The daemon's own loop: batch 2 grows the data past refresh_growth, so the warm candidate
+    is trained and gated first, then a run from model.base on the same version, gated too."""
+    config = CONFIG.format(debounce=0, min_new=1, cron="", rescan=1.0)
+    config = config.replace("[training]\n", "[training]\nrefresh_growth = 2.0\n")
+    root = init_data_root(tmp_path / "root", config)
+    daemon = Daemon(root)
+    daemon.app.trainer = trainer = FakeTrainer([0.3, 0.4, 0.5])  # first, warm, refresh
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    store = daemon.app.store
+    try:
+        assert daemon.ready.wait(60)
+        drop(synthetic_batch(tmp_path / "s" / "b1", 12, seed=1), root / "inbox")
+        until("the first model", lambda: store.production() is not None, thread)
+        drop(synthetic_batch(tmp_path / "s" / "b2", 36, seed=2), root / "inbox")
+        until("three gate decisions", lambda: len(store.gate_decisions()) == 3, thread)
+    finally:
+        daemon.stop()
+        thread.join(60)
+    first, warm, refresh = store.runs()
+    assert [r.start_kind for r in (first, warm, refresh)] == ["scratch", "warm", "scratch"]
+    assert warm.version_id == refresh.version_id == 2 and refresh.challenger_for == warm.id
+    assert refresh.created_at >= warm.finished_at  # after the warm candidate was gated, not beside it
+    assert "since the newest training from scratch" in refresh.guard["reason"]
+    decisions = {g.run_id: g.outcome for g in store.gate_decisions()}
+    assert decisions == {first.id: "promote", warm.id: "promote", refresh.id: "promote"}  # 0.3, 0.4, 0.5
+    assert store.production().id == refresh.model_id and refresh.guard["winner"] == "scratch"
+    assert [s.start_kind for s in trainer.specs] == ["scratch", "warm", "scratch"]
+
+
+def until(what: str, check, thread: threading.Thread, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert thread.is_alive(), f"the daemon stopped while waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
