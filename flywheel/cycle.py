@@ -365,7 +365,7 @@ def _guard(
     reason = reason or refresh_due(history, t.refresh_growth)
     if reason is None or warm.id is None:
         return result
-    log.info("negative-transfer guard: %s; training a scratch challenger on %s", reason, version_name(warm.version_id))
+    log.info("also training from model.base on %s (refresh or guard): %s", version_name(warm.version_id), reason)
     try:
         challenger = run_cycle(
             store,
@@ -394,7 +394,7 @@ def _guard(
     guard = {"reason": reason, "warm_run": warm.id, "challenger_run": challenger.run.id, "winner": winner}
     run = store.update_run(challenger.run.id, guard=guard)
     store.update_run(warm.id, guard=guard)
-    log.info("negative-transfer guard on %s: %s won", version_name(warm.version_id), winner)
+    log.info("training from model.base beside the warm candidate on %s: %s won", version_name(warm.version_id), winner)
     return CycleResult(store.run(warm.id), result.model, result.decision, replace(challenger, run=run))
 
 
