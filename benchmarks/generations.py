@@ -231,8 +231,30 @@ def report(data: dict[str, Any]) -> str:
         ),
         "",
         f"cumulative compute flywheel / scratch: {fly_compute / scratch_compute:.3f}; wall: {fly_wall / scratch_wall:.3f}",
+        "gate rules against held-out truth (decisions, of them contradicted by held-out): "
+        + ", ".join(f"{k} {v['decisions']} ({v['contradicted']})" for k, v in data.get("gate_vs_heldout", {}).items()),
     ]
     return "\n".join(lines)
+
+
+def gate_vs_heldout(generations: list[dict[str, Any]], heldout: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Per gate rule: decisions made, and how many of them the held-out split contradicts (a
+    rejected candidate that scored higher than the production model it was compared with, or
+    a promoted one that scored lower)."""
+    out: dict[str, dict[str, int]] = {}
+    production: int | None = None
+    for g in generations:
+        for d in g["decisions"]:
+            rule = out.setdefault(d["rule"], {"decisions": 0, "contradicted": 0})
+            rule["decisions"] += 1
+            if production is not None:
+                cand, prod = heldout[str(d["model"])]["map50_95"], heldout[str(production)]["map50_95"]
+                rejected_better = d["outcome"] == "reject" and cand > prod
+                promoted_worse = d["outcome"] == "promote" and cand < prod
+                rule["contradicted"] += int(rejected_better or promoted_worse)
+            if d["outcome"] == "promote":
+                production = d["model"]
+    return out
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -322,6 +344,7 @@ def main() -> None:
         result["models"] = {
             k: {"map50_95": round(v["map50_95"], 4), "map50": round(v["map50"], 4)} for k, v in models.items()
         }
+        result["gate_vs_heldout"] = gate_vs_heldout(fly["generations"], result["models"])
         if scratch:
             fly_ie = sum(g["image_epochs"] for g in fly["generations"])
             scratch_ie = sum(s["image_epochs"] for s in scratch)

@@ -96,6 +96,9 @@ def test_generations_reports_map_decisions_and_compute_for_both(tmp_path: Path) 
     assert scratch[1]["image_epochs"] == scratch[1]["train_images"] * t["epochs_scratch"]
     c = data["cumulative"]
     assert c["flywheel_image_epochs"] < c["scratch_image_epochs"]
+    rules = data["gate_vs_heldout"]  # how often held-out truth contradicts each rule's decisions
+    assert rules["first_model"] == {"decisions": 1, "contradicted": 0}
+    assert sum(r["decisions"] for r in rules.values()) == sum(len(g["decisions"]) for g in fly)
 
 
 def test_ingest_reports_throughput_growth_and_daemon_memory(tmp_path: Path) -> None:
