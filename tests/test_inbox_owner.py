@@ -67,13 +67,14 @@ def test_an_archive_in_an_inbox_the_daemon_may_not_change_is_left_once_too(data_
     folder = synthetic_batch(tmp_path / "src", 6, seed=2)
     archive = data_root / "inbox" / "batch2.zip"
     with zipfile.ZipFile(archive, "w") as zf:
-        for path in sorted(folder.iterdir()):
-            zf.write(path, path.name)
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            zf.write(path, path.relative_to(folder).as_posix())
     (data_root / "inbox" / ".done").mkdir(exist_ok=True)
     daemon = Daemon(data_root)
     with immutable(data_root / "inbox"):
         offered = rescans(daemon, "batch2.zip")
     assert [(b.name, b.state) for b in daemon.app.store.batches()] == [("batch2.zip", "ingested")]
+    assert daemon.app.store.latest_version().id == 1  # its 6 images were versioned
     assert archive.is_file() and not any((data_root / "inbox" / ".done").iterdir())
     assert offered == [[], [], []]
 
