@@ -220,12 +220,11 @@ class Registry:
         stored_ok, published_ok, stored, published, model = self._production_copies()
         if model is None or (stored_ok and published_ok):
             return ""
-        if stored_ok:
+        if stored_ok:  # missing: a crash between the production commit and the swap left no copy yet
+            state = f"damaged (not the sha256 of {model_name(model.id or 0)})" if published.is_file() else "missing"
             shutil.rmtree(published.parent, ignore_errors=True)
             self.publish()
-            return (
-                f"{published} was damaged (not the sha256 of {model_name(model.id or 0)}): copied again from {stored}"
-            )
+            return f"{published} was {state}: copied again from {stored}"
         if published_ok:
             _copy_durably(published, stored.with_name(f".restore-{stored.name}"))
             os.replace(stored.with_name(f".restore-{stored.name}"), stored)
