@@ -54,14 +54,15 @@ def label_of(image: Path) -> Path:
     return image.parent.parent.parent / "labels" / image.parent.name / f"{image.stem}.txt"
 
 
-def yolo_batch(folder: Path, images: list[Path], names: list[str]) -> Path:
-    """A batch folder as a labelling tool exports it: images/, labels/, classes.txt."""
+def yolo_batch(folder: Path, images: list[Path], names: list[str], label: Callable[[Path], Path] = label_of) -> Path:
+    """A batch folder as a labelling tool exports it: images/, labels/, classes.txt. `label`:
+    where an image's label is (default: BCCD's layout, images/<split>/ beside labels/<split>/)."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     (folder / "classes.txt").write_text("\n".join(names) + "\n")
     for image in images:
         shutil.copy2(image, folder / "images" / image.name)
-        shutil.copy2(label_of(image), folder / "labels" / f"{image.stem}.txt")
+        shutil.copy2(label(image), folder / "labels" / f"{image.stem}.txt")
     return folder
 
 

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 KNOWN = ("bccd", "aquarium")
 
@@ -75,14 +78,8 @@ def cut(images: list[Path], batches: int, seed: int = 0) -> list[list[Path]]:
 
 
 def yolo_batch(folder: Path, images: list[Path], names: list[str]) -> Path:
-    """A batch folder as a labelling tool exports it: images/, labels/, classes.txt."""
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    (folder / "labels").mkdir(parents=True, exist_ok=True)
-    (folder / "classes.txt").write_text("\n".join(names) + "\n")
-    for image in images:
-        shutil.copy2(image, folder / "images" / image.name)
-        shutil.copy2(label_of(image), folder / "labels" / f"{image.stem}.txt")
-    return folder
+    """A batch folder as a labelling tool exports it, from either data set's layout."""
+    return common.yolo_batch(folder, images, names, label=label_of)
 
 
 def heldout_yaml(data: Dataset, count: int | None = None) -> Path:
