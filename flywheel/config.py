@@ -224,10 +224,19 @@ def parse(data: dict[str, Any], source: str = CONFIG_NAME) -> Config:
             msg = (
                 "unknown key (check its spelling against the documented config.toml)"
                 if (err["type"] == "extra_forbidden")
-                else err["msg"] + (f" (got {err['input']!r}; TOML writes it without quotes)" if "input" in err else "")
+                else err["msg"] + _got(err)
             )
             problems.append(f"{source}: key `{key}`: {msg}")
         raise ConfigError("\n".join(problems)) from None
+
+
+def _got(err: Any) -> str:
+    """The value given, and a hint when the mistake is TOML quotes around a number or bool."""
+    value = err.get("input")
+    if isinstance(value, dict | list) or "input" not in err:
+        return ""
+    quoted = isinstance(value, str) and err["type"] in ("int_type", "float_type", "bool_type")
+    return f" (got {value!r}" + ("; TOML writes numbers and true/false without quotes)" if quoted else ")")
 
 
 def load(data_root: Path) -> Config:

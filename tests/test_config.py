@@ -231,6 +231,16 @@ def test_config_types_are_strict_as_toml_has_real_types(tmp_path, text, key, got
     assert f"key `{key}`" in str(err.value) and f"(got {got}" in str(err.value)
 
 
+def test_the_quotes_hint_is_given_only_for_quoted_numbers_and_bools(tmp_path):
+    write_config(tmp_path, '[training]\nimgsz = "640"\n')
+    with pytest.raises(ConfigError, match=r"\(got '640'; TOML writes numbers and true/false without quotes\)"):
+        load(tmp_path)
+    write_config(tmp_path, "[gate]\ntolerance = 2\n")
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path)
+    assert "(got 2)" in str(err.value) and "without quotes" not in str(err.value)
+
+
 def test_an_int_is_still_a_float(tmp_path):
     write_config(tmp_path, "[inbox]\nsettle_seconds = 10\n")
     assert load(tmp_path).inbox.settle_seconds == 10.0
