@@ -229,8 +229,9 @@ class Registry:
             _copy_durably(published, stored.with_name(f".restore-{stored.name}"))
             os.replace(stored.with_name(f".restore-{stored.name}"), stored)
             return f"{stored} was damaged (not its sha256): restored from {published}"
-        raise IntegrityError(
-            f"{self.production_problem()}: both copies are damaged, nothing trains from it. Run "
+        raise IntegrityError(  # the message from what was just hashed: no second read of either file
+            f"production model {model_name(model.id or 0)}: {stored} and {published} do not hash to its sha256 "
+            f"{model.sha256}: both copies are damaged, nothing trains from it. Run "
             f"`flywheel rollback --reason '...'` to serve the previous model, or restore {stored} from a backup"
         )
 
