@@ -182,9 +182,9 @@ def score(
 ) -> dict[str, dict[str, Any]]:
     """Score checkpoints on one held-out set with flywheel's own child (`evaluate_only`, the code
     the gate uses): name -> {map50_95, map50, precision, recall, per_class}."""
-    from flywheel.domain import StartKind
+    from flywheel.core.domain import StartKind
+    from flywheel.core.spec import EVALUATED, EvalTarget, TrainSpec
     from flywheel.training.runner import SubprocessTrainer
-    from flywheel.training.spec import EVALUATED, EvalTarget, TrainSpec
 
     out = work / "scores"
     out.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,7 @@ print(json.dumps({"start": t0, "imported": t1, "trained": t2, "evaluated": t3, "
 
 def split_images(images: list[Path]) -> dict[str, list[Path]]:
     """Flywheel's split, computed the way ingest computes it (the image file's sha256)."""
-    from flywheel.domain import split_of
+    from flywheel.core.domain import split_of
 
     splits: dict[str, list[Path]] = {"train": [], "val": []}
     for image in images:

@@ -51,10 +51,10 @@ def reference(
 ) -> dict[str, Any]:
     """The scratch model on version `version_id` of `root`, scored on `heldout` (cached)."""
     from flywheel.app import App
-    from flywheel.domain import StartKind
-    from flywheel.training.plan import Start, build_spec, resolve_params
+    from flywheel.core.domain import StartKind
+    from flywheel.core.plan import Start, build_spec, resolve_params
+    from flywheel.core.spec import EPOCH, EVALUATED, EvalTarget
     from flywheel.training.runner import SubprocessTrainer
-    from flywheel.training.spec import EPOCH, EVALUATED, EvalTarget
 
     app = App(root)
     version = app.store.version(version_id)

@@ -46,11 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BCCD, NAMES, load_text, machine, write_json  # noqa: E402
 
-from flywheel.config import TrainingConfig, parse  # noqa: E402
-from flywheel.domain import StartKind  # noqa: E402
-from flywheel.training.plan import Start, build_spec, resolve_params  # noqa: E402
+from flywheel.core.config import TrainingConfig, parse  # noqa: E402
+from flywheel.core.domain import StartKind  # noqa: E402
+from flywheel.core.plan import Start, build_spec, resolve_params  # noqa: E402
+from flywheel.core.spec import EPOCH, EVALUATED, STARTED, TRAINED, EvalTarget  # noqa: E402
 from flywheel.training.runner import SubprocessTrainer  # noqa: E402
-from flywheel.training.spec import EPOCH, EVALUATED, STARTED, TRAINED, EvalTarget  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def run_arm(
 
 def replay_yaml(work: Path, data_yaml: Path, budget: int, out: Path) -> tuple[Path, int]:
     """The replay sample (flywheel.training.replay) of all-of-train for a model trained on 60%."""
-    from flywheel.domain import ManifestItem
+    from flywheel.core.domain import ManifestItem
     from flywheel.training import replay
 
     data = work / "bccd"

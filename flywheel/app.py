@@ -12,14 +12,14 @@ from importlib import resources
 from pathlib import Path
 from typing import IO
 
-from flywheel import config as config_mod
-from flywheel.config import CONFIG_NAME, Config
-from flywheel.cycle import CycleResult, Workspace, resume_interrupted, run_cycle
-from flywheel.errors import Busy, DataRootError
-from flywheel.hooks import Notifier
+from flywheel.core import config as config_mod
+from flywheel.core.config import CONFIG_NAME, Config
+from flywheel.core.errors import Busy, DataRootError
+from flywheel.core.ports import NullObserver, Observer, Trainer
+from flywheel.flow.cycle import CycleResult, Workspace, resume_interrupted, run_cycle
+from flywheel.flow.registry import Registry
 from flywheel.ingest.service import IngestOptions, IngestPaths, IngestResult, ingest_batch
-from flywheel.ports import NullObserver, Observer, Trainer
-from flywheel.registry import Registry
+from flywheel.service.notify import Notifier
 from flywheel.store import ObjectStore, Store, database_url, make_engine, upgrade_schema
 from flywheel.training.export import SubprocessExporter
 from flywheel.training.runner import SubprocessTrainer

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flywheel.errors import TrainingError
-from flywheel.training.spec import EPOCH, EVALUATED, TRAINED, TrainSpec
+from flywheel.core.errors import TrainingError
+from flywheel.core.spec import EPOCH, EVALUATED, TRAINED, TrainSpec
 
 Event = dict[str, Any]
 

@@ -19,8 +19,8 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from flywheel.core.spec import TRAINED, TrainSpec
 from flywheel.training.runner import SubprocessTrainer
-from flywheel.training.spec import TRAINED, TrainSpec
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 220)}
 NAMES = list(COLOURS)

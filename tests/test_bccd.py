@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from flywheel.app import App, init_data_root
-from flywheel.demo import yolo_subset
-from flywheel.domain import ModelStatus, StartKind
+from flywheel.cli.demo import yolo_subset
+from flywheel.core.domain import ModelStatus, StartKind
 from flywheel.ingest.layout import read_class_names
 
 BCCD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "bccd" / "yolo"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from flywheel.app import App, init_data_root
-from flywheel.demo import synthetic_batch
-from flywheel.gate import Outcome, Policy, Rule, Score, decide
+from flywheel.cli.demo import synthetic_batch
+from flywheel.core.gate import Outcome, Policy, Rule, Score, decide
 from flywheel.training import bootstrap
 
 

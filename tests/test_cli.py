@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from flywheel.cli import app
+from flywheel.cli.main import app
 
 runner = CliRunner()
 
@@ -74,7 +74,7 @@ def flywheel(*args: str) -> tuple[int, str]:
 
 def test_every_documented_exit_code_through_the_real_command(data_root: Path, tmp_path: Path):
     from flywheel.app import DataRootLock
-    from flywheel.demo import synthetic_batch
+    from flywheel.cli.demo import synthetic_batch
 
     root = str(data_root)
     batch = synthetic_batch(tmp_path / "batch", 4, seed=1)

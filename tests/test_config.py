@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import flywheel
-from flywheel import config as config_mod
-from flywheel.config import CONFIG_NAME, Config, load, parse, resolve
-from flywheel.errors import ConfigError
+from flywheel.core import config as config_mod
+from flywheel.core.config import CONFIG_NAME, Config, load, parse, resolve
+from flywheel.core.errors import ConfigError
 
 DEFAULT_TOML = Path(flywheel.__file__).parent / "default_config.toml"
 REPO_CONFIG = Path(flywheel.__file__).parent.parent / "config.toml"

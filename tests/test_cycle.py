@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from flywheel.app import App
-from flywheel.demo import synthetic_batch
-from flywheel.domain import ModelStatus, RunState, StartKind
-from flywheel.errors import TrainingError
-from flywheel.gate import Outcome
-from flywheel.schedule import waiting
+from flywheel.cli.demo import synthetic_batch
+from flywheel.core.domain import ModelStatus, RunState, StartKind
+from flywheel.core.errors import TrainingError
+from flywheel.core.gate import Outcome
+from flywheel.core.schedule import waiting
 from tests.fakes import FakeTrainer
 from tests.pg_server import both_backends
 

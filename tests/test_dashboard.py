@@ -21,7 +21,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from flywheel.metrics import build_registry
+from flywheel.service.metrics import build_registry
 from flywheel.store import ObjectStore, Store, make_engine, upgrade_schema
 from tests.prometheus_server import DASHBOARD, GRAFANA_DIR, PROMETHEUS_DIR, alert_rules, conditions, panel_queries
 

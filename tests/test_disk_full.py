@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from flywheel.app import App, init_data_root
-from flywheel.demo import synthetic_batch
+from flywheel.cli.demo import synthetic_batch
 from tests.conftest import free_port
 from tests.metrics_scrape import scrape, value
 

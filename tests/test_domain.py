@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from flywheel.domain import (
+from flywheel.core.domain import (
     BatchState,
     ModelStatus,
     RunState,
@@ -15,7 +15,7 @@ from flywheel.domain import (
     parse_id,
     split_of,
 )
-from flywheel.errors import BatchRejected, InvalidTransition, UsageError
+from flywheel.core.errors import BatchRejected, InvalidTransition, UsageError
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ from typing import TypeVar
 import pytest
 
 from flywheel.app import App
-from flywheel.demo import drop, synthetic_batch
-from flywheel.domain import ModelStatus, RunState, StartKind
+from flywheel.cli.demo import drop, synthetic_batch
+from flywheel.core.domain import ModelStatus, RunState, StartKind
 from tests.conftest import TINY_CONFIG, free_port
 from tests.metrics_scrape import scrape, value
 

@@ -1,5 +1,5 @@
 """SIGKILL the daemon again and again, at named points across ingest, versioning, training,
-evaluation and promotion (flywheel.faults) and at random moments, restart it each time, and
+evaluation and promotion (flywheel.core.faults) and at random moments, restart it each time, and
 check after every restart what must always hold:
 
 - no file lost: every dropped batch is still in the inbox or recorded, its files accounted for
@@ -29,9 +29,9 @@ import pytest
 import torch
 
 from flywheel.app import App, init_data_root
-from flywheel.demo import drop, synthetic_batch
-from flywheel.domain import BatchState, RunState, model_name
-from flywheel.faults import ENV, POINTS
+from flywheel.cli.demo import drop, synthetic_batch
+from flywheel.core.domain import BatchState, RunState, model_name
+from flywheel.core.faults import ENV, POINTS
 from tests.conftest import TINY_CONFIG
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flywheel.gate import Outcome, Policy, Rule, Score, decide
+from flywheel.core.gate import Outcome, Policy, Rule, Score, decide
 
 
 def score(overall: float, **per_class: float) -> Score:

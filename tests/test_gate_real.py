@@ -26,9 +26,9 @@ import pytest
 from typer.testing import CliRunner
 
 from flywheel.app import App, init_data_root
-from flywheel.cli import app as cli
-from flywheel.cycle import CycleResult
-from flywheel.gate import GateDecision, Outcome, Rule
+from flywheel.cli.main import app as cli
+from flywheel.core.gate import GateDecision, Outcome, Rule
+from flywheel.flow.cycle import CycleResult
 from tests.gate_models import Checkpoints, HandedCheckpoint, shapes_batch, train
 
 pytestmark = pytest.mark.slow  # one training of about a minute, then six evaluations in a child process

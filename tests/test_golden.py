@@ -13,15 +13,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flywheel import ledger
 from flywheel.app import App, init_data_root
-from flywheel.cli import app as cli
-from flywheel.demo import synthetic_batch
-from flywheel.errors import ConfigError, GoldenSetError
-from flywheel.gate import Outcome, Rule
-from flywheel.golden import GOLDEN, golden_eval_sets, read
-from flywheel.ledger import Action
-from flywheel.training.spec import EVALUATED, TrainSpec
+from flywheel.cli.demo import synthetic_batch
+from flywheel.cli.main import app as cli
+from flywheel.core import ledger
+from flywheel.core.errors import ConfigError, GoldenSetError
+from flywheel.core.gate import Outcome, Rule
+from flywheel.core.ledger import Action
+from flywheel.core.spec import EVALUATED, TrainSpec
+from flywheel.flow.golden import GOLDEN, golden_eval_sets, read
 from tests.conftest import TINY_CONFIG, free_port
 from tests.fakes import Event, FakeTrainer
 
@@ -110,13 +110,13 @@ def test_hash_changes_with_content(tmp_path, change: Callable[[Path], object]):
 
 
 def test_classes_are_mapped_by_name_and_an_unknown_one_is_reported(tmp_path, caplog):
-    from flywheel.golden import eval_set
+    from flywheel.flow.golden import eval_set
 
     folder = golden(tmp_path / "g", count=4)
     (folder / "classes.txt").write_text("blue\nred\nyellow\n")  # golden ids: 0 blue, 1 red, 2 yellow
     (folder / "labels" / "s99_0000.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n2 0.7 0.7 0.1 0.1\n")
     before = snapshot(folder)
-    with caplog.at_level(logging.WARNING, "flywheel.gate"):
+    with caplog.at_level(logging.WARNING, "flywheel.core.gate"):
         found = eval_set(read(folder, IGNORE, 10**8, 0.01), ["red", "blue"], tmp_path / "eval", {})
     assert found is not None and found.name == GOLDEN and found.images == 4
     assert found.notes["unknown_classes"] == {"yellow": 1}
@@ -136,11 +136,11 @@ def test_classes_are_mapped_by_name_and_an_unknown_one_is_reported(tmp_path, cap
 
 
 def test_no_box_of_a_known_class_is_not_scored(tmp_path, caplog):
-    from flywheel.golden import eval_set
+    from flywheel.flow.golden import eval_set
 
     folder = golden(tmp_path / "g", count=2)
     (folder / "classes.txt").write_text("cat\ndog\n")
-    with caplog.at_level(logging.WARNING, "flywheel.gate"):
+    with caplog.at_level(logging.WARNING, "flywheel.core.gate"):
         assert eval_set(read(folder, IGNORE, 10**8, 0.01), ["red", "blue"], tmp_path / "eval", {}) is None
     assert "not scored" in caplog.text
 
@@ -164,7 +164,7 @@ def test_a_content_change_is_a_ledger_entry_with_old_and_new_hash(tmp_path, capl
     assert golden_eval_sets(app.store, app.config, app.layout.root, names, manifest)[0] == first
     assert len(entries()) == 1
     (folder / "labels" / "s99_0001.txt").write_text("1 0.5 0.5 0.2 0.2\n")
-    with caplog.at_level(logging.WARNING, "flywheel.gate"):
+    with caplog.at_level(logging.WARNING, "flywheel.core.gate"):
         second = golden_eval_sets(app.store, app.config, app.layout.root, names, manifest)[0]
     new = content_sha(folder)
     assert entries()[1] == f"golden set content sha256 {sha} -> {new} (6 images, 11 boxes in {folder})"
@@ -311,7 +311,7 @@ def test_a_real_tiny_training_is_scored_on_the_golden_set(tmp_path):
 def test_an_exif_rotated_image_is_copied_upright_so_its_boxes_fit(tmp_path):
     from PIL import Image
 
-    from flywheel.golden import eval_set
+    from flywheel.flow.golden import eval_set
     from tests.ingest_kit import gradient_jpeg
 
     folder = golden(tmp_path / "g", count=2)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.daemon import Daemon
-from flywheel.demo import synthetic_batch
+from flywheel.cli.demo import synthetic_batch
+from flywheel.service.daemon import Daemon
 
 
 def _chattr(flag: str, path: Path) -> bool:

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from flywheel.demo import synthetic_batch
-from flywheel.domain import BatchState
+from flywheel.cli.demo import synthetic_batch
+from flywheel.core.domain import BatchState
 from flywheel.ingest.labels import normalised, parse_label
 from flywheel.ingest.service import IngestResult, ingest_batch
 from flywheel.store.materialize import materialize

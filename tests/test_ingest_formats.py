@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flywheel.domain import BatchState
+from flywheel.core.domain import BatchState
 from tests.ingest_kit import (
     Env,
     image_bytes,

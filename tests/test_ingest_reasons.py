@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from flywheel.domain import BatchState, split_of
+from flywheel.core.domain import BatchState, split_of
 from flywheel.ingest import batchrun
 from flywheel.ingest.images import dhash
 from flywheel.ingest.reasons import Code
@@ -811,7 +811,7 @@ def test_the_same_corpus_as_a_zip_counts_its_members_the_same_way(env: Env, tmp_
 
 
 def test_a_disk_error_is_a_store_error_and_the_batch_stays_in_the_inbox(env: Env, monkeypatch: pytest.MonkeyPatch):
-    from flywheel.errors import StoreError
+    from flywheel.core.errors import StoreError
     from tests.test_ingest import mixed_batch
 
     batch = env.inbox / "mixed"

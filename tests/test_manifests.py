@@ -8,8 +8,8 @@ import random
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from flywheel.domain import ManifestItem
-from flywheel.manifests import DELTA, Totals, additive_hash, changes
+from flywheel.core.domain import ManifestItem
+from flywheel.core.manifests import DELTA, Totals, additive_hash, changes
 from flywheel.store import Store, database_url, make_engine, upgrade_schema
 from flywheel.store.tables import VersionItemRow
 from tests.pg_server import both_backends

@@ -13,11 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from flywheel import metrics
 from flywheel.app import App
-from flywheel.demo import synthetic_batch
-from flywheel.errors import StoreError, TrainingError
-from flywheel.metrics import build_registry
+from flywheel.cli.demo import synthetic_batch
+from flywheel.core.errors import StoreError, TrainingError
+from flywheel.service import metrics
+from flywheel.service.metrics import build_registry
 from flywheel.store import sha256_file
 from flywheel.store.stats import UNCLASSIFIED, batch_latencies, forgetting
 from flywheel.store.tables import BatchRow, as_utc
@@ -298,7 +298,7 @@ def test_forgetting_is_the_largest_class_ap_drop():
 
 
 def test_used_bytes_is_the_data_root_s_files_walked_at_most_once_a_minute(tmp_path):
-    from flywheel.metrics import UsedBytes
+    from flywheel.service.metrics import UsedBytes
 
     now = [0.0]
     used = UsedBytes(max_age=60, clock=lambda: now[0])

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from flywheel.app import App, init_data_root
-from flywheel.demo import synthetic_batch
+from flywheel.cli.demo import synthetic_batch
 
 onnx = pytest.importorskip("onnx")
 pytestmark = pytest.mark.slow

@@ -17,8 +17,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from flywheel.app import App, init_data_root
-from flywheel.cli import app as cli
-from flywheel.demo import synthetic_batch
+from flywheel.cli.demo import synthetic_batch
+from flywheel.cli.main import app as cli
 from tests.conftest import free_port
 from tests.fakes import FakeTrainer
 from tests.metrics_scrape import scrape, value

@@ -29,8 +29,8 @@ import pytest
 import yaml
 
 from flywheel.app import App
-from flywheel.demo import drop, synthetic_batch
-from flywheel.domain import RunState
+from flywheel.cli.demo import drop, synthetic_batch
+from flywheel.core.domain import RunState
 from flywheel.store.tables import as_utc
 from tests.conftest import TINY_CONFIG, free_port
 from tests.prometheus_server import (

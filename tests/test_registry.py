@@ -12,9 +12,9 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import Session
 
 from flywheel.app import App
-from flywheel.demo import synthetic_batch
-from flywheel.domain import ModelStatus
-from flywheel.errors import IntegrityError, RegistryError
+from flywheel.cli.demo import synthetic_batch
+from flywheel.core.domain import ModelStatus
+from flywheel.core.errors import IntegrityError, RegistryError
 from flywheel.store.tables import ModelRow
 from tests.fakes import FakeTrainer
 from tests.pg_server import both_backends

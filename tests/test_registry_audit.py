@@ -16,13 +16,13 @@ from typing import ClassVar
 import pytest
 from typer.testing import CliRunner
 
-from flywheel import ledger
 from flywheel.app import App
-from flywheel.cli import app as cli
-from flywheel.demo import synthetic_batch
-from flywheel.domain import ModelStatus
-from flywheel.errors import InvalidTransition, RegistryError
-from flywheel.ledger import Action
+from flywheel.cli.demo import synthetic_batch
+from flywheel.cli.main import app as cli
+from flywheel.core import ledger
+from flywheel.core.domain import ModelStatus
+from flywheel.core.errors import InvalidTransition, RegistryError
+from flywheel.core.ledger import Action
 from tests.fakes import FakeTrainer
 from tests.pg_server import both_backends
 
@@ -192,8 +192,8 @@ def test_cli_processes_racing_on_production_end_consistent(data_root, tmp_path):
 
 
 def test_compare_scores_two_models_once_and_then_from_the_cache(data_root, tmp_path):
-    from flywheel.compare import compare, resolve
-    from flywheel.errors import UsageError
+    from flywheel.core.errors import UsageError
+    from flywheel.flow.compare import compare, resolve
 
     app = _generations(data_root, tmp_path, [0.3, 0.4], production_map=0.3)
     app.trainer.candidate_maps = [0.0]  # the fake trainer scores every compared model 0.7 below

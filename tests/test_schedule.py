@@ -1,5 +1,5 @@
-"""When the daemon trains (flywheel.schedule): the policy with plain values, what waits read
-from a real store, and train requests (flywheel.requests) as files in the queue folder."""
+"""When the daemon trains (flywheel.core.schedule): the policy with plain values, what waits read
+from a real store, and train requests (flywheel.service.train_queue) as files in the queue folder."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flywheel import requests
 from flywheel.app import App
-from flywheel.config import parse
-from flywheel.demo import synthetic_batch
-from flywheel.errors import ConfigError
-from flywheel.schedule import Policy, Waiting, decide, waiting
+from flywheel.cli.demo import synthetic_batch
+from flywheel.core.config import parse
+from flywheel.core.errors import ConfigError
+from flywheel.core.schedule import Policy, Waiting, decide, waiting
+from flywheel.service import train_queue
 from tests.fakes import FakeTrainer
 
 POLICY = Policy(debounce_seconds=30, min_new_images=10, cron="")
@@ -68,32 +68,32 @@ def test_what_waits_is_the_images_since_the_last_trained_version(data_root, tmp_
 
 
 def test_train_requests_are_taken_in_order_and_a_bad_one_set_aside(tmp_path):
-    first = requests.submit(tmp_path, 3, None, "ana")
-    second = requests.submit(tmp_path, None, "base", "bo")
-    (requests.queue_dir(tmp_path) / "train-0-1.json").write_text("{not json")
-    assert [r.id for r in requests.pending(tmp_path)] == [first.id, second.id]
-    assert (requests.queue_dir(tmp_path) / "train-0-1.json.bad").is_file()
-    assert requests.progress(tmp_path, first.id).state == "queued"
-    taken = requests.take(tmp_path, first, newest_run_id=7)
+    first = train_queue.submit(tmp_path, 3, None, "ana")
+    second = train_queue.submit(tmp_path, None, "base", "bo")
+    (train_queue.queue_dir(tmp_path) / "train-0-1.json").write_text("{not json")
+    assert [r.id for r in train_queue.pending(tmp_path)] == [first.id, second.id]
+    assert (train_queue.queue_dir(tmp_path) / "train-0-1.json.bad").is_file()
+    assert train_queue.progress(tmp_path, first.id).state == "queued"
+    taken = train_queue.take(tmp_path, first, newest_run_id=7)
     assert json.loads(taken.read_text())["actor"] == "ana"
-    assert requests.progress(tmp_path, first.id) == requests.Progress("taken", after_run=7)
-    assert [r.id for r in requests.pending(tmp_path)] == [second.id]
-    assert requests.drop_taken(tmp_path) == [first.id]  # a daemon died serving it
-    assert not taken.exists() and requests.progress(tmp_path, first.id).state == "gone"
+    assert train_queue.progress(tmp_path, first.id) == train_queue.Progress("taken", after_run=7)
+    assert [r.id for r in train_queue.pending(tmp_path)] == [second.id]
+    assert train_queue.drop_taken(tmp_path) == [first.id]  # a daemon died serving it
+    assert not taken.exists() and train_queue.progress(tmp_path, first.id).state == "gone"
 
 
 def test_a_served_request_lists_its_runs_until_its_cli_reads_it_or_a_day_passes(tmp_path):
-    request = requests.submit(tmp_path, None, None, "ana")
-    taken = requests.take(tmp_path, request, newest_run_id=3)
-    requests.finish(taken, [4, 5])  # a candidate and a scratch challenger
+    request = train_queue.submit(tmp_path, None, None, "ana")
+    taken = train_queue.take(tmp_path, request, newest_run_id=3)
+    train_queue.finish(taken, [4, 5])  # a candidate and a scratch challenger
     assert not taken.exists()
-    assert requests.progress(tmp_path, request.id) == requests.Progress("done", runs=(4, 5))
-    old = requests.submit(tmp_path, None, None, "bo")
-    requests.finish(requests.take(tmp_path, old, newest_run_id=5), [6])
-    done = requests.queue_dir(tmp_path) / f"{old.id}.done"
-    aged = time.time() - requests.DONE_KEPT_SECONDS - 60
+    assert train_queue.progress(tmp_path, request.id) == train_queue.Progress("done", runs=(4, 5))
+    old = train_queue.submit(tmp_path, None, None, "bo")
+    train_queue.finish(train_queue.take(tmp_path, old, newest_run_id=5), [6])
+    done = train_queue.queue_dir(tmp_path) / f"{old.id}.done"
+    aged = time.time() - train_queue.DONE_KEPT_SECONDS - 60
     os.utime(done, (aged, aged))
-    requests.drop_taken(tmp_path)  # at start-up: a day-old .done nobody came back for goes
-    assert not done.exists() and requests.progress(tmp_path, request.id).runs == (4, 5)
-    requests.forget(tmp_path, request.id)
-    assert requests.progress(tmp_path, request.id).state == "gone"
+    train_queue.drop_taken(tmp_path)  # at start-up: a day-old .done nobody came back for goes
+    assert not done.exists() and train_queue.progress(tmp_path, request.id).runs == (4, 5)
+    train_queue.forget(tmp_path, request.id)
+    assert train_queue.progress(tmp_path, request.id).state == "gone"

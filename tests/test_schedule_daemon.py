@@ -12,11 +12,11 @@ import threading
 import time
 from pathlib import Path
 
-from flywheel import requests
 from flywheel.app import App, init_data_root
-from flywheel.daemon import Daemon
-from flywheel.demo import drop, synthetic_batch
-from flywheel.domain import RunState
+from flywheel.cli.demo import drop, synthetic_batch
+from flywheel.core.domain import RunState
+from flywheel.service import train_queue
+from flywheel.service.daemon import Daemon
 from tests.fakes import FakeTrainer
 from tests.test_end_to_end import wait_for
 
@@ -91,7 +91,7 @@ def test_flywheel_train_while_the_daemon_runs_is_queued_and_served_by_it(tmp_pat
         wait_for("version 1", lambda: len(app.store.versions()) == 1, daemon)
         time.sleep(2.0)
         assert app.store.runs() == []  # 12 of min_new_images 1000: nothing trains by itself
-        other = requests.submit(root, None, None, "bo")  # someone else's request, queued before ours
+        other = train_queue.submit(root, None, None, "bo")  # someone else's request, queued before ours
         asked = subprocess.run(
             [*FLYWHEEL, "train", "--root", str(root)],
             capture_output=True,
@@ -110,7 +110,7 @@ def test_flywheel_train_while_the_daemon_runs_is_queued_and_served_by_it(tmp_pat
     assert log.read_text().count("asked (flywheel train, train-") == 2
     # ours was read and deleted by the CLI; bo's stays (nobody waited on it) until a day has passed
     assert [p.name for p in (root / "queue").iterdir()] == [f"{other.id}.done"]
-    assert requests.progress(root, other.id).runs == (1,)
+    assert train_queue.progress(root, other.id).runs == (1,)
 
 
 def test_the_cron_schedule_trains_what_waits_and_only_then(tmp_path):

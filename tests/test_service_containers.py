@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flywheel.config import Config, load
+from flywheel.core.config import Config, load
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -59,7 +59,7 @@ def test_compose_runs_the_image_on_its_data_root_volume_with_the_healthcheck():
     root = flywheel["environment"]["FLYWHEEL_ROOT"]
     assert root == dockerfile_env(DOCKERFILES[0])["FLYWHEEL_ROOT"]
     assert f"flywheel-data:{root}" in flywheel["volumes"] and "flywheel-data" in compose["volumes"]
-    assert flywheel["healthcheck"]["test"] == ["CMD", "python", "-m", "flywheel.http", "healthz"]
+    assert flywheel["healthcheck"]["test"] == ["CMD", "python", "-m", "flywheel.service.http", "healthz"]
     port = Config().metrics.port
     assert f"127.0.0.1:{port}:{port}" in flywheel["ports"]
     assert flywheel["init"] is True and flywheel["stop_signal"] == "SIGTERM"
@@ -191,7 +191,7 @@ def test_image_runs_as_a_non_root_user_with_a_volume_and_a_healthcheck(dockerfil
     assert [a for w, a in stage if w == "VOLUME"] == [env["FLYWHEEL_ROOT"]]
     assert [a for w, a in stage if w == "EXPOSE"] == [str(Config().metrics.port)]
     healthcheck = next(a for w, a in stage if w == "HEALTHCHECK")
-    assert healthcheck.endswith('CMD ["python", "-m", "flywheel.http", "healthz"]')
+    assert healthcheck.endswith('CMD ["python", "-m", "flywheel.service.http", "healthz"]')
     assert "/opt/flywheel/bin" in env["PATH"].split(":")  # so that `python` is the venv's
     assert env["YOLO_OFFLINE"] == "true"
     assert dict(stage)["ENTRYPOINT"] == '["flywheel-entrypoint"]' and dict(stage)["CMD"] == '["flywheel", "run"]'

@@ -21,10 +21,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy import create_engine
 
-from flywheel import http as http_mod
 from flywheel.app import App
-from flywheel.health import Check, Health, Heartbeat, TimedCheck, data_root_check, database_check
-from flywheel.http import HEALTHZ, READYZ, HttpServer, probe_url
+from flywheel.service import http as http_mod
+from flywheel.service.health import Check, Health, Heartbeat, TimedCheck, data_root_check, database_check
+from flywheel.service.http import HEALTHZ, READYZ, HttpServer, probe_url
 from tests.conftest import TINY_CONFIG, free_port
 from tests.metrics_scrape import scrape, value
 
@@ -261,7 +261,7 @@ def test_a_real_daemon_serves_health_beside_metrics(tmp_path: Path):
     (root / "config.toml").write_text(TINY_CONFIG.format(port=port))
     log = (tmp_path / "daemon.log").open("w")
     daemon = subprocess.Popen([*FLYWHEEL, "run", "--root", str(root)], stdout=log, stderr=subprocess.STDOUT)
-    probe = [sys.executable, "-m", "flywheel.http"]
+    probe = [sys.executable, "-m", "flywheel.service.http"]
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.health import Heartbeat
-from flywheel.ports import NullObserver
-from flywheel.systemd import ServiceNotifier, StatusObserver, watchdog_seconds
-from flywheel.training.spec import EPOCH, TRAINED
+from flywheel.core.ports import NullObserver
+from flywheel.core.spec import EPOCH, TRAINED
+from flywheel.service.health import Heartbeat
+from flywheel.service.systemd import ServiceNotifier, StatusObserver, watchdog_seconds
 from tests.conftest import TINY_CONFIG, free_port
 
 REPO = Path(__file__).resolve().parents[1]

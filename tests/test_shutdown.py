@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from flywheel.app import App, init_data_root
-from flywheel.daemon import EXIT_SHUTDOWN_TIMEOUT
-from flywheel.demo import synthetic_batch
+from flywheel.cli.demo import synthetic_batch
+from flywheel.service.daemon import EXIT_SHUTDOWN_TIMEOUT
 
 CONFIG = """\
 [inbox]
@@ -40,7 +40,7 @@ HANGING_DAEMON = textwrap.dedent(
     import sys, time
     from pathlib import Path
     import flywheel.app
-    from flywheel.cli import app
+    from flywheel.cli.main import app
 
     class Hangs:  # a trainer stuck where no stop request reaches it
         def __init__(self, *args, **kwargs): pass

@@ -18,13 +18,13 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import Session, SQLModel
 from typer.testing import CliRunner
 
-from flywheel import ledger
 from flywheel.app import App, init_data_root
-from flywheel.cli import app as cli
-from flywheel.domain import ManifestItem, ModelStatus
-from flywheel.errors import InvalidTransition, StoreError
-from flywheel.ledger import Action
-from flywheel.manifests import DELTA, FULL, additive_hash
+from flywheel.cli.main import app as cli
+from flywheel.core import ledger
+from flywheel.core.domain import ManifestItem, ModelStatus
+from flywheel.core.errors import InvalidTransition, StoreError
+from flywheel.core.ledger import Action
+from flywheel.core.manifests import DELTA, FULL, additive_hash
 from flywheel.store import Store, database_url, db, make_engine, upgrade_schema
 from flywheel.store.migrate import BASELINE, HEAD, alembic_config, current
 from flywheel.store.tables import ModelRow, utcnow

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from flywheel.config import parse
-from flywheel.domain import StartKind
-from flywheel.training.budget import Plateau, decayed, late_gain, warm_budget
-from flywheel.training.plan import CANDIDATE, CHALLENGER, Generation, plan_budget, refresh_due, refresh_outlook
+from flywheel.core.budget import Plateau, decayed, late_gain, warm_budget
+from flywheel.core.config import parse
+from flywheel.core.domain import StartKind
+from flywheel.core.plan import CANDIDATE, CHALLENGER, Generation, plan_budget, refresh_due, refresh_outlook
 
 W, S = StartKind.WARM, StartKind.SCRATCH
 

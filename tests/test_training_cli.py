@@ -9,9 +9,9 @@ import sys
 from rich.console import Console
 
 from flywheel.app import App
-from flywheel.cli_train import TrainProgress, cancel_running, progress_of
-from flywheel.demo import synthetic_batch
-from flywheel.domain import RunState
+from flywheel.cli.demo import synthetic_batch
+from flywheel.cli.train import TrainProgress, cancel_running, progress_of
+from flywheel.core.domain import RunState
 from flywheel.store.tables import RunRow
 
 FLYWHEEL = [sys.executable, "-m", "flywheel"]

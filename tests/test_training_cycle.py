@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from flywheel.app import App
-from flywheel.demo import synthetic_batch
-from flywheel.domain import ModelStatus, RunState, StartKind
-from flywheel.errors import NotFound, TrainingCancelled, UsageError
-from flywheel.recovery import mark_interrupted, reopen
+from flywheel.cli.demo import synthetic_batch
+from flywheel.core.domain import ModelStatus, RunState, StartKind
+from flywheel.core.errors import NotFound, TrainingCancelled, UsageError
+from flywheel.core.plan import CANDIDATE, CHALLENGER
+from flywheel.flow.recovery import mark_interrupted, reopen
 from flywheel.store.tables import EpochRow
 from flywheel.training import replay
-from flywheel.training.plan import CANDIDATE, CHALLENGER
 from tests.fakes import FakeTrainer
 from tests.pg_server import both_backends
 
@@ -347,7 +347,7 @@ def test_a_gate_decision_recorded_before_a_crash_is_carried_out_at_the_next_star
         if name == "gate.decided":
             raise Crash
 
-    monkeypatch.setattr("flywheel.promotion.crash_point", crash)
+    monkeypatch.setattr("flywheel.flow.promotion.crash_point", crash)
     with pytest.raises(Crash):
         app.train(version)
     monkeypatch.undo()

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from flywheel.app import App, init_data_root
-from flywheel.demo import synthetic_batch
-from flywheel.domain import ModelStatus, RunState, StartKind
-from flywheel.training.plan import CANDIDATE, CHALLENGER
+from flywheel.cli.demo import synthetic_batch
+from flywheel.core.domain import ModelStatus, RunState, StartKind
+from flywheel.core.plan import CANDIDATE, CHALLENGER
 
 pytestmark = pytest.mark.slow
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.config import parse
-from flywheel.domain import StartKind
-from flywheel.errors import ConfigError, UsageError
-from flywheel.training.plan import (
+from flywheel.core.config import parse
+from flywheel.core.domain import StartKind
+from flywheel.core.errors import ConfigError, UsageError
+from flywheel.core.plan import (
     CANDIDATE,
     CHALLENGER,
     Generation,
@@ -164,8 +164,9 @@ def test_challenger_due(history, every, after, due):
 
 def test_the_daemon_side_never_imports_torch():
     code = (
-        "import sys, flywheel.cli, flywheel.daemon, flywheel.cycle, flywheel.cli_train, flywheel.training.runner;"
-        "import flywheel.training.plan, flywheel.training.replay, flywheel.training.spec;"
+        "import sys, flywheel.cli.main, flywheel.service.daemon, flywheel.flow.cycle, flywheel.cli.train;"
+        "import flywheel.training.runner;"
+        "import flywheel.core.plan, flywheel.training.replay, flywheel.core.spec;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics'));"
         "print(bad); sys.exit(1 if bad else 0)"
     )

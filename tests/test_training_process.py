@@ -17,9 +17,9 @@ from typing import TypeVar
 import pytest
 
 from flywheel.app import App, DataRootLock, init_data_root
-from flywheel.demo import drop, synthetic_batch
-from flywheel.domain import RunState
-from flywheel.errors import TrainingCancelled
+from flywheel.cli.demo import drop, synthetic_batch
+from flywheel.core.domain import RunState
+from flywheel.core.errors import TrainingCancelled
 
 T = TypeVar("T")
 FLYWHEEL = [sys.executable, "-m", "flywheel"]

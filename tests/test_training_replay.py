@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from flywheel.app import App
-from flywheel.demo import synthetic_batch
-from flywheel.domain import ManifestItem
+from flywheel.cli.demo import synthetic_batch
+from flywheel.core.domain import ManifestItem
 from flywheel.store.materialize import materialize
 from flywheel.training import replay
 from tests.training_support import Abort, spec_for, train

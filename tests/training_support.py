@@ -15,12 +15,12 @@ from typing import Any
 
 import yaml
 
-from flywheel.config import parse
-from flywheel.demo import synthetic_batch
-from flywheel.domain import StartKind
+from flywheel.cli.demo import synthetic_batch
+from flywheel.core.config import parse
+from flywheel.core.domain import StartKind
+from flywheel.core.plan import Start, build_spec, resolve_params
+from flywheel.core.spec import TrainSpec
 from flywheel.training import child
-from flywheel.training.plan import Start, build_spec, resolve_params
-from flywheel.training.spec import TrainSpec
 
 IMGSZ = 32
 TRAINING = {

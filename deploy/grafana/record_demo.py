@@ -74,8 +74,8 @@ def main() -> int:
     import render
 
     from flywheel.app import App
-    from flywheel.demo import drop, synthetic_batch
-    from flywheel.domain import RunState
+    from flywheel.cli.demo import drop, synthetic_batch
+    from flywheel.core.domain import RunState
 
     work = Path(tempfile.mkdtemp(prefix="flywheel-demo-"))
     root = work / "root"

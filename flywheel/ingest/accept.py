@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from flywheel.domain import ManifestItem, split_of
+from flywheel.core.domain import ManifestItem, split_of
 from flywheel.ingest.dedupe import NearCopies
 from flywheel.ingest.formats.base import Sample
 from flywheel.ingest.images import ImageInfo, check_image, upright_bytes

@@ -8,9 +8,10 @@ import os
 import shutil
 from typing import Any
 
-from flywheel.domain import BatchState, batch_name
-from flywheel.errors import BatchRejected
-from flywheel.faults import crash_point
+from flywheel.core.domain import BatchState, batch_name
+from flywheel.core.errors import BatchRejected
+from flywheel.core.faults import crash_point
+from flywheel.core.manifests import changes
 from flywheel.ingest import source as sources
 from flywheel.ingest.accept import Checks, accept
 from flywheel.ingest.api import IngestOptions, IngestPaths, IngestResult
@@ -19,7 +20,6 @@ from flywheel.ingest.formats import Parsed
 from flywheel.ingest.layout import link_escapes
 from flywheel.ingest.reasons import BatchRefused, Code
 from flywheel.ingest.report import Outcome, write_quarantine
-from flywheel.manifests import changes
 from flywheel.store import Store
 from flywheel.store.tables import BatchRow, VersionRow
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flywheel.domain import batch_name, parse_id
-from flywheel.errors import NotFound, UsageError
+from flywheel.core.domain import batch_name, parse_id
+from flywheel.core.errors import NotFound, UsageError
 from flywheel.ingest import archives
 from flywheel.ingest.report import read_report
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from flywheel.errors import BatchRejected
+from flywheel.core.errors import BatchRejected
 
 
 class Code(StrEnum):

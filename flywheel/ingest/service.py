@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from flywheel.domain import BatchState, batch_name, merge_class_map
-from flywheel.errors import BatchRejected, StoreError
-from flywheel.faults import crash_point
+from flywheel.core.domain import BatchState, batch_name, merge_class_map
+from flywheel.core.errors import BatchRejected, StoreError
+from flywheel.core.faults import crash_point
 from flywheel.ingest import source as sources
 from flywheel.ingest.accept import Checks
 from flywheel.ingest.api import IngestOptions, IngestPaths, IngestResult

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
-from flywheel.errors import ConfigError, StoreError
+from flywheel.core.errors import ConfigError, StoreError
 
 DB_NAME = "flywheel.db"
 EXAMPLE = "postgresql+psycopg://USER:PASSWORD@HOST:5432/DBNAME"

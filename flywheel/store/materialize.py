@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from flywheel.domain import ManifestItem, version_name
-from flywheel.errors import StoreError
+from flywheel.core.domain import ManifestItem, version_name
+from flywheel.core.errors import StoreError
 from flywheel.store.objects import ObjectStore
 
 SPLITS = ("train", "val")

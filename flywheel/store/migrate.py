@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from flywheel import __version__
-from flywheel.errors import StoreError
+from flywheel.core.errors import StoreError
 from flywheel.store.db import LOCK_KEY, hint, mask
 
 if TYPE_CHECKING:

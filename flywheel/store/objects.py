@@ -13,7 +13,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from flywheel.errors import IntegrityError, StoreError
+from flywheel.core.errors import IntegrityError, StoreError
 
 _CHUNK = 1 << 20
 

@@ -13,7 +13,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from flywheel.domain import (
+from flywheel.core.domain import (
     BatchState,
     ManifestItem,
     ModelStatus,
@@ -24,8 +24,8 @@ from flywheel.domain import (
     run_name,
     version_name,
 )
-from flywheel.errors import NotFound, RegistryError
-from flywheel.ledger import GENESIS, Action, digest
+from flywheel.core.errors import NotFound, RegistryError
+from flywheel.core.ledger import GENESIS, Action, digest
 from flywheel.store import versions
 from flywheel.store.db import session
 from flywheel.store.tables import (

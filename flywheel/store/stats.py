@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from flywheel.domain import RunState
+from flywheel.core.domain import RunState
 from flywheel.store.db import session
 from flywheel.store.objects import ObjectStore
 from flywheel.store.repo import Store

@@ -1,7 +1,7 @@
 """SQLModel tables: the durable form of the core's records.
 
 States are stored as the core's enum values; every change of a state column goes through
-`flywheel.domain.check_transition` in `Store` (never assigned directly elsewhere).
+`flywheel.core.domain.check_transition` in `Store` (never assigned directly elsewhere).
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ class LedgerRow(SQLModel, table=True):
     __tablename__ = "production_ledger"
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=utcnow)
-    action: str  # flywheel.ledger.Action
+    action: str  # flywheel.core.ledger.Action
     model_id: int | None  # None for pin / unpin
     previous_model_id: int | None
     actor: str

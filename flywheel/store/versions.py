@@ -15,8 +15,8 @@ from sqlalchemy import insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
-from flywheel.domain import ManifestItem
-from flywheel.manifests import DELTA, FULL, Totals
+from flywheel.core.domain import ManifestItem
+from flywheel.core.manifests import DELTA, FULL, Totals
 from flywheel.store.tables import VersionItemRow, VersionRow
 
 _CHUNK = 500  # image shas per IN (...) list: far under every backend's limit on bound parameters

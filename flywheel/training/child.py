@@ -20,8 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from flywheel.training import bootstrap
-from flywheel.training.spec import (
+from flywheel.core.spec import (
     BOOTSTRAP,
     CANCELLED,
     CANCELLED_EXIT,
@@ -37,6 +36,7 @@ from flywheel.training.spec import (
     EvalTarget,
     TrainSpec,
 )
+from flywheel.training import bootstrap
 
 
 def _offline_environment(threads: int) -> None:
@@ -156,7 +156,7 @@ def train(spec: TrainSpec, report: Reporter, extra_callbacks: dict[str, list[Any
     from ultralytics import YOLO
     from ultralytics.utils import SETTINGS
 
-    from flywheel.training.budget import Plateau
+    from flywheel.core.budget import Plateau
     from flywheel.training.strategies import (
         Strategy,
         backbone_layers,

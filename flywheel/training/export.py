@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flywheel.errors import TrainingError
+from flywheel.core.errors import TrainingError
 
 
 class SubprocessExporter:

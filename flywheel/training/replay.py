@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from flywheel.domain import ManifestItem
+from flywheel.core.domain import ManifestItem
 
 BACKGROUND = -1  # the bucket of images without boxes: negatives are replayed too
 

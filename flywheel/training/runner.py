@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flywheel.domain import run_name
-from flywheel.errors import TrainingCancelled, TrainingError
-from flywheel.training.spec import CANCELLED, FAILED, TrainSpec
+from flywheel.core.domain import run_name
+from flywheel.core.errors import TrainingCancelled, TrainingError
+from flywheel.core.spec import CANCELLED, FAILED, TrainSpec
 
 log = logging.getLogger("flywheel.training")
 

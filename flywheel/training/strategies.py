@@ -229,7 +229,7 @@ def shrink_perturb(model: Any, shrink: float, perturb: float, seed: int) -> int:
 def enter_final_decay(trainer: Any, total: int) -> None:
     """End the run at `total` epochs, its LR decaying linearly from where the schedule is now to
     lr0 x lrf at the last epoch (budget.decayed): Ultralytics would otherwise stop at a high LR."""
-    from flywheel.training.budget import decayed
+    from flywheel.core.budget import decayed
 
     start = int(trainer.epoch)  # the epoch index just finished
     at_plateau, lrf, length = float(trainer.lf(start)), float(trainer.args.lrf), total - 1 - start

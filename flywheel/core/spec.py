@@ -58,7 +58,7 @@ class TrainSpec:
     evaluate_only: bool = False  # `flywheel compare`: score the given checkpoints, train nothing
     bootstrap_samples: int = 0  # > 0: paired bootstrap of candidate vs production mAP per eval set
     bootstrap_confidence: float = 0.95
-    # How it trains (resolved by flywheel.training.plan, every one passed to Ultralytics explicitly)
+    # How it trains (resolved by flywheel.core.plan, every one passed to Ultralytics explicitly)
     optimizer: str = "auto"
     lr0: float = 0.01
     lrf: float = 0.01

@@ -24,12 +24,12 @@ from collections.abc import Mapping
 
 from sdnotify import SystemdNotifier
 
-from flywheel.domain import run_name
-from flywheel.health import Heartbeat
-from flywheel.ports import Event, Observer
-from flywheel.training.spec import EPOCH, EVALUATED, TRAINED
+from flywheel.core.domain import run_name
+from flywheel.core.ports import Event, Observer
+from flywheel.core.spec import EPOCH, EVALUATED, TRAINED
+from flywheel.service.health import Heartbeat
 
-log = logging.getLogger("flywheel.systemd")
+log = logging.getLogger("flywheel.service.systemd")
 
 SOCKET_ENV = "NOTIFY_SOCKET"
 WATCHDOG_USEC_ENV = "WATCHDOG_USEC"

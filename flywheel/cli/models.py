@@ -8,13 +8,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from flywheel import ledger
 from flywheel.app import App
-from flywheel.cli_common import Root, call, err, out
-from flywheel.compare import compare as compare_models
-from flywheel.compare import resolve
-from flywheel.domain import model_name, parse_id, run_name, version_name
-from flywheel.registry import current_actor
+from flywheel.cli.common import Root, call, err, out
+from flywheel.core import ledger
+from flywheel.core.domain import model_name, parse_id, run_name, version_name
+from flywheel.flow.compare import compare as compare_models
+from flywheel.flow.compare import resolve
+from flywheel.flow.registry import current_actor
 from flywheel.store.tables import as_utc
 
 models_app = typer.Typer(help="Models: list them, or `show ID` for one model's record and gate decision.")

@@ -8,7 +8,7 @@
 
 prometheus_client's `start_http_server` serves nothing but metrics, hence this small server.
 
-`python -m flywheel.http healthz|readyz [--root DIR]` asks a running daemon (the container's
+`python -m flywheel.service.http healthz|readyz [--root DIR]` asks a running daemon (the container's
 HEALTHCHECK): exit 0 on 200, 1 otherwise, 2 when the data root's config cannot be read.
 """
 
@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import MetricsHandler
 
-from flywheel.health import Check
+from flywheel.service.health import Check
 
 Probe = Callable[[], list[Check]]
 
@@ -129,10 +129,12 @@ def ask(url: str, timeout: float) -> tuple[int, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flywheel import config as config_mod
-    from flywheel.errors import FlywheelError
+    from flywheel.core import config as config_mod
+    from flywheel.core.errors import FlywheelError
 
-    parser = argparse.ArgumentParser(prog="python -m flywheel.http", description="Ask a running daemon's probe.")
+    parser = argparse.ArgumentParser(
+        prog="python -m flywheel.service.http", description="Ask a running daemon's probe."
+    )
     parser.add_argument("probe", choices=["healthz", "readyz"])
     parser.add_argument("--root", type=Path, default=Path(os.environ.get("FLYWHEEL_ROOT", ".")))
     parser.add_argument("--timeout", type=float, default=5.0)

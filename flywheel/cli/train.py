@@ -8,15 +8,15 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flywheel import requests
 from flywheel.app import App, DataRootLock
-from flywheel.domain import RunState, model_name, run_name
-from flywheel.errors import Busy
-from flywheel.ports import NullObserver
+from flywheel.core.domain import RunState, model_name, run_name
+from flywheel.core.errors import Busy
+from flywheel.core.ports import NullObserver
+from flywheel.core.spec import EPOCH, PROGRESS
+from flywheel.service import train_queue
 from flywheel.store import Store
 from flywheel.store.tables import RunRow
 from flywheel.training.runner import request_cancel
-from flywheel.training.spec import EPOCH, PROGRESS
 
 
 class TrainProgress(NullObserver):
@@ -95,10 +95,10 @@ def progress_of(run: RunRow) -> str:
 def through_daemon(
     application: App, version_id: int | None, start_from: str | None, actor: str, console: Console, wait: bool
 ) -> RunRow | None:
-    """The daemon holds the data root: ask it to train (flywheel.requests) and, with `wait`,
+    """The daemon holds the data root: ask it to train (flywheel.service.train_queue) and, with `wait`,
     follow the run it starts for us to its end. Returns that run (None if not waited for)."""
     root = application.layout.root
-    request = requests.submit(root, version_id, start_from, actor)
+    request = train_queue.submit(root, version_id, start_from, actor)
     console.print(f"the daemon holds {root}: asked it to train (request {request.id}); it starts at its next step")
     if not wait:
         return None
@@ -108,15 +108,15 @@ def through_daemon(
         return next((r for r in store.runs() if (r.id or 0) > run_id), None)
 
     with console.status("waiting for the daemon to take the request") as status:
-        while (where := requests.progress(root, request.id)).state == "queued":
+        while (where := train_queue.progress(root, request.id)).state == "queued":
             time.sleep(0.5)
         while where.state == "taken":
             run = first_after(where.after_run or 0)
             if run is not None:
                 status.update(f"run {run_name(run.id or 0)}: {run.state}, epoch {progress_of(run)}")
             time.sleep(0.5)
-            where = requests.progress(root, request.id)
-    requests.forget(root, request.id)
+            where = train_queue.progress(root, request.id)
+    train_queue.forget(root, request.id)
     return store.run(where.runs[0]) if where.runs else None
 
 

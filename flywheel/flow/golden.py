@@ -29,20 +29,20 @@ from pathlib import Path
 
 import yaml
 
-from flywheel.config import Config, resolve
-from flywheel.domain import ManifestItem
-from flywheel.errors import GoldenSetError
-from flywheel.evalsets import EvalSet
+from flywheel.core.config import Config, resolve
+from flywheel.core.domain import ManifestItem
+from flywheel.core.errors import GoldenSetError
+from flywheel.core.ledger import Action
+from flywheel.flow.evalsets import EvalSet
 from flywheel.ingest.formats import yolo
 from flywheel.ingest.formats.base import Sample
 from flywheel.ingest.images import check_image, upright_bytes
 from flywheel.ingest.labels import finish
 from flywheel.ingest.layout import ignore_code, list_entries
 from flywheel.ingest.reasons import BatchRefused, Problem
-from flywheel.ledger import Action
 from flywheel.store import Store, sha256_bytes, sha256_file
 
-log = logging.getLogger("flywheel.gate")
+log = logging.getLogger("flywheel.core.gate")
 
 GOLDEN = "golden"  # the eval set's name (evalsets.GATED)
 KEY = "gate.golden_dir"

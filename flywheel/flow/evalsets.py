@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from flywheel.domain import ManifestItem
-from flywheel.manifests import additive_hash
+from flywheel.core.domain import ManifestItem
+from flywheel.core.manifests import additive_hash
 from flywheel.store.materialize import version_dir
 
 PRIMARY = "val"

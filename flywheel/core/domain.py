@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from flywheel.errors import BatchRejected, InvalidTransition, UsageError
+from flywheel.core.errors import BatchRejected, InvalidTransition, UsageError
 
 
 class BatchState(StrEnum):

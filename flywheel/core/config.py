@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from flywheel.errors import ConfigError
+from flywheel.core.errors import ConfigError
 
 CONFIG_NAME = "config.toml"
 

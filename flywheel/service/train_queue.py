@@ -21,9 +21,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from flywheel.errors import UsageError
+from flywheel.core.errors import UsageError
 
-log = logging.getLogger("flywheel.requests")
+log = logging.getLogger("flywheel.service.train_queue")
 DONE_KEPT_SECONDS = 24 * 3600
 
 

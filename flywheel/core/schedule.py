@@ -1,5 +1,5 @@
 """When the daemon trains: a pure policy over what is waiting (no clock, no I/O), so every
-rule is tested with plain values; the daemon (flywheel.daemon) feeds it and APScheduler's
+rule is tested with plain values; the daemon (flywheel.service.daemon) feeds it and APScheduler's
 cron trigger tells it when a scheduled time came.
 
 - A burst of batches is one training: nothing trains until no version was made for
@@ -8,7 +8,7 @@ cron trigger tells it when a scheduled time came.
   last version a run trained on (0: never by count), or when `cron` fires and anything waits.
 - One training at a time, always: the daemon has one worker; a batch arriving during a
   training is ingested after it, and waits for the next.
-- `flywheel train` while the daemon runs is a request in the same queue (flywheel.requests):
+- `flywheel train` while the daemon runs is a request in the same queue (flywheel.service.train_queue):
   it trains at the worker's next step, whatever the count or the schedule say.
 """
 

@@ -27,9 +27,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from flywheel.errors import IntegrityError, StoreError
+from flywheel.core.errors import IntegrityError, StoreError
 
-log = logging.getLogger("flywheel.health")
+log = logging.getLogger("flywheel.service.health")
 
 
 @dataclass(frozen=True)

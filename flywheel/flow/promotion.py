@@ -11,16 +11,16 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from flywheel.config import Config
-from flywheel.domain import model_name
-from flywheel.evalsets import GATED, EvalSet
-from flywheel.faults import crash_point
-from flywheel.gate import GateDecision, Outcome, Policy, Score, SetVerdict, decide
-from flywheel.registry import Registry
+from flywheel.core.config import Config
+from flywheel.core.domain import model_name
+from flywheel.core.faults import crash_point
+from flywheel.core.gate import GateDecision, Outcome, Policy, Score, SetVerdict, decide
+from flywheel.flow.evalsets import GATED, EvalSet
+from flywheel.flow.registry import Registry
 from flywheel.store import Store
 from flywheel.store.tables import EvaluationRow, GateRow, ModelRow
 
-log = logging.getLogger("flywheel.gate")
+log = logging.getLogger("flywheel.core.gate")
 
 
 def policy_of(config: Config) -> Policy:

@@ -20,7 +20,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from flywheel.domain import ManifestItem
+from flywheel.core.domain import ManifestItem
 
 FULL = "full"  # every item stored with the version; sorted-list hashes (before delta manifests)
 DELTA = "delta"  # only the items added or re-labelled over the parent; additive hashes

@@ -21,17 +21,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flywheel.domain import ModelStatus, model_name, run_name, version_name
-from flywheel.errors import FlywheelError, IntegrityError, RegistryError
-from flywheel.faults import crash_point
-from flywheel.hooks import Notifier
-from flywheel.ledger import Action
-from flywheel.ports import Exporter
+from flywheel.core.domain import ModelStatus, model_name, run_name, version_name
+from flywheel.core.errors import FlywheelError, IntegrityError, RegistryError
+from flywheel.core.faults import crash_point
+from flywheel.core.ledger import Action
+from flywheel.core.ports import Exporter
+from flywheel.service.notify import Notifier
 from flywheel.store import ObjectStore, Store
 from flywheel.store.objects import sha256_file
 from flywheel.store.tables import LedgerRow, ModelRow, as_utc
 
-log = logging.getLogger("flywheel.registry")
+log = logging.getLogger("flywheel.flow.registry")
 
 
 def current_actor() -> str:

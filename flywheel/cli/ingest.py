@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from flywheel.app import App, DataRootLock
-from flywheel.cli_common import Root, call, out
-from flywheel.errors import Busy
+from flywheel.cli.common import Root, call, out
+from flywheel.core.errors import Busy
 from flywheel.ingest import quarantine
 
 quarantine_app = typer.Typer(

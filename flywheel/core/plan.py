@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flywheel.config import Config, resolve
-from flywheel.domain import StartKind, parse_id
-from flywheel.errors import UsageError
-from flywheel.training.budget import Budget, late_gain, warm_budget
-from flywheel.training.spec import EvalTarget, TrainSpec
+from flywheel.core.budget import Budget, late_gain, warm_budget
+from flywheel.core.config import Config, resolve
+from flywheel.core.domain import StartKind, parse_id
+from flywheel.core.errors import UsageError
+from flywheel.core.spec import EvalTarget, TrainSpec
 
 CANDIDATE = "candidate"  # a run whose model the gate compares with production
 CHALLENGER = "scratch_challenger"  # the negative-transfer guard's run from model.base, same version

@@ -19,12 +19,12 @@ import signal
 import time
 from pathlib import Path
 
-from flywheel.domain import ModelStatus, RunState, run_name
-from flywheel.registry import Registry
+from flywheel.core.domain import ModelStatus, RunState, run_name
+from flywheel.flow.registry import Registry
 from flywheel.store import Store
 from flywheel.store.tables import EpochRow, RunRow
 
-log = logging.getLogger("flywheel.recovery")
+log = logging.getLogger("flywheel.flow.recovery")
 
 MAX_RESUMES = 3  # a run the daemon died under this often is not tried again
 ORPHAN_GRACE_SECONDS = 30.0  # an orphaned child asked to stop gets this long before SIGKILL

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from flywheel.training.spec import TrainSpec
+from flywheel.core.spec import TrainSpec
 
 Event = dict[str, Any]
 

@@ -11,7 +11,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from flywheel.errors import FlywheelError
+from flywheel.core.errors import FlywheelError
 
 out = Console()
 err = Console(stderr=True)

@@ -1,5 +1,5 @@
-"""The daemon's trainings: the ones people ask for (`flywheel train`, flywheel.requests) and the
-ones the schedule calls for (flywheel.schedule). Called by the daemon's one worker, so never
+"""The daemon's trainings: the ones people ask for (`flywheel train`, flywheel.service.train_queue) and the
+ones the schedule calls for (flywheel.core.schedule). Called by the daemon's one worker, so never
 two trainings at once."""
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from flywheel import requests, schedule
 from flywheel.app import App
-from flywheel.cycle import trainable
-from flywheel.domain import version_name
+from flywheel.core import schedule
+from flywheel.core.domain import version_name
+from flywheel.flow.cycle import trainable
+from flywheel.service import train_queue
 
-log = logging.getLogger("flywheel.daemon")
+log = logging.getLogger("flywheel.service.daemon")
 
 
 class Trigger:
@@ -28,7 +29,7 @@ class Trigger:
 
     def asked(self, stopping: threading.Event) -> None:
         """Serve the train requests, oldest first: a person asked, before the schedule."""
-        for request in requests.pending(self.app.layout.root):
+        for request in train_queue.pending(self.app.layout.root):
             if stopping.is_set():
                 return
             self._serve(request)
@@ -63,10 +64,10 @@ class Trigger:
         self.cron_due = True
         self.wake()
 
-    def _serve(self, request: requests.TrainRequest) -> None:
+    def _serve(self, request: train_queue.TrainRequest) -> None:
         runs = self.app.store.runs()
         newest = (runs[-1].id or 0) if runs else 0
-        taken = requests.take(self.app.layout.root, request, newest)
+        taken = train_queue.take(self.app.layout.root, request, newest)
         try:
             latest = self.app.store.latest_version()
             version_id = request.version_id or (latest.id if latest else None)
@@ -77,7 +78,7 @@ class Trigger:
             log.info("training on %s as %s asked (flywheel train, %s)", name, request.actor, request.id)
             self.app.train(version_id, start_from=request.start_from)
         finally:
-            requests.finish(taken, [r.id or 0 for r in self.app.store.runs() if (r.id or 0) > newest])
+            train_queue.finish(taken, [r.id or 0 for r in self.app.store.runs() if (r.id or 0) > newest])
 
     def _wake_in(self, seconds: float) -> None:
         if self._timer is not None:

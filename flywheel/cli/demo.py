@@ -16,8 +16,8 @@ from pathlib import Path
 from rich.console import Console
 
 from flywheel.app import App, init_data_root
-from flywheel.domain import RunState, model_name
-from flywheel.errors import FlywheelError
+from flywheel.core.domain import RunState, model_name
+from flywheel.core.errors import FlywheelError
 from flywheel.ingest.layout import read_class_names
 
 DEMO_CONFIG = """\
@@ -86,7 +86,7 @@ def drop(batch: Path, inbox: Path, marker: str = "READY") -> Path:
 
 
 def run_demo(directory: Path, sample: Path | None, images: int, console: Console) -> None:
-    from flywheel.daemon import Daemon
+    from flywheel.service.daemon import Daemon
 
     sample = sample or next((p for p in BCCD_CANDIDATES if (p / "data.yaml").is_file()), None)
     root = init_data_root(directory, DEMO_CONFIG.format(imgsz=160 if sample else 64))

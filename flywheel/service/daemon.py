@@ -19,19 +19,19 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from flywheel import requests
 from flywheel.app import App, DataRootLock
-from flywheel.domain import batch_name, run_name, version_name
-from flywheel.errors import FlywheelError, IntegrityError, TrainingCancelled
-from flywheel.health import Degraded, Health, Heartbeat, storage_message, storage_problem
-from flywheel.http import HEALTHZ, READYZ, HttpServer
+from flywheel.core.domain import batch_name, run_name, version_name
+from flywheel.core.errors import FlywheelError, IntegrityError, TrainingCancelled
+from flywheel.flow.recovery import mark_interrupted
 from flywheel.ingest.watcher import InboxWatcher, SettleTracker
-from flywheel.metrics import build_registry
-from flywheel.recovery import mark_interrupted
-from flywheel.systemd import ServiceNotifier, StatusObserver
-from flywheel.trigger import Trigger
+from flywheel.service import train_queue
+from flywheel.service.health import Degraded, Health, Heartbeat, storage_message, storage_problem
+from flywheel.service.http import HEALTHZ, READYZ, HttpServer
+from flywheel.service.metrics import build_registry
+from flywheel.service.systemd import ServiceNotifier, StatusObserver
+from flywheel.service.trigger import Trigger
 
-log = logging.getLogger("flywheel.daemon")
+log = logging.getLogger("flywheel.service.daemon")
 
 IDLE_BEAT_SECONDS = 5.0  # an idle work loop still wakes this often to show it is alive
 
@@ -49,7 +49,7 @@ class Daemon:
         self.metrics_port = 0
         self.ready = threading.Event()
         self.trigger = Trigger(self.app, self.wake)
-        # systemd's notify protocol, the work loop's heartbeat, STATUS lines (flywheel.systemd)
+        # systemd's notify protocol, the work loop's heartbeat, STATUS lines (flywheel.service.systemd)
         self.notifier = ServiceNotifier.from_environment()
         self.heartbeat = Heartbeat(self.app.config.health.stall_seconds)
         self.app.observer = self.status = StatusObserver(self.app.observer, self.notifier, self.heartbeat)
@@ -77,7 +77,7 @@ class Daemon:
             for r in mark_interrupted(app.store, app.registry):  # a run a dead daemon left "running"
                 policy = app.config.training.on_interrupt
                 log.warning("run %s was interrupted (on_interrupt: %s)", run_name(r.id or 0), policy)
-            requests.drop_taken(app.layout.root)
+            train_queue.drop_taken(app.layout.root)
             health = Health(
                 self.heartbeat, app.engine, app.layout.root, self.ready, self.stopping, degraded=self.degraded
             )
@@ -85,7 +85,7 @@ class Daemon:
             server = HttpServer(app.config.metrics.host, app.config.metrics.port, self.registry, probes)
             self.metrics_port = server.port
             log.info("metrics on http://%s:%d/metrics", app.config.metrics.host, self.metrics_port)
-            watcher = InboxWatcher(self.tracker, self.wake, also=requests.queue_dir(app.layout.root))
+            watcher = InboxWatcher(self.tracker, self.wake, also=train_queue.queue_dir(app.layout.root))
             watcher.start()
             scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
             settle = max(0.2, min(1.0, app.config.inbox.settle_seconds / 4))

@@ -12,18 +12,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flywheel.config import Config
-from flywheel.domain import model_name, parse_id
-from flywheel.errors import UsageError
-from flywheel.evalsets import EvalSet, version_eval_sets
-from flywheel.gate import Score
-from flywheel.ports import Trainer
-from flywheel.promotion import remember, score_of
-from flywheel.registry import Registry
+from flywheel.core.config import Config
+from flywheel.core.domain import model_name, parse_id
+from flywheel.core.errors import UsageError
+from flywheel.core.gate import Score
+from flywheel.core.ports import Trainer
+from flywheel.core.spec import EVALUATED, EvalTarget, TrainSpec
+from flywheel.flow.evalsets import EvalSet, version_eval_sets
+from flywheel.flow.promotion import remember, score_of
+from flywheel.flow.registry import Registry
 from flywheel.store import Store, sha256_file
 from flywheel.store.materialize import materialize
 from flywheel.store.objects import ObjectStore
-from flywheel.training.spec import EVALUATED, EvalTarget, TrainSpec
 
 
 @dataclass(frozen=True)

@@ -40,14 +40,14 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from flywheel import __version__
-from flywheel.domain import RunState, model_name, version_name
-from flywheel.errors import FlywheelError, StoreError
-from flywheel.ports import Event
+from flywheel.core.domain import RunState, model_name, version_name
+from flywheel.core.errors import FlywheelError, StoreError
+from flywheel.core.ports import Event
+from flywheel.core.spec import EPOCH, PROGRESS
 from flywheel.store import ObjectStore, Store
 from flywheel.store.stats import ClassCounts, Latency, Scores, Snapshot, snapshot
-from flywheel.training.spec import EPOCH, PROGRESS
 
-log = logging.getLogger("flywheel.metrics")
+log = logging.getLogger("flywheel.service.metrics")
 
 _DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)
 # batch arrival -> gate decision: from a tiny CPU training (tens of seconds) to a week

@@ -14,16 +14,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flywheel import __version__, cli_models
+from flywheel import __version__
 from flywheel.app import App, DataRootLock, init_data_root
-from flywheel.cli_common import Root, call, err, out, setup_logging
-from flywheel.cli_train import progress_of, run_ending
-from flywheel.cycle import generations
-from flywheel.domain import batch_name, model_name, parse_id, run_name, version_name
-from flywheel.errors import Busy
-from flywheel.ingest import commands as ingest_commands
-from flywheel.registry import current_actor
-from flywheel.training.plan import refresh_outlook
+from flywheel.cli import ingest as ingest_commands
+from flywheel.cli import models as cli_models
+from flywheel.cli.common import Root, call, err, out, setup_logging
+from flywheel.cli.train import progress_of, run_ending
+from flywheel.core.domain import batch_name, model_name, parse_id, run_name, version_name
+from flywheel.core.errors import Busy
+from flywheel.core.plan import refresh_outlook
+from flywheel.flow.cycle import generations
+from flywheel.flow.registry import current_actor
 
 app = typer.Typer(
     help=__doc__.split("\n\n")[0] + "\n\nA data root holds config.toml, inbox/, the database and every "
@@ -51,7 +52,7 @@ def run(root: Root = Path(".")) -> None:
     Stops cleanly on SIGTERM or Ctrl-C (a running training is stopped and recorded as cancelled);
     a second signal exits at once.
     """
-    from flywheel.daemon import serve
+    from flywheel.service.daemon import serve
 
     application = _call(lambda: App(root))
     _logging(application.config.log_level)
@@ -124,7 +125,7 @@ def train(
     goes through its one queue: it starts at the daemon's next step, after any batch being
     ingested and any training already running, whatever min_new_images or the schedule say.
     """
-    from flywheel.cli_train import TrainProgress, cancel_running, through_daemon
+    from flywheel.cli.train import TrainProgress, cancel_running, through_daemon
 
     _logging()
     if cancel:
@@ -264,7 +265,7 @@ def demo(
     images: Annotated[int, typer.Option(help="Images in the demo batch.")] = 40,
 ) -> None:
     """Set up a data root, run the daemon, drop one sample batch, wait for a promoted model."""
-    from flywheel.demo import run_demo
+    from flywheel.cli.demo import run_demo
 
     _logging()
     _call(lambda: run_demo(directory, sample, images, out))

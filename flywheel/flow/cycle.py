@@ -12,23 +12,13 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from flywheel.config import Config
-from flywheel.domain import ManifestItem, ModelStatus, RunState, StartKind, model_name, run_name, version_name
-from flywheel.errors import FlywheelError, TrainingCancelled, UsageError
-from flywheel.evalsets import GATED, version_eval_sets
-from flywheel.faults import crash_point
-from flywheel.gate import GateDecision
-from flywheel.golden import golden_eval_sets
-from flywheel.ports import Event, Observer, Trainer
-from flywheel.promotion import cached, gate_and_promote, score_of
-from flywheel.recovery import MAX_RESUMES, reopen
-from flywheel.registry import Registry
-from flywheel.store import ObjectStore, Store
-from flywheel.store.materialize import materialize
-from flywheel.store.tables import EpochRow, ModelRow, RunRow
-from flywheel.training import replay
-from flywheel.training.budget import Budget
-from flywheel.training.plan import (
+from flywheel.core.budget import Budget
+from flywheel.core.config import Config
+from flywheel.core.domain import ManifestItem, ModelStatus, RunState, StartKind, model_name, run_name, version_name
+from flywheel.core.errors import FlywheelError, TrainingCancelled, UsageError
+from flywheel.core.faults import crash_point
+from flywheel.core.gate import GateDecision
+from flywheel.core.plan import (
     CANDIDATE,
     CHALLENGER,
     Generation,
@@ -41,7 +31,8 @@ from flywheel.training.plan import (
     refresh_due,
     resolve_params,
 )
-from flywheel.training.spec import (
+from flywheel.core.ports import Event, Observer, Trainer
+from flywheel.core.spec import (
     BOOTSTRAP,
     EPOCH,
     EVALUATED,
@@ -53,8 +44,17 @@ from flywheel.training.spec import (
     WARM_START,
     EvalTarget,
 )
+from flywheel.flow.evalsets import GATED, version_eval_sets
+from flywheel.flow.golden import golden_eval_sets
+from flywheel.flow.promotion import cached, gate_and_promote, score_of
+from flywheel.flow.recovery import MAX_RESUMES, reopen
+from flywheel.flow.registry import Registry
+from flywheel.store import ObjectStore, Store
+from flywheel.store.materialize import materialize
+from flywheel.store.tables import EpochRow, ModelRow, RunRow
+from flywheel.training import replay
 
-log = logging.getLogger("flywheel.cycle")
+log = logging.getLogger("flywheel.flow.cycle")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The `flywheel` command: one module per command group."""

@@ -1,0 +1,1 @@
+"""Records, states, policies and ports: pure, no I/O library imported."""

@@ -1,0 +1,1 @@
+"""The long-running service: daemon, trigger, train queue, HTTP, health, systemd, metrics, notify hooks."""
