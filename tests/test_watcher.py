@@ -168,20 +168,27 @@ def test_hold_excludes_a_batch_until_it_changes(inbox: Path):
 
 
 def test_unmarked_batch_completes_only_after_settle_seconds_of_quiet(inbox: Path, watch):
-    settle = 0.5
-    tracker = SettleTracker(inbox, MARKER, settle_seconds=settle)
+    """Twelve writes 0.1 s apart on the tracker's clock: never 0.5 s of quiet, so never
+    complete; then complete exactly when 0.5 s have passed since the last noted event. A write
+    into a second folder after each one is the barrier: inotify reports in order, so once the
+    barrier's event is noted, every event of the write before it has been noted too."""
+    clock = FakeClock()  # the files' mtimes are long past: only the observer's events count
+    tracker = SettleTracker(inbox, MARKER, settle_seconds=0.5, clock=clock)
     watch(tracker, lambda: None)
-    batch = inbox / "b1"
+    batch, barrier = inbox / "b1", inbox / "zz-barrier"
     batch.mkdir()
-    last_write = time.time()
-    for i in range(12):  # 1.2 s of writing, every 0.1 s: never 0.5 s of quiet
+    barrier.mkdir()
+    for i in range(12):
+        clock.now += 0.1
         (batch / f"img{i}.png").write_bytes(b"x" * 100)
-        last_write = time.time()
-        assert tracker.complete() == [], f"complete while still being written (write {i})"
-        time.sleep(0.1)
-    assert tracker.complete() == []
-    assert wait_until(lambda: tracker.complete() == [batch], timeout=5)
-    assert time.time() - last_write >= settle - 0.05
+        (barrier / f"{i}").write_bytes(b"")
+        assert wait_until(lambda: tracker.last_event(barrier.name) == clock.now), f"write {i} was not noted"
+        assert tracker.last_event(batch.name) == clock.now
+        assert batch not in tracker.complete(), f"complete while still being written (write {i})"
+    clock.now += 0.45
+    assert batch not in tracker.complete()
+    clock.now += 0.05
+    assert batch in tracker.complete()
 
 
 def test_file_event_restarts_the_settle_clock(inbox: Path, watch):

@@ -57,12 +57,13 @@ class SettleTracker:
             if entry.is_dir() and (entry / self.marker).is_file():
                 ready.append((0.0, entry))
                 continue
-            last = max(self._last_event(entry.name), _newest_mtime(entry))
+            last = max(self.last_event(entry.name), _newest_mtime(entry))
             if now - last >= self.settle_seconds:
                 ready.append((last, entry))
         return [entry for _, entry in sorted(ready)]
 
-    def _last_event(self, name: str) -> float:
+    def last_event(self, name: str) -> float:
+        """When the observer last noted a change in `name` (0.0: never), on this tracker's clock."""
         with self._lock:
             return self._activity.get(name, 0.0)
 
