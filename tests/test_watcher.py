@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,18 @@ class Wakes:
         with self._lock:
             self.count += 1
         self.event.set()
+
+
+class RecordingTracker(SettleTracker):
+    """Remembers every batch name the observer noted, in order."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.noted: list[str] = []
+
+    def note(self, name: str) -> None:
+        self.noted.append(name)
+        super().note(name)
 
 
 @pytest.fixture
@@ -174,10 +187,10 @@ def test_unmarked_batch_completes_only_after_settle_seconds_of_quiet(inbox: Path
     barrier's event is noted, every event of the write before it has been noted too."""
     clock = FakeClock()  # the files' mtimes are long past: only the observer's events count
     tracker = SettleTracker(inbox, MARKER, settle_seconds=0.5, clock=clock)
-    watch(tracker, lambda: None)
     batch, barrier = inbox / "b1", inbox / "zz-barrier"
     batch.mkdir()
     barrier.mkdir()
+    watch(tracker, lambda: None)  # after the mkdirs: both folders are watched from the start
     for i in range(12):
         clock.now += 0.1
         (batch / f"img{i}.png").write_bytes(b"x" * 100)
@@ -220,19 +233,17 @@ def test_events_in_hidden_entries_neither_wake_nor_make_batches(inbox: Path, wat
     (inbox / ".done").mkdir()
     (inbox / "visible").mkdir()
     clock = FakeClock()
-    tracker = SettleTracker(inbox, MARKER, settle_seconds=0.5, clock=clock)
+    tracker = RecordingTracker(inbox, MARKER, settle_seconds=0.5, clock=clock)
     wakes = Wakes()
     watch(tracker, wakes)
 
     (inbox / ".done" / "old.png").write_bytes(b"x")
     (inbox / ".tmp-x").write_bytes(b"partial copy")
-    time.sleep(0.3)  # a negative: give the observer time to (not) report
-    assert wakes.count == 0
-    assert names(tracker.complete()) == ["visible"]
-
-    (inbox / "visible" / "a.png").write_bytes(b"x")  # the observer is alive: this one wakes
-    assert wakes.event.wait(timeout=5)
-    assert wait_until(lambda: tracker.complete() == [])
+    (inbox / "visible" / "a.png").write_bytes(b"x")  # the barrier: reported after the two above
+    assert wait_until(lambda: tracker.last_event("visible") == clock.now), "the observer is not alive"
+    assert set(tracker.noted) == {"visible"}
+    assert wakes.count == len(tracker.noted)  # a wake per noted event: none for the hidden ones
+    assert tracker.complete() == []
 
 
 def test_held_batch_comes_back_on_a_new_file_event(inbox: Path, watch):
