@@ -25,6 +25,11 @@ from tests.metrics_scrape import scrape, value
 
 T = TypeVar("T")
 FLYWHEEL = [sys.executable, "-m", "flywheel"]
+# Two-epoch models on 64-pixel images score near 0 and their difference is noise, so the gate
+# is set to let any candidate through: the outcome is known, asserted, and the rollback after
+# it always has a promoted model to undo. The gate's rules are proven on real scores in
+# tests/test_gate_real.py and on fixed scores in tests/test_gate.py.
+E2E_CONFIG = TINY_CONFIG + "\n[gate]\ntolerance = 1.0\nmax_class_drop = 1.0\n"
 
 
 def wait_for(what: str, check: Callable[[], T | None], daemon: subprocess.Popen, timeout: float = 180) -> T:
@@ -44,7 +49,7 @@ def running(tmp_path: Path) -> Iterator[tuple[Path, int, subprocess.Popen]]:
     port = free_port()
     root = tmp_path / "root"
     subprocess.run([*FLYWHEEL, "init", str(root)], check=True, capture_output=True)
-    (root / "config.toml").write_text(TINY_CONFIG.format(port=port))
+    (root / "config.toml").write_text(E2E_CONFIG.format(port=port))
     log = (tmp_path / "daemon.log").open("w")
     daemon = subprocess.Popen([*FLYWHEEL, "run", "--root", str(root)], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -98,37 +103,22 @@ def test_two_batches_make_two_models_the_second_warm_started_then_rollback(runni
     assert gate.candidate_model_id == m2.id and gate.production_model_id == m1.id
     assert gate.eval_sha256 == app.store.version(2).val_sha256
     assert gate.margin == pytest.approx(gate.candidate_map - gate.production_map)
-    # the decision follows from its own numbers (this could pass any outcome before)
-    refused_class = any(
-        c["drop"] > 0.1 and c["gated"] and (c["interval"] is None or c["interval"][1] < 0)
-        for v in gate.details["verdicts"]
-        for c in v["classes"]
-    )
-    expected = "reject" if gate.margin < 0 or refused_class else "promote"
-    assert gate.outcome == expected, (gate.margin, gate.rule, gate.details["verdicts"])
-    assert (
-        gate.rule
-        == {"promote": "map_not_worse", "reject": "class_regressed" if gate.margin >= 0 else "map_regressed"}[expected]
-    )
-    expected_production = m2 if gate.outcome == "promote" else m1
-    assert app.store.production().id == expected_production.id
+    assert (gate.outcome, gate.rule) == ("promote", "map_not_worse"), (gate.margin, gate.details["verdicts"])
+    assert app.store.production().id == m2.id
 
     # -- /metrics over HTTP ------------------------------------------------------------------
     s = scrape(port)
     assert value(s, "flywheel_images_ingested_total") == 32
     assert value(s, "flywheel_dataset_version") == 2
     assert value(s, "flywheel_training_runs_total", outcome="succeeded") == 2
-    assert value(s, "flywheel_promotions_total") == 1 + (gate.outcome == "promote")
-    assert value(s, "flywheel_rejections_total") == (gate.outcome == "reject")
+    assert value(s, "flywheel_promotions_total") == 2
+    assert value(s, "flywheel_rejections_total") == 0
     # the warm run's auto budget: the floor (epochs_warm_min 5) capped at epochs_scratch (2)
     assert value(s, "flywheel_training_epoch") == 2 and value(s, "flywheel_training_epochs") == 2
     assert value(s, "flywheel_training_duration_seconds_count", outcome="succeeded") == 2
     assert value(s, "flywheel_model_score", role="candidate", metric="map50_95") == pytest.approx(gate.candidate_map)
 
     # -- rollback through the CLI, while the daemon runs ------------------------------------
-    if gate.outcome == "reject":  # make the rollback meaningful: promote m2 by hand first
-        app.store.set_production(m2.id, "promote", "test", "so there is something to roll back")
-        app.registry.publish()
     t0 = time.monotonic()
     cli = subprocess.run(
         [*FLYWHEEL, "rollback", "--root", str(root), "--reason", "e2e test"], capture_output=True, text=True
@@ -164,10 +154,18 @@ def test_two_batches_make_two_models_the_second_warm_started_then_rollback(runni
         assert (root / "quarantine" / "b0003-batch3" / rel).is_file()
     assert len(app.store.manifest(3)) == 32 + 8
 
-    # -- SIGTERM: a clean stop (a training in flight is cancelled and recorded) --------------
+    # -- SIGTERM: a clean stop (the training of version 3, in flight, is cancelled and recorded) -
+    run3 = wait_for(
+        "run 3 to start",
+        lambda: next((r for r in app.store.runs() if r.version_id == 3 and r.state == RunState.RUNNING), None),
+        daemon,
+    )
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(60) == 0
+    run3 = app.store.run(run3.id)
+    assert run3.state == RunState.CANCELLED and run3.model_id is None, (run3.state, run3.error)
     assert all(r.state not in (RunState.QUEUED, RunState.RUNNING) for r in app.store.runs())
+    assert app.store.production().id == m1.id  # the rollback stands; nothing was promoted meanwhile
     print("e2e timings:", json.dumps({k: round(v, 2) for k, v in timings.items()}))
 
 
