@@ -28,7 +28,7 @@ log = logging.getLogger("flywheel")
 
 
 @dataclass(frozen=True)
-class Layout:
+class DataRootPaths:
     """Where everything lives under a data root (README "On disk")."""
 
     root: Path
@@ -77,16 +77,16 @@ def default_config_text() -> str:
 def init_data_root(root: Path, config_text: str | None = None) -> Path:
     """Create a data root (idempotent; an existing config.toml is kept)."""
     root = root.resolve()
-    layout = Layout(root)
+    paths = DataRootPaths(root)
     for folder in (
-        layout.inbox,
-        layout.done,
-        layout.quarantine,
-        layout.objects,
-        layout.versions,
-        layout.runs,
-        layout.models,
-        layout.ultralytics,
+        paths.inbox,
+        paths.done,
+        paths.quarantine,
+        paths.objects,
+        paths.versions,
+        paths.runs,
+        paths.models,
+        paths.ultralytics,
     ):
         folder.mkdir(parents=True, exist_ok=True)
     cfg = root / CONFIG_NAME
@@ -103,33 +103,33 @@ def init_data_root(root: Path, config_text: str | None = None) -> Path:
 
 class App:
     def __init__(self, root: Path, trainer: Trainer | None = None, observer: Observer | None = None):
-        self.layout = Layout(root.resolve())
-        if not (self.layout.root / CONFIG_NAME).is_file():
+        self.paths = DataRootPaths(root.resolve())
+        if not (self.paths.root / CONFIG_NAME).is_file():
             raise DataRootError(
-                f"{self.layout.root} is not a flywheel data root (no {CONFIG_NAME}); "
+                f"{self.paths.root} is not a flywheel data root (no {CONFIG_NAME}); "
                 f"create one with `flywheel init {root}`"
             )
-        self.config: Config = config_mod.load(self.layout.root)
-        self.engine = make_engine(database_url(self.layout.root, self.config.database.url))
+        self.config: Config = config_mod.load(self.paths.root)
+        self.engine = make_engine(database_url(self.paths.root, self.config.database.url))
         upgrade_schema(self.engine)  # creates or migrates the schema (flywheel/store/migrate.py)
         self.store = Store(self.engine)
-        self.objects = ObjectStore(self.layout.objects)
+        self.objects = ObjectStore(self.paths.objects)
         n = self.config.notify
         notifier = Notifier(n.command, n.webhook, n.retries, n.retry_seconds)
-        exporter = SubprocessExporter(self.layout.ultralytics) if self.config.production.export_onnx else None
+        exporter = SubprocessExporter(self.paths.ultralytics) if self.config.production.export_onnx else None
         self.registry = Registry(
-            self.store, self.layout.models, self.layout.production, notifier, exporter, self.config.training.imgsz
+            self.store, self.paths.models, self.paths.production, notifier, exporter, self.config.training.imgsz
         )
         self.trainer: Trainer = trainer or SubprocessTrainer(
-            self.layout.ultralytics, timeout_seconds=self.config.training.timeout_seconds
+            self.paths.ultralytics, timeout_seconds=self.config.training.timeout_seconds
         )
         self.observer: Observer = observer or NullObserver()
-        self.workspace = Workspace(self.layout.root, self.objects, self.layout.versions, self.layout.runs)
+        self.workspace = Workspace(self.paths.root, self.objects, self.paths.versions, self.paths.runs)
 
     def ingest(self, batch_dir: Path, move: bool, again: bool = False) -> IngestResult:
         """Ingest a batch folder or archive; `again`: even if its content was ingested before."""
         started = time.monotonic()
-        paths = IngestPaths(self.objects, self.layout.versions, self.layout.quarantine, self.layout.done)
+        paths = IngestPaths(self.objects, self.paths.versions, self.paths.quarantine, self.paths.done)
         inbox, ing = self.config.inbox, self.config.ingest
         options = IngestOptions(
             ing.max_image_pixels,

@@ -40,7 +40,7 @@ def rescans(daemon: Daemon, name: str, times: int = 3) -> list[list[str]]:
     """The daemon's inbox step, `times` times: ingest what the tracker offers (the first time,
     the batch, as a settled one would be). Returns what was offered after each step."""
     offered = []
-    inbox = daemon.app.layout.inbox
+    inbox = daemon.app.paths.inbox
     for attempt in range(times):
         if attempt == 0 or inbox / name in daemon.tracker.complete():
             daemon._ingest(inbox / name)

@@ -71,7 +71,7 @@ def ingest(
     (bad files are copied to quarantine/); the daemon must not be running on the same root."""
     _logging()
     application = _call(lambda: App(root))
-    lock = _call(lambda: DataRootLock(application.layout.root).__enter__())  # Busy: exit 5, no traceback
+    lock = _call(lambda: DataRootLock(application.paths.root).__enter__())  # Busy: exit 5, no traceback
     try:
         result = _call(lambda: application.ingest(path.resolve(), move=False))
     finally:
@@ -139,7 +139,7 @@ def train(
         raise typer.Exit(0 if all(r.state != "running" for r in runs) else 1)
     progress = TrainProgress(err)
     application = _call(lambda: App(root, observer=progress))
-    lock = DataRootLock(application.layout.root)
+    lock = DataRootLock(application.paths.root)
     try:
         lock.__enter__()
     except Busy:
@@ -190,7 +190,7 @@ def status(root: Root = Path(".")) -> None:
     store = application.store
     prod = store.production()
     latest = store.latest_version()
-    out.print(f"data root: {application.layout.root}")
+    out.print(f"data root: {application.paths.root}")
     out.print(
         f"production: {model_name(prod.id or 0) + ' (' + version_name(prod.version_id) + ')' if prod else 'none'}"
     )

@@ -39,11 +39,11 @@ IDLE_BEAT_SECONDS = 5.0  # an idle work loop still wakes this often to show it i
 class Daemon:
     def __init__(self, root: Path):
         self.app = App(root)
-        self.registry, live = build_registry(self.app.store, self.app.objects, self.app.layout.root)
+        self.registry, live = build_registry(self.app.store, self.app.objects, self.app.paths.root)
         self.degraded = Degraded(lambda on: live.degraded.set(1 if on else 0))
         self.app.observer = self.live = live
         cfg = self.app.config.inbox
-        self.tracker = SettleTracker(self.app.layout.inbox, cfg.marker, cfg.settle_seconds)
+        self.tracker = SettleTracker(self.app.paths.inbox, cfg.marker, cfg.settle_seconds)
         self.stopping = threading.Event()
         self._wake = threading.Event()
         self.metrics_port = 0
@@ -68,7 +68,7 @@ class Daemon:
     def run(self) -> None:
         """Serve until `stop()` (or SIGTERM/SIGINT when run from the main thread)."""
         app = self.app
-        with DataRootLock(app.layout.root):
+        with DataRootLock(app.paths.root):
             try:
                 self._check_production()  # before publish, which needs the registry's copy intact
                 app.registry.publish()  # heal a crash between a production commit and its swap
@@ -77,15 +77,15 @@ class Daemon:
             for r in mark_interrupted(app.store, app.registry):  # a run a dead daemon left "running"
                 policy = app.config.training.on_interrupt
                 log.warning("run %s was interrupted (on_interrupt: %s)", run_name(r.id or 0), policy)
-            train_queue.drop_taken(app.layout.root)
+            train_queue.drop_taken(app.paths.root)
             health = Health(
-                self.heartbeat, app.engine, app.layout.root, self.ready, self.stopping, degraded=self.degraded
+                self.heartbeat, app.engine, app.paths.root, self.ready, self.stopping, degraded=self.degraded
             )
             probes = {HEALTHZ: health.liveness, READYZ: health.readiness}
             server = HttpServer(app.config.metrics.host, app.config.metrics.port, self.registry, probes)
             self.metrics_port = server.port
             log.info("metrics on http://%s:%d/metrics", app.config.metrics.host, self.metrics_port)
-            watcher = InboxWatcher(self.tracker, self.wake, also=train_queue.queue_dir(app.layout.root))
+            watcher = InboxWatcher(self.tracker, self.wake, also=train_queue.queue_dir(app.paths.root))
             watcher.start()
             scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
             settle = max(0.2, min(1.0, app.config.inbox.settle_seconds / 4))
@@ -102,7 +102,7 @@ class Daemon:
             scheduler.start()
             self.ready.set()
             self.status.ready(self._idle)
-            log.info("flywheel running on %s", app.layout.root)
+            log.info("flywheel running on %s", app.paths.root)
             try:
                 self._work_loop()
             finally:
@@ -116,7 +116,7 @@ class Daemon:
     @property
     def _idle(self) -> str:
         note = f"; {self.trigger.note}" if self.trigger.note else ""
-        return f"idle: watching {self.app.layout.inbox}{note}"
+        return f"idle: watching {self.app.paths.inbox}{note}"
 
     def _check_settled(self) -> None:
         if self.tracker.complete():
