@@ -46,11 +46,17 @@ class Score:
     instances: dict[str, int] = field(default_factory=dict)  # boxes per class in the set
 
 
+# The gate's defaults, written once: GatePolicy's and config.toml's [gate] (flywheel.core.config)
+DEFAULT_TOLERANCE = 0.0
+DEFAULT_MAX_CLASS_DROP = 0.1
+DEFAULT_MIN_CLASS_INSTANCES = 10
+
+
 @dataclass(frozen=True)
 class GatePolicy:
-    tolerance: float = 0.0
-    max_class_drop: float = 0.1
-    min_class_instances: int = 10
+    tolerance: float = DEFAULT_TOLERANCE
+    max_class_drop: float = DEFAULT_MAX_CLASS_DROP
+    min_class_instances: int = DEFAULT_MIN_CLASS_INSTANCES
     require_interval: bool = False  # gate on the bootstrap interval's lower bound too
     class_interval: bool = False  # a class drop refuses only if its bootstrap interval is below 0
 
