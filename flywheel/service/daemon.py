@@ -21,7 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from flywheel.app import App, DataRootLock
 from flywheel.core.domain import batch_name, run_name, version_name
-from flywheel.core.errors import FlywheelError, IntegrityError, TrainingCancelled
+from flywheel.core.errors import ExitCode, FlywheelError, IntegrityError, TrainingCancelled
 from flywheel.flow.recovery import mark_interrupted
 from flywheel.ingest.watcher import InboxWatcher, SettleTracker
 from flywheel.service import train_queue
@@ -204,9 +204,6 @@ class Daemon:
         )
 
 
-EXIT_SHUTDOWN_TIMEOUT = 124  # as timeout(1): still stopping after daemon.shutdown_timeout
-
-
 def serve(root: Path) -> None:
     """Run the daemon in the foreground until SIGTERM or SIGINT; a second signal, or a stop
     that outlasts `daemon.shutdown_timeout`, exits at once."""
@@ -220,12 +217,12 @@ def serve(root: Path) -> None:
             daemon.heartbeat.activity,
         )
         logging.shutdown()
-        os._exit(EXIT_SHUTDOWN_TIMEOUT)  # not SystemExit: a thread stuck in I/O must not hold the exit
+        os._exit(ExitCode.SHUTDOWN_TIMEOUT)  # not SystemExit: a thread stuck in I/O must not hold the exit
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if daemon.stopping.is_set():
             log.warning("second signal: exiting now")
-            raise SystemExit(128 + signum)
+            raise SystemExit(ExitCode.SIGNALLED + signum)
         log.info("received %s: stopping within %.0fs", signal.Signals(signum).name, timeout)
         timer = threading.Timer(timeout, overdue)
         timer.daemon = True
