@@ -1,16 +1,19 @@
 """The composition root: one place that builds the adapters from config and wires them to the
-core. The CLI and the daemon both start here; nothing else constructs an adapter."""
+core. The CLI and the daemon both start here (`App`, `build_daemon`); nothing else constructs an
+adapter."""
 
 from __future__ import annotations
 
 import fcntl
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from flywheel.core import config as config_mod
 from flywheel.core.config import CONFIG_NAME, Config
@@ -23,6 +26,16 @@ from flywheel.service.notify import Notifier
 from flywheel.store import ObjectStore, Store, database_url, make_engine, upgrade_schema
 from flywheel.training.export import SubprocessExporter
 from flywheel.training.runner import SubprocessTrainer
+
+if TYPE_CHECKING:  # the daemon's adapters are imported in build_daemon, when the daemon runs
+    from prometheus_client import CollectorRegistry
+
+    from flywheel.ingest.watcher import InboxWatcher, SettleTracker
+    from flywheel.service.daemon import Daemon
+    from flywheel.service.health import Degraded, Heartbeat
+    from flywheel.service.http import HttpServer
+    from flywheel.service.metrics import LiveMetrics
+    from flywheel.service.systemd import ServiceNotifier, StatusObserver
 
 log = logging.getLogger("flywheel")
 
@@ -205,3 +218,65 @@ class DataRootLock:
             self._fh.truncate(0)
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
+
+
+@dataclass(frozen=True)
+class DaemonAdapters:
+    """What the daemon runs on besides its App, all built by `build_daemon`. Those that take
+    hold of something (the lock, the port, a watchdog thread) are factories the daemon calls
+    when it starts, in the order it always did."""
+
+    metrics_registry: CollectorRegistry  # Prometheus's, served on /metrics (not the model registry)
+    live: LiveMetrics  # the metrics the work loop sets as it goes
+    status: StatusObserver  # the App's observer: STATUS lines and heartbeat, then `live`
+    notifier: ServiceNotifier  # systemd's notify protocol (a no-op outside systemd)
+    heartbeat: Heartbeat
+    degraded: Degraded
+    tracker: SettleTracker
+    ready: threading.Event  # start-up done: /readyz may say ready
+    stopping: threading.Event
+    lock: Callable[[], DataRootLock]
+    http_server: Callable[[], HttpServer]  # binds the metrics port, /healthz and /readyz
+    inbox_watcher: Callable[[Callable[[], None]], InboxWatcher]  # given the daemon's wake
+
+
+def build_daemon(root: Path, trainer: Trainer | None = None) -> Daemon:
+    """The daemon, its App and every adapter it runs on: metrics, health, HTTP, systemd, the
+    inbox watcher. Imported here, not at the top, so that the other commands never load
+    prometheus_client, watchdog or APScheduler."""
+    from flywheel.ingest.watcher import InboxWatcher, SettleTracker
+    from flywheel.service import train_queue
+    from flywheel.service.daemon import Daemon
+    from flywheel.service.health import Degraded, Health, Heartbeat
+    from flywheel.service.http import HEALTHZ, READYZ, HttpServer
+    from flywheel.service.metrics import build_registry
+    from flywheel.service.systemd import ServiceNotifier, StatusObserver
+
+    app = App(root, trainer)
+    paths, config = app.paths, app.config
+    metrics_registry, live = build_registry(app.store, app.objects, paths.root)
+    degraded = Degraded(lambda on: live.degraded.set(1 if on else 0))
+    notifier = ServiceNotifier.from_environment()
+    heartbeat = Heartbeat(config.health.stall_seconds)
+    status = StatusObserver(live, notifier, heartbeat)
+    # set once, before anything runs: the metrics it passes each call on to read this App's store
+    app.observer = status
+    ready, stopping = threading.Event(), threading.Event()
+    health = Health(heartbeat, app.engine, paths.root, ready, stopping, degraded=degraded)
+    probes = {HEALTHZ: health.liveness, READYZ: health.readiness}
+    tracker = SettleTracker(paths.inbox, config.inbox.marker, config.inbox.settle_seconds)
+    adapters = DaemonAdapters(
+        metrics_registry=metrics_registry,
+        live=live,
+        status=status,
+        notifier=notifier,
+        heartbeat=heartbeat,
+        degraded=degraded,
+        tracker=tracker,
+        ready=ready,
+        stopping=stopping,
+        lock=lambda: DataRootLock(paths.root),
+        http_server=lambda: HttpServer(config.metrics.host, config.metrics.port, metrics_registry, probes),
+        inbox_watcher=lambda wake: InboxWatcher(tracker, wake, also=train_queue.queue_dir(paths.root)),
+    )
+    return Daemon(app, adapters)

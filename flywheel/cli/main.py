@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from flywheel import __version__
-from flywheel.app import App, DataRootLock, init_data_root
+from flywheel.app import App, DataRootLock, build_daemon, init_data_root
 from flywheel.cli import ingest as ingest_commands
 from flywheel.cli import models as cli_models
 from flywheel.cli.common import Root, call, err, out, setup_logging
@@ -56,7 +56,7 @@ def run(root: Root = Path(".")) -> None:
 
     application = _call(lambda: App(root))
     _logging(application.config.log_level)
-    _call(lambda: serve(root))
+    _call(lambda: serve(build_daemon(root)))
 
 
 @app.command()

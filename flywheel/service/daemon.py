@@ -19,16 +19,12 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from flywheel.app import App, DataRootLock
+from flywheel.app import App, DaemonAdapters
 from flywheel.core.domain import batch_name, run_name, version_name
 from flywheel.core.errors import ExitCode, FlywheelError, IntegrityError, TrainingCancelled
 from flywheel.flow.recovery import mark_interrupted
-from flywheel.ingest.watcher import InboxWatcher, SettleTracker
 from flywheel.service import train_queue
-from flywheel.service.health import Degraded, Health, Heartbeat, storage_message, storage_problem
-from flywheel.service.http import HEALTHZ, READYZ, HttpServer
-from flywheel.service.metrics import build_registry
-from flywheel.service.systemd import ServiceNotifier, StatusObserver
+from flywheel.service.health import storage_message, storage_problem
 from flywheel.service.trigger import Trigger
 
 log = logging.getLogger("flywheel.service.daemon")
@@ -37,22 +33,25 @@ IDLE_BEAT_SECONDS = 5.0  # an idle work loop still wakes this often to show it i
 
 
 class Daemon:
-    def __init__(self, root: Path):
-        self.app = App(root)
-        self.registry, live = build_registry(self.app.store, self.app.objects, self.app.paths.root)
-        self.degraded = Degraded(lambda on: live.degraded.set(1 if on else 0))
-        self.app.observer = self.live = live
-        cfg = self.app.config.inbox
-        self.tracker = SettleTracker(self.app.paths.inbox, cfg.marker, cfg.settle_seconds)
-        self.stopping = threading.Event()
+    """The work loop and its start and stop; every adapter it runs on comes built, from
+    flywheel.app.build_daemon, which also made `app.observer` the systemd/metrics chain."""
+
+    def __init__(self, app: App, adapters: DaemonAdapters):
+        self.app = app
+        self.adapters = adapters
+        self.metrics_registry = adapters.metrics_registry  # Prometheus's; the model registry is app.registry
+        self.live = adapters.live
+        self.degraded = adapters.degraded
+        self.tracker = adapters.tracker
+        self.stopping = adapters.stopping
         self._wake = threading.Event()
         self.metrics_port = 0
-        self.ready = threading.Event()
+        self.ready = adapters.ready
         self.trigger = Trigger(self.app, self.wake)
         # systemd's notify protocol, the work loop's heartbeat, STATUS lines (flywheel.service.systemd)
-        self.notifier = ServiceNotifier.from_environment()
-        self.heartbeat = Heartbeat(self.app.config.health.stall_seconds)
-        self.app.observer = self.status = StatusObserver(self.app.observer, self.notifier, self.heartbeat)
+        self.notifier = adapters.notifier
+        self.heartbeat = adapters.heartbeat
+        self.status = adapters.status
 
     def wake(self) -> None:
         self._wake.set()
@@ -68,7 +67,7 @@ class Daemon:
     def run(self) -> None:
         """Serve until `stop()` (or SIGTERM/SIGINT when run from the main thread)."""
         app = self.app
-        with DataRootLock(app.paths.root):
+        with self.adapters.lock():
             try:
                 self._check_production()  # before publish, which needs the registry's copy intact
                 app.registry.publish()  # heal a crash between a production commit and its swap
@@ -78,14 +77,10 @@ class Daemon:
                 policy = app.config.training.on_interrupt
                 log.warning("run %s was interrupted (on_interrupt: %s)", run_name(r.id or 0), policy)
             train_queue.drop_taken(app.paths.root)
-            health = Health(
-                self.heartbeat, app.engine, app.paths.root, self.ready, self.stopping, degraded=self.degraded
-            )
-            probes = {HEALTHZ: health.liveness, READYZ: health.readiness}
-            server = HttpServer(app.config.metrics.host, app.config.metrics.port, self.registry, probes)
+            server = self.adapters.http_server()
             self.metrics_port = server.port
             log.info("metrics on http://%s:%d/metrics", app.config.metrics.host, self.metrics_port)
-            watcher = InboxWatcher(self.tracker, self.wake, also=train_queue.queue_dir(app.paths.root))
+            watcher = self.adapters.inbox_watcher(self.wake)
             watcher.start()
             scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
             settle = max(0.2, min(1.0, app.config.inbox.settle_seconds / 4))
@@ -204,10 +199,9 @@ class Daemon:
         )
 
 
-def serve(root: Path) -> None:
-    """Run the daemon in the foreground until SIGTERM or SIGINT; a second signal, or a stop
-    that outlasts `daemon.shutdown_timeout`, exits at once."""
-    daemon = Daemon(root)
+def serve(daemon: Daemon) -> None:
+    """Run the daemon (flywheel.app.build_daemon) in the foreground until SIGTERM or SIGINT; a
+    second signal, or a stop that outlasts `daemon.shutdown_timeout`, exits at once."""
     timeout = daemon.app.config.daemon.shutdown_timeout
 
     def overdue() -> None:
