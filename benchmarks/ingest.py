@@ -110,7 +110,7 @@ def materialize_child(root: Path) -> dict[str, Any]:
     started = time.perf_counter()
     manifest = app.store.manifest(version.id)
     read = time.perf_counter() - started
-    materialize(app.objects, app.layout.versions, version.id, version.class_names, manifest)
+    materialize(app.objects, app.paths.versions, version.id, version.class_names, manifest)
     return {
         "version_images": len(manifest),
         "read_manifest_s": round(read, 3),

@@ -74,7 +74,7 @@ def reference(
     from flywheel.store.materialize import materialize
 
     data_yaml = materialize(
-        app.objects, app.layout.versions, version_id, version.class_names, app.store.manifest(version_id)
+        app.objects, app.paths.versions, version_id, version.class_names, app.store.manifest(version_id)
     )
     out = work / f"scratch-{key}"
     shutil.rmtree(out, ignore_errors=True)
@@ -85,7 +85,7 @@ def reference(
         f"[scratch v{version_id}] {params['epochs']} epochs on {version.train_images} images; {load_text()}", flush=True
     )
     started = time.monotonic()
-    events = SubprocessTrainer(app.layout.ultralytics).run(spec, lambda _e: None)
+    events = SubprocessTrainer(app.paths.ultralytics).run(spec, lambda _e: None)
     wall = time.monotonic() - started
     app.engine.dispose()
     scored = next(e for e in events if e["event"] == EVALUATED)

@@ -1,16 +1,19 @@
 """The composition root: one place that builds the adapters from config and wires them to the
-core. The CLI and the daemon both start here; nothing else constructs an adapter."""
+core. The CLI and the daemon both start here (`App`, `build_daemon`); nothing else constructs an
+adapter."""
 
 from __future__ import annotations
 
 import fcntl
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from flywheel.core import config as config_mod
 from flywheel.core.config import CONFIG_NAME, Config
@@ -24,11 +27,21 @@ from flywheel.store import ObjectStore, Store, database_url, make_engine, upgrad
 from flywheel.training.export import SubprocessExporter
 from flywheel.training.runner import SubprocessTrainer
 
+if TYPE_CHECKING:  # the daemon's adapters are imported in build_daemon, when the daemon runs
+    from prometheus_client import CollectorRegistry
+
+    from flywheel.ingest.watcher import InboxWatcher, SettleTracker
+    from flywheel.service.daemon import Daemon
+    from flywheel.service.health import Degraded, Heartbeat
+    from flywheel.service.http import HttpServer
+    from flywheel.service.metrics import LiveMetrics
+    from flywheel.service.systemd import ServiceNotifier, StatusObserver
+
 log = logging.getLogger("flywheel")
 
 
 @dataclass(frozen=True)
-class Layout:
+class DataRootPaths:
     """Where everything lives under a data root (README "On disk")."""
 
     root: Path
@@ -77,16 +90,16 @@ def default_config_text() -> str:
 def init_data_root(root: Path, config_text: str | None = None) -> Path:
     """Create a data root (idempotent; an existing config.toml is kept)."""
     root = root.resolve()
-    layout = Layout(root)
+    paths = DataRootPaths(root)
     for folder in (
-        layout.inbox,
-        layout.done,
-        layout.quarantine,
-        layout.objects,
-        layout.versions,
-        layout.runs,
-        layout.models,
-        layout.ultralytics,
+        paths.inbox,
+        paths.done,
+        paths.quarantine,
+        paths.objects,
+        paths.versions,
+        paths.runs,
+        paths.models,
+        paths.ultralytics,
     ):
         folder.mkdir(parents=True, exist_ok=True)
     cfg = root / CONFIG_NAME
@@ -103,33 +116,33 @@ def init_data_root(root: Path, config_text: str | None = None) -> Path:
 
 class App:
     def __init__(self, root: Path, trainer: Trainer | None = None, observer: Observer | None = None):
-        self.layout = Layout(root.resolve())
-        if not (self.layout.root / CONFIG_NAME).is_file():
+        self.paths = DataRootPaths(root.resolve())
+        if not (self.paths.root / CONFIG_NAME).is_file():
             raise DataRootError(
-                f"{self.layout.root} is not a flywheel data root (no {CONFIG_NAME}); "
+                f"{self.paths.root} is not a flywheel data root (no {CONFIG_NAME}); "
                 f"create one with `flywheel init {root}`"
             )
-        self.config: Config = config_mod.load(self.layout.root)
-        self.engine = make_engine(database_url(self.layout.root, self.config.database.url))
+        self.config: Config = config_mod.load(self.paths.root)
+        self.engine = make_engine(database_url(self.paths.root, self.config.database.url))
         upgrade_schema(self.engine)  # creates or migrates the schema (flywheel/store/migrate.py)
         self.store = Store(self.engine)
-        self.objects = ObjectStore(self.layout.objects)
+        self.objects = ObjectStore(self.paths.objects)
         n = self.config.notify
         notifier = Notifier(n.command, n.webhook, n.retries, n.retry_seconds)
-        exporter = SubprocessExporter(self.layout.ultralytics) if self.config.production.export_onnx else None
+        exporter = SubprocessExporter(self.paths.ultralytics) if self.config.production.export_onnx else None
         self.registry = Registry(
-            self.store, self.layout.models, self.layout.production, notifier, exporter, self.config.training.imgsz
+            self.store, self.paths.models, self.paths.production, notifier, exporter, self.config.training.imgsz
         )
         self.trainer: Trainer = trainer or SubprocessTrainer(
-            self.layout.ultralytics, timeout_seconds=self.config.training.timeout_seconds
+            self.paths.ultralytics, timeout_seconds=self.config.training.timeout_seconds
         )
         self.observer: Observer = observer or NullObserver()
-        self.workspace = Workspace(self.layout.root, self.objects, self.layout.versions, self.layout.runs)
+        self.workspace = Workspace(self.paths.root, self.objects, self.paths.versions, self.paths.runs)
 
     def ingest(self, batch_dir: Path, move: bool, again: bool = False) -> IngestResult:
         """Ingest a batch folder or archive; `again`: even if its content was ingested before."""
         started = time.monotonic()
-        paths = IngestPaths(self.objects, self.layout.versions, self.layout.quarantine, self.layout.done)
+        paths = IngestPaths(self.objects, self.paths.versions, self.paths.quarantine, self.paths.done)
         inbox, ing = self.config.inbox, self.config.ingest
         options = IngestOptions(
             ing.max_image_pixels,
@@ -205,3 +218,65 @@ class DataRootLock:
             self._fh.truncate(0)
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
+
+
+@dataclass(frozen=True)
+class DaemonAdapters:
+    """What the daemon runs on besides its App, all built by `build_daemon`. Those that take
+    hold of something (the lock, the port, a watchdog thread) are factories the daemon calls
+    when it starts, in the order it always did."""
+
+    metrics_registry: CollectorRegistry  # Prometheus's, served on /metrics (not the model registry)
+    live: LiveMetrics  # the metrics the work loop sets as it goes
+    status: StatusObserver  # the App's observer: STATUS lines and heartbeat, then `live`
+    notifier: ServiceNotifier  # systemd's notify protocol (a no-op outside systemd)
+    heartbeat: Heartbeat
+    degraded: Degraded
+    tracker: SettleTracker
+    ready: threading.Event  # start-up done: /readyz may say ready
+    stopping: threading.Event
+    lock: Callable[[], DataRootLock]
+    http_server: Callable[[], HttpServer]  # binds the metrics port, /healthz and /readyz
+    inbox_watcher: Callable[[Callable[[], None]], InboxWatcher]  # given the daemon's wake
+
+
+def build_daemon(root: Path, trainer: Trainer | None = None) -> Daemon:
+    """The daemon, its App and every adapter it runs on: metrics, health, HTTP, systemd, the
+    inbox watcher. Imported here, not at the top, so that the other commands never load
+    prometheus_client, watchdog or APScheduler."""
+    from flywheel.ingest.watcher import InboxWatcher, SettleTracker
+    from flywheel.service import train_queue
+    from flywheel.service.daemon import Daemon
+    from flywheel.service.health import Degraded, Health, Heartbeat
+    from flywheel.service.http import HEALTHZ, READYZ, HttpServer
+    from flywheel.service.metrics import build_registry
+    from flywheel.service.systemd import ServiceNotifier, StatusObserver
+
+    app = App(root, trainer)
+    paths, config = app.paths, app.config
+    metrics_registry, live = build_registry(app.store, app.objects, paths.root)
+    degraded = Degraded(lambda on: live.degraded.set(1 if on else 0))
+    notifier = ServiceNotifier.from_environment()
+    heartbeat = Heartbeat(config.health.stall_seconds)
+    status = StatusObserver(live, notifier, heartbeat)
+    # set once, before anything runs: the metrics it passes each call on to read this App's store
+    app.observer = status
+    ready, stopping = threading.Event(), threading.Event()
+    health = Health(heartbeat, app.engine, paths.root, ready, stopping, degraded=degraded)
+    probes = {HEALTHZ: health.liveness, READYZ: health.readiness}
+    tracker = SettleTracker(paths.inbox, config.inbox.marker, config.inbox.settle_seconds)
+    adapters = DaemonAdapters(
+        metrics_registry=metrics_registry,
+        live=live,
+        status=status,
+        notifier=notifier,
+        heartbeat=heartbeat,
+        degraded=degraded,
+        tracker=tracker,
+        ready=ready,
+        stopping=stopping,
+        lock=lambda: DataRootLock(paths.root),
+        http_server=lambda: HttpServer(config.metrics.host, config.metrics.port, metrics_registry, probes),
+        inbox_watcher=lambda wake: InboxWatcher(tracker, wake, also=train_queue.queue_dir(paths.root)),
+    )
+    return Daemon(app, adapters)

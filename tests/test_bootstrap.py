@@ -7,7 +7,7 @@ import pytest
 
 from flywheel.app import App, init_data_root
 from flywheel.cli.demo import synthetic_batch
-from flywheel.core.gate import Outcome, Policy, Rule, Score, decide
+from flywheel.core.gate import GateOutcome, GatePolicy, Rule, Score, decide_gate
 from flywheel.training import bootstrap
 
 
@@ -78,14 +78,14 @@ def _score(value: float) -> Score:
 
 
 def test_gate_requires_the_lower_bound_when_asked():
-    policy = Policy(tolerance=0.01, require_interval=True)
+    policy = GatePolicy(tolerance=0.01, require_interval=True)
     scores = {"val": (_score(0.42), _score(0.40))}
-    ok = decide(scores, policy, {"val": (-0.005, 0.05)})
-    assert ok.outcome is Outcome.PROMOTE and "[-0.0050, +0.0500]" in ok.explain()
-    low = decide(scores, policy, {"val": (-0.03, 0.07)})
-    assert low.outcome is Outcome.REJECT and low.rule is Rule.INTERVAL_BELOW
-    missing = decide(scores, policy)
-    assert missing.outcome is Outcome.REJECT and missing.rule is Rule.INTERVAL_BELOW  # fails closed
+    ok = decide_gate(scores, policy, {"val": (-0.005, 0.05)})
+    assert ok.outcome is GateOutcome.PROMOTE and "[-0.0050, +0.0500]" in ok.explain()
+    low = decide_gate(scores, policy, {"val": (-0.03, 0.07)})
+    assert low.outcome is GateOutcome.REJECT and low.rule is Rule.INTERVAL_BELOW
+    missing = decide_gate(scores, policy)
+    assert missing.outcome is GateOutcome.REJECT and missing.rule is Rule.INTERVAL_BELOW  # fails closed
 
 
 @pytest.mark.slow

@@ -19,6 +19,23 @@ def test_help_lists_every_command_and_the_exit_codes():
     assert "Exit codes" in result.output
 
 
+def test_help_and_readme_list_the_exit_codes_of_exit_code():
+    import re
+
+    from flywheel.core.errors import EXIT_CODE_MEANINGS, ExitCode
+
+    text = " ".join(runner.invoke(app, ["--help"]).output.split())  # rich wraps at the terminal width
+    for code, meaning in EXIT_CODE_MEANINGS.items():
+        assert f"{int(code)} {meaning}" in text
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    every = " ".join(readme.split("Exit codes: ", 1)[1].split("\n\n", 1)[0].split())
+    of_run = " ".join(readme.split("### Exit codes of `flywheel run`", 1)[1].split("\n\n", 1)[0].split())
+    assert {int(n) for n in re.findall(r"(?:^|[,;] )(\d+) ", every)} == set(map(int, EXIT_CODE_MEANINGS))
+    run_codes = {ExitCode.OK, ExitCode.FAILED, ExitCode.BAD_SETUP, ExitCode.BUSY, ExitCode.SHUTDOWN_TIMEOUT}
+    assert {int(n) for n in re.findall(r"(?:^|[;] )(\d+) ", of_run)} == set(map(int, run_codes))
+    assert f"{int(ExitCode.SIGNALLED)}+N" in of_run
+
+
 def test_init_creates_a_data_root(tmp_path):
     result = runner.invoke(app, ["init", str(tmp_path / "root")])
     assert result.exit_code == 0, result.output

@@ -68,6 +68,17 @@ def test_empty_config_file_gives_the_defaults(tmp_path: Path):
     assert load(tmp_path) == Config()
 
 
+def test_the_gate_defaults_of_config_toml_are_the_gate_policys():
+    # written once (flywheel.core.gate's DEFAULT_*); this holds them together if that ever changes.
+    # Not compared: class_bootstrap (on in config.toml) and GatePolicy.class_interval (off for a bare
+    # policy) differ on purpose, and flow.promotion.policy_of maps one onto the other.
+    from flywheel.core.gate import GatePolicy
+
+    gate, policy = Config().gate, GatePolicy()
+    shared = ("tolerance", "max_class_drop", "min_class_instances")
+    assert {k: getattr(gate, k) for k in shared} == {k: getattr(policy, k) for k in shared}
+
+
 def test_repository_config_toml_exists_and_parses():
     assert REPO_CONFIG.is_file(), f"{REPO_CONFIG} is missing"
     assert REPO_CONFIG.is_symlink()

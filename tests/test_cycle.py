@@ -14,7 +14,7 @@ from flywheel.app import App
 from flywheel.cli.demo import synthetic_batch
 from flywheel.core.domain import ModelStatus, RunState, StartKind
 from flywheel.core.errors import TrainingError
-from flywheel.core.gate import Outcome
+from flywheel.core.gate import GateOutcome
 from flywheel.core.schedule import waiting
 from tests.fakes import FakeTrainer
 from tests.pg_server import both_backends
@@ -36,7 +36,7 @@ def test_first_model_trains_from_base_and_is_promoted(data_root, tmp_path):
     spec = trainer.specs[0]
     assert spec.start_kind == StartKind.SCRATCH and spec.start == "yolov8n.yaml" and spec.epochs == 2
     assert [t.role for t in spec.evaluate] == ["candidate"]
-    assert result.decision is not None and result.decision.outcome is Outcome.PROMOTE
+    assert result.decision is not None and result.decision.outcome is GateOutcome.PROMOTE
     assert app.store.production().id == result.model.id
     assert result.run.state == RunState.SUCCEEDED
     assert [e.map50_95 for e in app.store.epochs(result.run.id)] == [0.2]
@@ -67,7 +67,7 @@ def test_worse_candidate_is_rejected_and_production_stays(data_root, tmp_path):
     app = App(data_root, trainer=trainer)
     first = app.train(_ingest(app, tmp_path, 1)).model
     second = app.train(_ingest(app, tmp_path, 2))
-    assert second.decision.outcome is Outcome.REJECT
+    assert second.decision.outcome is GateOutcome.REJECT
     assert second.model.status == ModelStatus.REJECTED
     assert app.store.production().id == first.id
     assert (data_root / "production" / "model.json").read_text().count('"m0001"') == 1

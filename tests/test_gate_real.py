@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from flywheel.app import App, init_data_root
 from flywheel.cli.main import app as cli
-from flywheel.core.gate import GateDecision, Outcome, Rule
+from flywheel.core.gate import GateDecision, GateOutcome, Rule
 from flywheel.flow.cycle import CycleResult
 from tests.gate_models import Checkpoints, HandedCheckpoint, shapes_batch, train
 
@@ -94,7 +94,7 @@ def decision(history: History, step: str) -> GateDecision:
 
 def test_first_model_is_promoted(history):
     d = decision(history, "first")
-    assert (d.outcome, d.rule, d.production_map) == (Outcome.PROMOTE, Rule.FIRST_MODEL, None)
+    assert (d.outcome, d.rule, d.production_map) == (GateOutcome.PROMOTE, Rule.FIRST_MODEL, None)
     assert 0.1 < d.candidate_map < 1.0  # a real model that detects something
 
 
@@ -108,7 +108,7 @@ def test_overall_map_rises_but_a_collapsed_class_is_refused(history):
     assert red.drop > d.policy.max_class_drop == 0.1
     others = [c for c in verdict.classes if c.name != COLLAPSE]
     assert all(c.drop < 0 for c in others)  # every other class got better
-    assert (d.outcome, d.rule) == (Outcome.REJECT, Rule.CLASS_REGRESSED)
+    assert (d.outcome, d.rule) == (GateOutcome.REJECT, Rule.CLASS_REGRESSED)
     assert f"class '{COLLAPSE}'" in d.explain() and f"drop {red.drop:.4f} > max_class_drop 0.1000" in d.explain()
     model = history.results["collapse"].model
     assert model is not None and App(history.root).store.model(model.id).status == "rejected"
@@ -125,12 +125,12 @@ def test_a_class_with_fewer_boxes_than_min_class_instances_is_reported_not_gated
     red = next(c for c in d.verdicts[0].classes if c.name == COLLAPSE)
     assert red.instances < d.policy.min_class_instances and not red.gated
     assert red.drop > d.policy.max_class_drop  # the same collapse as above...
-    assert (d.outcome, d.rule) == (Outcome.PROMOTE, Rule.MAP_NOT_WORSE)  # ...reported, not refused
+    assert (d.outcome, d.rule) == (GateOutcome.PROMOTE, Rule.MAP_NOT_WORSE)  # ...reported, not refused
 
 
 def test_a_better_model_is_promoted(history):
     d = decision(history, "better")
-    assert (d.outcome, d.rule) == (Outcome.PROMOTE, Rule.MAP_NOT_WORSE)
+    assert (d.outcome, d.rule) == (GateOutcome.PROMOTE, Rule.MAP_NOT_WORSE)
     assert d.margin is not None and d.margin > 0.02
     red = next(c for c in d.verdicts[0].classes if c.name == COLLAPSE)
     assert red.production == 0.0 and red.candidate > 0.1  # the class is back
@@ -140,7 +140,7 @@ def test_a_better_model_is_promoted(history):
 def test_a_worse_model_is_refused(history):
     d = decision(history, "worse")
     assert d.margin is not None and d.margin < -0.05
-    assert (d.outcome, d.rule) == (Outcome.REJECT, Rule.MAP_REGRESSED)
+    assert (d.outcome, d.rule) == (GateOutcome.REJECT, Rule.MAP_REGRESSED)
     assert "rejected" in d.explain() and f"{d.margin:+.4f}" in d.explain()
 
 
@@ -151,6 +151,6 @@ def test_a_drop_within_tolerance_is_refused_when_the_interval_reaches_below_it(h
     low, _high = verdict.interval
     assert d.margin is not None and -d.policy.tolerance <= d.margin  # the mAP rule alone would pass it
     assert low < -d.policy.tolerance  # but the interval says the drop may well be larger
-    assert (d.outcome, d.rule) == (Outcome.REJECT, Rule.INTERVAL_BELOW)
+    assert (d.outcome, d.rule) == (GateOutcome.REJECT, Rule.INTERVAL_BELOW)
     run_dir = history.root / "runs" / f"r{history.results['interval'].run.id:04d}"
     assert (run_dir / "stats-candidate-val.npz").is_file() and (run_dir / "stats-production-val.npz").is_file()

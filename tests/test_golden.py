@@ -18,7 +18,7 @@ from flywheel.cli.demo import synthetic_batch
 from flywheel.cli.main import app as cli
 from flywheel.core import ledger
 from flywheel.core.errors import ConfigError, GoldenSetError
-from flywheel.core.gate import Outcome, Rule
+from flywheel.core.gate import GateOutcome, Rule
 from flywheel.core.ledger import Action
 from flywheel.core.spec import EVALUATED, TrainSpec
 from flywheel.flow.golden import GOLDEN, golden_eval_sets, read
@@ -157,15 +157,15 @@ def test_a_content_change_is_a_ledger_entry_with_old_and_new_hash(tmp_path, capl
     def entries() -> list[str]:
         return [e.reason for e in app.store.ledger() if e.action == Action.GOLDEN_CHANGED]
 
-    first = golden_eval_sets(app.store, app.config, app.layout.root, names, manifest)[0]
+    first = golden_eval_sets(app.store, app.config, app.paths.root, names, manifest)[0]
     sha = content_sha(folder)
     assert entries() == [f"golden set content sha256 none (first use) -> {sha} (6 images, 12 boxes in {folder})"]
     os.utime(folder / "classes.txt")  # touched, not changed: no entry, the same eval set
-    assert golden_eval_sets(app.store, app.config, app.layout.root, names, manifest)[0] == first
+    assert golden_eval_sets(app.store, app.config, app.paths.root, names, manifest)[0] == first
     assert len(entries()) == 1
     (folder / "labels" / "s99_0001.txt").write_text("1 0.5 0.5 0.2 0.2\n")
     with caplog.at_level(logging.WARNING, "flywheel.core.gate"):
-        second = golden_eval_sets(app.store, app.config, app.layout.root, names, manifest)[0]
+        second = golden_eval_sets(app.store, app.config, app.paths.root, names, manifest)[0]
     new = content_sha(folder)
     assert entries()[1] == f"golden set content sha256 {sha} -> {new} (6 images, 11 boxes in {folder})"
     assert "the golden set changed" in caplog.text
@@ -214,15 +214,15 @@ def test_a_missing_golden_dir_stops_the_cycle_before_any_training(tmp_path):
     version = ingest(app, tmp_path, 1)
     with pytest.raises(GoldenSetError, match="no such folder") as caught:
         app.train(version)
-    assert f"gate.golden_dir = {app.layout.root / 'no-such-folder'}" in str(caught.value)
+    assert f"gate.golden_dir = {app.paths.root / 'no-such-folder'}" in str(caught.value)
     assert trainer.specs == [] and app.store.runs() == []
 
 
 def test_a_golden_dir_inside_the_inbox_is_refused(tmp_path):
     app = App(root_with_golden(tmp_path, "inbox/golden"), trainer=FakeTrainer([0.3]))
-    golden(app.layout.inbox / "golden")
+    golden(app.paths.inbox / "golden")
     with pytest.raises(GoldenSetError, match="inside the inbox"):
-        golden_eval_sets(app.store, app.config, app.layout.root, ["red", "blue"], {})
+        golden_eval_sets(app.store, app.config, app.paths.root, ["red", "blue"], {})
 
 
 # --- through the cycle -----------------------------------------------------------------------
@@ -269,7 +269,7 @@ def test_golden_set_is_gated_and_its_production_score_cached_through_the_cycle(t
     m2 = app.train(ingest(app, tmp_path, 2))
     targets = _targets(second.specs[0])
     assert {("candidate", GOLDEN), ("production", "val")} <= targets and ("production", GOLDEN) not in targets
-    assert (m2.decision.outcome, m2.decision.rule) == (Outcome.REJECT, Rule.MAP_REGRESSED)
+    assert (m2.decision.outcome, m2.decision.rule) == (GateOutcome.REJECT, Rule.MAP_REGRESSED)
     assert m2.decision.margin == pytest.approx(0.1) and "on golden" in m2.decision.explain()
     golden_verdict = m2.decision.verdicts[1]
     assert golden_verdict.production.map50_95 == pytest.approx(0.4) and golden_verdict.margin == pytest.approx(-0.2)
@@ -285,7 +285,7 @@ def test_golden_set_is_gated_and_its_production_score_cached_through_the_cycle(t
     app = App(root, trainer=third)
     m3 = app.train(ingest(app, tmp_path, 3))
     assert ("production", GOLDEN) in _targets(third.specs[0])
-    assert m3.decision.outcome is Outcome.PROMOTE
+    assert m3.decision.outcome is GateOutcome.PROMOTE
     changes = [e for e in app.store.ledger() if e.action == Action.GOLDEN_CHANGED]
     assert len(changes) == 2 and content_sha(folder) in changes[1].reason
 
@@ -304,7 +304,7 @@ def test_a_real_tiny_training_is_scored_on_the_golden_set(tmp_path):
     golden_sha = app.store.gate_decisions()[-1].details["eval_sets"][GOLDEN]["sha256"]
     cached = app.store.evaluation(result.model.sha256, golden_sha)
     assert cached is not None and cached.map50_95 == verdict.candidate.map50_95
-    assert (app.layout.runs / "r0001" / "eval-candidate-golden").is_dir()
+    assert (app.paths.runs / "r0001" / "eval-candidate-golden").is_dir()
     assert snapshot(folder) == before
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from flywheel.app import build_daemon
 from flywheel.cli.demo import synthetic_batch
 from flywheel.service.daemon import Daemon
 
@@ -40,7 +41,7 @@ def rescans(daemon: Daemon, name: str, times: int = 3) -> list[list[str]]:
     """The daemon's inbox step, `times` times: ingest what the tracker offers (the first time,
     the batch, as a settled one would be). Returns what was offered after each step."""
     offered = []
-    inbox = daemon.app.layout.inbox
+    inbox = daemon.app.paths.inbox
     for attempt in range(times):
         if attempt == 0 or inbox / name in daemon.tracker.complete():
             daemon._ingest(inbox / name)
@@ -50,7 +51,7 @@ def rescans(daemon: Daemon, name: str, times: int = 3) -> list[list[str]]:
 
 def test_a_folder_the_daemon_may_not_move_is_ingested_once_and_left_in_place(data_root: Path, caplog):
     batch = synthetic_batch(data_root / "inbox" / "batch1", 8, seed=1)
-    daemon = Daemon(data_root)
+    daemon = build_daemon(data_root)
     with immutable(batch):
         offered = rescans(daemon, "batch1")
         assert len([p for p in batch.rglob("*") if p.is_file()]) == 17  # 8 images, 8 labels, classes.txt
@@ -58,7 +59,7 @@ def test_a_folder_the_daemon_may_not_move_is_ingested_once_and_left_in_place(dat
     assert daemon.app.store.latest_version().id == 1
     assert not any((data_root / "inbox" / ".done").iterdir())  # nothing copied
     assert offered == [[], [], []]  # not looked at again until it changes
-    assert daemon.registry.get_sample_value("flywheel_inbox_batch_left", {"batch": "batch1"}) == 1.0
+    assert daemon.metrics_registry.get_sample_value("flywheel_inbox_batch_left", {"batch": "batch1"}) == 1.0
     said = [r.getMessage() for r in caplog.records if "could not be moved out of the inbox" in r.getMessage()]
     assert len(said) == 1 and "Remove it as its owner" in said[0]  # said once, with what to do
 
@@ -70,7 +71,7 @@ def test_an_archive_in_an_inbox_the_daemon_may_not_change_is_left_once_too(data_
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             zf.write(path, path.relative_to(folder).as_posix())
     (data_root / "inbox" / ".done").mkdir(exist_ok=True)
-    daemon = Daemon(data_root)
+    daemon = build_daemon(data_root)
     with immutable(data_root / "inbox"):
         offered = rescans(daemon, "batch2.zip")
     assert [(b.name, b.state) for b in daemon.app.store.batches()] == [("batch2.zip", "ingested")]
@@ -81,7 +82,7 @@ def test_an_archive_in_an_inbox_the_daemon_may_not_change_is_left_once_too(data_
 
 def test_a_batch_that_may_move_moves_whole_into_done(data_root: Path):
     batch = synthetic_batch(data_root / "inbox" / "batch3", 6, seed=3)
-    daemon = Daemon(data_root)
+    daemon = build_daemon(data_root)
     rescans(daemon, "batch3", times=1)
     assert not batch.exists() and [p.name for p in (data_root / "inbox" / ".done").iterdir()] == ["b0001-batch3"]
-    assert daemon.registry.get_sample_value("flywheel_inbox_batch_left", {"batch": "batch3"}) is None
+    assert daemon.metrics_registry.get_sample_value("flywheel_inbox_batch_left", {"batch": "batch3"}) is None

@@ -28,7 +28,7 @@ from tests.metrics_scrape import scrape, value
 @pytest.fixture
 def served(data_root):
     app = App(data_root, trainer=FakeTrainer([0.2, 0.1], production_map=0.2))
-    registry, live = build_registry(app.store, app.objects, app.layout.root)
+    registry, live = build_registry(app.store, app.objects, app.paths.root)
     app.observer = live
     server, thread = start_http_server(0, "127.0.0.1", registry=registry)
     yield app, server.server_port

@@ -14,34 +14,34 @@ from flywheel.app import App
 from flywheel.cli.demo import synthetic_batch
 from flywheel.core.config import parse
 from flywheel.core.errors import ConfigError
-from flywheel.core.schedule import Policy, Waiting, decide, waiting
+from flywheel.core.schedule import SchedulePolicy, Waiting, decide_schedule, waiting
 from flywheel.service import train_queue
 from tests.fakes import FakeTrainer
 
-POLICY = Policy(debounce_seconds=30, min_new_images=10, cron="")
+POLICY = SchedulePolicy(debounce_seconds=30, min_new_images=10, cron="")
 
 
 def test_nothing_new_never_trains_even_on_schedule():
-    assert not decide(Waiting(None, 0, 999), POLICY, cron_due=True).train
-    assert not decide(Waiting(3, 0, 999), POLICY, cron_due=True).train
+    assert not decide_schedule(Waiting(None, 0, 999), POLICY, cron_due=True).train
+    assert not decide_schedule(Waiting(3, 0, 999), POLICY, cron_due=True).train
 
 
 def test_a_burst_waits_for_quiet_then_trains_once_on_the_newest():
-    busy = decide(Waiting(3, 50, 12), POLICY, cron_due=False)
+    busy = decide_schedule(Waiting(3, 50, 12), POLICY, cron_due=False)
     assert not busy.train and busy.retry_in == pytest.approx(18) and "debounce_seconds" in busy.why
-    assert not decide(Waiting(3, 50, 12), POLICY, cron_due=True).train  # the schedule waits for quiet too
-    quiet = decide(Waiting(3, 50, 30), POLICY, cron_due=False)
+    assert not decide_schedule(Waiting(3, 50, 12), POLICY, cron_due=True).train  # the schedule waits for quiet too
+    quiet = decide_schedule(Waiting(3, 50, 30), POLICY, cron_due=False)
     assert quiet.train and "50 new images" in quiet.why
 
 
 def test_min_new_images_counts_and_the_schedule_trains_whatever_waits():
-    few = decide(Waiting(3, 9, 60), POLICY, cron_due=False)
+    few = decide_schedule(Waiting(3, 9, 60), POLICY, cron_due=False)
     assert not few.train and few.retry_in is None and "9 of min_new_images 10" in few.why
-    assert decide(Waiting(3, 10, 60), POLICY, cron_due=False).train
-    cron_only = Policy(0, 0, "0 2 * * *")
-    waits = decide(Waiting(3, 500, 60), cron_only, cron_due=False)
+    assert decide_schedule(Waiting(3, 10, 60), POLICY, cron_due=False).train
+    cron_only = SchedulePolicy(0, 0, "0 2 * * *")
+    waits = decide_schedule(Waiting(3, 500, 60), cron_only, cron_due=False)
     assert not waits.train and "0 2 * * *" in waits.why
-    assert decide(Waiting(3, 1, 60), cron_only, cron_due=True).train
+    assert decide_schedule(Waiting(3, 1, 60), cron_only, cron_due=True).train
 
 
 def test_cron_is_checked_when_the_config_is_read():

@@ -12,11 +12,10 @@ import threading
 import time
 from pathlib import Path
 
-from flywheel.app import App, init_data_root
+from flywheel.app import App, build_daemon, init_data_root
 from flywheel.cli.demo import drop, synthetic_batch
 from flywheel.core.domain import RunState
 from flywheel.service import train_queue
-from flywheel.service.daemon import Daemon
 from tests.fakes import FakeTrainer
 from tests.test_end_to_end import wait_for
 
@@ -116,7 +115,7 @@ def test_flywheel_train_while_the_daemon_runs_is_queued_and_served_by_it(tmp_pat
 def test_the_cron_schedule_trains_what_waits_and_only_then(tmp_path):
     root = init_data_root(tmp_path / "root", CONFIG.format(debounce=0, min_new=0, cron="0 3 1 1 *", rescan=1.0))
     App(root).ingest(synthetic_batch(tmp_path / "b1", 12, seed=1), move=False)
-    daemon = Daemon(root)
+    daemon = build_daemon(root)
     trainer = FakeTrainer([0.3])
     daemon.app.trainer = trainer
     thread = threading.Thread(target=daemon.run, daemon=True)
@@ -144,7 +143,7 @@ def test_a_refresh_trains_after_the_warm_candidate_in_the_running_daemon_and_is_
     config = CONFIG.format(debounce=0, min_new=1, cron="", rescan=1.0)
     config = config.replace("[training]\n", "[training]\nrefresh_growth = 2.0\n")
     root = init_data_root(tmp_path / "root", config)
-    daemon = Daemon(root)
+    daemon = build_daemon(root)
     daemon.app.trainer = trainer = FakeTrainer([0.3, 0.4, 0.5])  # first, warm, refresh
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()

@@ -56,7 +56,7 @@ def served(data_root: Path) -> Iterator[tuple[int, Health, FakeClock, Path]]:
     Gauge("flywheel_test_answer", "a gauge only this test sets", registry=registry).set(42)
     clock = FakeClock()
     started, stopping = threading.Event(), threading.Event()
-    health = Health(Heartbeat(stall_seconds=60, clock=clock), app.engine, app.layout.root, started, stopping)
+    health = Health(Heartbeat(stall_seconds=60, clock=clock), app.engine, app.paths.root, started, stopping)
     server = HttpServer("127.0.0.1", 0, registry, {HEALTHZ: health.liveness, READYZ: health.readiness})
     try:
         yield server.port, health, clock, data_root

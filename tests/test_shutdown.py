@@ -16,7 +16,7 @@ import pytest
 
 from flywheel.app import App, init_data_root
 from flywheel.cli.demo import synthetic_batch
-from flywheel.service.daemon import EXIT_SHUTDOWN_TIMEOUT
+from flywheel.core.errors import ExitCode
 
 CONFIG = """\
 [inbox]
@@ -79,7 +79,7 @@ def test_a_stop_that_outlasts_shutdown_timeout_exits_124(tmp_path):
     finally:
         proc.kill()
     took = time.monotonic() - started
-    assert code == EXIT_SHUTDOWN_TIMEOUT, log.read_text()
+    assert code == ExitCode.SHUTDOWN_TIMEOUT, log.read_text()
     assert 2.0 <= took < 10, took
     assert "stopping within 2s" in log.read_text() and "daemon.shutdown_timeout" in log.read_text()
 

@@ -254,7 +254,7 @@ def _left_running(app: App, tmp_path: Path, last_pt: bool) -> int:
         version_id=version, start_kind="scratch", start_checkpoint="yolov8n.yaml", epochs=2, params={"epochs": 2}
     )
     app.store.update_run(run.id, RunState.RUNNING)
-    weights = app.layout.runs / f"r{run.id:04d}" / "train" / "weights"
+    weights = app.paths.runs / f"r{run.id:04d}" / "train" / "weights"
     weights.mkdir(parents=True)
     if last_pt:
         (weights / "last.pt").write_bytes(b"an unfinished checkpoint")
@@ -271,7 +271,7 @@ def test_interrupted_run_is_resumed_or_restarted_per_config(data_root, tmp_path,
     assert app.store.run(run_id).state == RunState.INTERRUPTED
     (result,) = app.resume_interrupted()
     spec = trainer.specs[0]
-    last = app.layout.runs / f"r{run_id:04d}" / "train" / "weights" / "last.pt"
+    last = app.paths.runs / f"r{run_id:04d}" / "train" / "weights" / "last.pt"
     assert spec.run_id == run_id and result.run.id == run_id  # the same run continues
     assert spec.resume == (str(last) if resumes else "")
     assert last.exists() == resumes  # a restart starts from a clean folder
@@ -316,9 +316,9 @@ def test_resuming_records_the_epochs_the_orphaned_child_trained_after_its_parent
     app = App(data_root, trainer=FakeTrainer([0.3]))
     run_id = _left_running(app, tmp_path, last_pt=True)
     record_first_epoch(app, run_id)
-    (app.layout.runs / f"r{run_id:04d}" / "train" / "results.csv").write_text(RESULTS_CSV)
+    (app.paths.runs / f"r{run_id:04d}" / "train" / "results.csv").write_text(RESULTS_CSV)
     (run,) = mark_interrupted(app.store)
-    reopened, resume_from = reopen(app.store, app.layout.runs, run, "resume")
+    reopened, resume_from = reopen(app.store, app.paths.runs, run, "resume")
     assert resume_from.endswith("last.pt") and reopened.state == RunState.QUEUED
     epochs = app.store.epochs(run_id)
     assert [e.epoch for e in epochs] == [1, 2] and reopened.epochs_done == 2  # the cut-short row 3 is skipped
@@ -331,7 +331,7 @@ def test_restarting_forgets_the_epochs_of_the_attempt_before(data_root, tmp_path
     run_id = _left_running(app, tmp_path, last_pt=True)
     record_first_epoch(app, run_id)
     (run,) = mark_interrupted(app.store)
-    _, resume_from = reopen(app.store, app.layout.runs, run, "restart")
+    _, resume_from = reopen(app.store, app.paths.runs, run, "restart")
     assert resume_from == "" and app.store.epochs(run_id) == []
 
 

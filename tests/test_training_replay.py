@@ -106,7 +106,7 @@ def test_ultralytics_trains_on_exactly_the_sampled_images(data_root, tmp_path):
     v1 = app.ingest(synthetic_batch(tmp_path / "b1", 16, seed=1), move=False).version
     v2 = app.ingest(synthetic_batch(tmp_path / "b2", 6, seed=2), move=False).version
     manifest = app.store.manifest(v2.id)
-    data_yaml = materialize(app.objects, app.layout.versions, v2.id, v2.class_names, manifest)
+    data_yaml = materialize(app.objects, app.paths.versions, v2.id, v2.class_names, manifest)
     classes = replay.classes_from_labels(lambda sha: app.objects.path(sha).read_text())
     sample = replay.draw(manifest, app.store.manifest(v1.id), 8, 0, classes, v2.class_names)
     assert sample.new and sample.old  # both kinds in the list

@@ -11,7 +11,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from flywheel.core.errors import FlywheelError
+from flywheel.core.errors import ExitCode, FlywheelError
 
 out = Console()
 err = Console(stderr=True)
@@ -44,4 +44,4 @@ def call(fn: Callable[[], T]) -> T:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None

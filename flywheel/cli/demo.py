@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from flywheel.app import App, init_data_root
+from flywheel.app import App, build_daemon, init_data_root
 from flywheel.core.domain import RunState, model_name
 from flywheel.core.errors import FlywheelError
 from flywheel.ingest.layout import read_class_names
@@ -86,8 +86,6 @@ def drop(batch: Path, inbox: Path, marker: str = "READY") -> Path:
 
 
 def run_demo(directory: Path, sample: Path | None, images: int, console: Console) -> None:
-    from flywheel.service.daemon import Daemon
-
     sample = sample or next((p for p in BCCD_CANDIDATES if (p / "data.yaml").is_file()), None)
     root = init_data_root(directory, DEMO_CONFIG.format(imgsz=160 if sample else 64))
     staging = root / ".demo-staging"
@@ -105,7 +103,7 @@ def run_demo(directory: Path, sample: Path | None, images: int, console: Console
             batches.append(synthetic_batch(staging / f"batch{n + 1}", images, seed=n + 1))
         console.print(f"demo batches: 2 x {images} generated images")
 
-    daemon = Daemon(root)
+    daemon = build_daemon(root)
     thread = threading.Thread(target=daemon.run, name="flywheel-daemon", daemon=True)
     thread.start()
     if not daemon.ready.wait(60):

@@ -25,7 +25,7 @@ def show(ctx: typer.Context, root: Root = Path(".")) -> None:
     if ctx.invoked_subcommand is not None:
         return
     application = call(lambda: App(root))
-    entries = quarantine.list_quarantine(application.layout.quarantine)
+    entries = quarantine.list_quarantine(application.paths.quarantine)
     if not entries:
         out.print("nothing in quarantine")
         return
@@ -49,10 +49,10 @@ def retry(
     """Re-ingest a batch after fixing its files in quarantine/BATCH/: the batch as dropped, with
     the fixed files laid over it, goes into the inbox as a new batch."""
     application = call(lambda: App(root))
-    layout, marker = application.layout, application.config.inbox.marker
-    staged = call(lambda: quarantine.retry(layout.quarantine, layout.done, layout.inbox, batch, marker))
+    paths, marker = application.paths, application.config.inbox.marker
+    staged = call(lambda: quarantine.retry(paths.quarantine, paths.done, paths.inbox, batch, marker))
     try:
-        with DataRootLock(layout.root):
+        with DataRootLock(paths.root):
             result = call(lambda: application.ingest(staged, move=True))
     except Busy:
         out.print(f"staged as {staged}; the running daemon ingests it")

@@ -1,8 +1,6 @@
 """The `flywheel` command: each subcommand is one call into the core, errors become exit codes.
 
-Exit codes: 0 success; 1 an operation failed (training, ingest, database); 2 bad config or
-data root; 3 an id names nothing; 4 a production change is not possible; 5 the data root is
-busy (the daemon holds it); 130 interrupted.
+The exit codes `--help` lists are written from flywheel.core.errors.EXIT_CODE_MEANINGS.
 """
 
 from __future__ import annotations
@@ -15,13 +13,13 @@ import typer
 from rich.table import Table
 
 from flywheel import __version__
-from flywheel.app import App, DataRootLock, init_data_root
+from flywheel.app import App, DataRootLock, build_daemon, init_data_root
 from flywheel.cli import ingest as ingest_commands
 from flywheel.cli import models as cli_models
 from flywheel.cli.common import Root, call, err, out, setup_logging
 from flywheel.cli.train import progress_of, run_ending
 from flywheel.core.domain import batch_name, model_name, parse_id, run_name, version_name
-from flywheel.core.errors import Busy
+from flywheel.core.errors import EXIT_CODE_MEANINGS, Busy, ExitCode
 from flywheel.core.plan import refresh_outlook
 from flywheel.flow.cycle import generations
 from flywheel.flow.registry import current_actor
@@ -29,7 +27,9 @@ from flywheel.flow.registry import current_actor
 app = typer.Typer(
     help=__doc__.split("\n\n")[0] + "\n\nA data root holds config.toml, inbox/, the database and every "
     "version and model. Start with `flywheel init DIR`, then `flywheel run --root DIR` and drop labeled "
-    "batches (images + YOLO labels + data.yaml or classes.txt) into DIR/inbox/.\n\n" + __doc__.split("\n\n")[1],
+    "batches (images + YOLO labels + data.yaml or classes.txt) into DIR/inbox/.\n\nExit codes: "
+    + "; ".join(f"{int(code)} {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())
+    + ".",
     no_args_is_help=True,
     rich_markup_mode="markdown",
     add_completion=False,
@@ -56,7 +56,7 @@ def run(root: Root = Path(".")) -> None:
 
     application = _call(lambda: App(root))
     _logging(application.config.log_level)
-    _call(lambda: serve(root))
+    _call(lambda: serve(build_daemon(root)))
 
 
 @app.command()
@@ -71,7 +71,7 @@ def ingest(
     (bad files are copied to quarantine/); the daemon must not be running on the same root."""
     _logging()
     application = _call(lambda: App(root))
-    lock = _call(lambda: DataRootLock(application.layout.root).__enter__())  # Busy: exit 5, no traceback
+    lock = _call(lambda: DataRootLock(application.paths.root).__enter__())  # Busy: exit 5, no traceback
     try:
         result = _call(lambda: application.ingest(path.resolve(), move=False))
     finally:
@@ -87,7 +87,7 @@ def ingest(
         out.print(f"  [red]rejected[/red]: {b.reason}", highlight=False)
     out.print(f"  version: {version_name(result.version.id or 0) if result.version else 'unchanged'}")
     if b.state == "rejected":
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 @app.command()
@@ -133,13 +133,13 @@ def train(
         runs = _call(lambda: cancel_running(application, current_actor(), wait))
         if not runs:
             err.print("no training is running")
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.FAILED)
         for r in runs:
             out.print(f"run {run_name(r.id or 0)}: {r.state}" + (f" ({r.error})" if r.error else ""))
-        raise typer.Exit(0 if all(r.state != "running" for r in runs) else 1)
+        raise typer.Exit(ExitCode.OK if all(r.state != "running" for r in runs) else ExitCode.FAILED)
     progress = TrainProgress(err)
     application = _call(lambda: App(root, observer=progress))
-    lock = DataRootLock(application.layout.root)
+    lock = DataRootLock(application.paths.root)
     try:
         lock.__enter__()
     except Busy:
@@ -148,18 +148,18 @@ def train(
         if run is not None:  # the same ending as a local training: the model and the gate's word on it
             for line in run_ending(application.store, run):
                 out.print(line, highlight=False)
-            raise typer.Exit(0 if run.state == "succeeded" else 1) from None
+            raise typer.Exit(ExitCode.OK if run.state == "succeeded" else ExitCode.FAILED) from None
         if follow:
             err.print(
                 "error: the daemon made no run for this request (no dataset version, or a bad --from): see its log"
             )
-            raise typer.Exit(1) from None
+            raise typer.Exit(ExitCode.FAILED) from None
         return
     with contextlib.closing(lock), progress:  # the lock is held already: only released here
         latest = application.store.latest_version()
         if version is None and latest is None:
             err.print("error: no dataset version yet: ingest a batch first (`flywheel ingest PATH`)")
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.FAILED)
         vid = _call(lambda: parse_id(version, "v")) if version else latest.id  # type: ignore[union-attr]
         result = _call(lambda: application.train(vid or 0, start_from=start_from))
     for line in run_ending(application.store, result.run):
@@ -190,7 +190,7 @@ def status(root: Root = Path(".")) -> None:
     store = application.store
     prod = store.production()
     latest = store.latest_version()
-    out.print(f"data root: {application.layout.root}")
+    out.print(f"data root: {application.paths.root}")
     out.print(
         f"production: {model_name(prod.id or 0) + ' (' + version_name(prod.version_id) + ')' if prod else 'none'}"
     )

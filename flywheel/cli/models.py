@@ -12,6 +12,7 @@ from flywheel.app import App
 from flywheel.cli.common import Root, call, err, out
 from flywheel.core import ledger
 from flywheel.core.domain import model_name, parse_id, run_name, version_name
+from flywheel.core.errors import ExitCode
 from flywheel.flow.compare import compare as compare_models
 from flywheel.flow.compare import resolve
 from flywheel.flow.registry import current_actor
@@ -199,7 +200,7 @@ def verify(root: Root = Path(".")) -> None:
     for p in problems:
         err.print(f"[red]tampered:[/red] {p}", highlight=False)
     if problems:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
     out.print(f"ledger intact: {len(entries)} entries, head {entries[-1].entry_hash[:12] if entries else '-'}")
 
 
@@ -217,15 +218,15 @@ def compare(
     vid = call(lambda: parse_id(version, "v")) if version else (latest.id if latest else None)
     if vid is None:
         err.print("error: no dataset version yet: ingest a batch first")
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
     contenders = [call(lambda r=r: resolve(store, application.registry, r, trust)) for r in (a, b)]  # type: ignore[misc]
     sets, results = call(
         lambda: compare_models(
             store,
             application.registry,
             application.objects,
-            application.layout.versions,
-            application.layout.runs,
+            application.paths.versions,
+            application.paths.runs,
             application.config,
             application.trainer,
             contenders,

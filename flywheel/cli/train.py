@@ -68,12 +68,12 @@ def cancel_running(application: App, actor: str, wait_seconds: float) -> list[Ru
     running = [r for r in store.runs() if r.state == RunState.RUNNING and r.id is not None]
     reason = f"cancelled by {actor} (flywheel train --cancel)"
     try:
-        with DataRootLock(application.layout.root):  # nobody holds the data root: nobody trains
+        with DataRootLock(application.paths.root):  # nobody holds the data root: nobody trains
             return [store.update_run(r.id or 0, RunState.CANCELLED, error=reason) for r in running]
     except Busy:
         pass
     for r in running:
-        request_cancel(application.layout.runs / run_name(r.id or 0), reason)
+        request_cancel(application.paths.runs / run_name(r.id or 0), reason)
     deadline = time.monotonic() + wait_seconds
     ids = [r.id or 0 for r in running]
     while time.monotonic() < deadline:
@@ -97,7 +97,7 @@ def through_daemon(
 ) -> RunRow | None:
     """The daemon holds the data root: ask it to train (flywheel.service.train_queue) and, with `wait`,
     follow the run it starts for us to its end. Returns that run (None if not waited for)."""
-    root = application.layout.root
+    root = application.paths.root
     request = train_queue.submit(root, version_id, start_from, actor)
     console.print(f"the daemon holds {root}: asked it to train (request {request.id}); it starts at its next step")
     if not wait:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from flywheel.core.errors import ConfigError
+from flywheel.core.gate import DEFAULT_MAX_CLASS_DROP, DEFAULT_MIN_CLASS_INSTANCES, DEFAULT_TOLERANCE
 
 CONFIG_NAME = "config.toml"
 
@@ -150,9 +151,9 @@ class ReplayConfig(_Section):
 
 
 class GateConfig(_Section):
-    tolerance: float = Field(0.0, ge=0, le=1)
-    max_class_drop: float = Field(0.1, ge=0, le=1)
-    min_class_instances: int = Field(10, ge=0)
+    tolerance: float = Field(DEFAULT_TOLERANCE, ge=0, le=1)
+    max_class_drop: float = Field(DEFAULT_MAX_CLASS_DROP, ge=0, le=1)
+    min_class_instances: int = Field(DEFAULT_MIN_CLASS_INSTANCES, ge=0)
     bootstrap: bool = False
     class_bootstrap: bool = True  # a class drop refuses only if its paired-bootstrap interval is below 0
     bootstrap_samples: int = Field(1000, ge=100)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 
-class Outcome(StrEnum):
+class GateOutcome(StrEnum):
     PROMOTE = "promote"
     REJECT = "reject"
 
@@ -46,11 +46,17 @@ class Score:
     instances: dict[str, int] = field(default_factory=dict)  # boxes per class in the set
 
 
+# The gate's defaults, written once: GatePolicy's and config.toml's [gate] (flywheel.core.config)
+DEFAULT_TOLERANCE = 0.0
+DEFAULT_MAX_CLASS_DROP = 0.1
+DEFAULT_MIN_CLASS_INSTANCES = 10
+
+
 @dataclass(frozen=True)
-class Policy:
-    tolerance: float = 0.0
-    max_class_drop: float = 0.1
-    min_class_instances: int = 10
+class GatePolicy:
+    tolerance: float = DEFAULT_TOLERANCE
+    max_class_drop: float = DEFAULT_MAX_CLASS_DROP
+    min_class_instances: int = DEFAULT_MIN_CLASS_INSTANCES
     require_interval: bool = False  # gate on the bootstrap interval's lower bound too
     class_interval: bool = False  # a class drop refuses only if its bootstrap interval is below 0
 
@@ -68,7 +74,7 @@ class ClassCheck:
     gated: bool  # False: too few instances, reported only
     interval: tuple[float, float] | None = None  # bootstrap interval of candidate - production AP
 
-    def refuses(self, policy: Policy) -> bool:
+    def refuses(self, policy: GatePolicy) -> bool:
         if not self.gated or self.drop <= policy.max_class_drop:
             return False
         if policy.class_interval and self.interval is not None:
@@ -96,10 +102,10 @@ class SetVerdict:
 
 @dataclass(frozen=True)
 class GateDecision:
-    outcome: Outcome
+    outcome: GateOutcome
     rule: Rule
     verdicts: tuple[SetVerdict, ...]  # the first is the primary set (the version's val split)
-    policy: Policy
+    policy: GatePolicy
 
     @property
     def candidate_map(self) -> float:
@@ -122,7 +128,7 @@ class GateDecision:
         if self.rule is Rule.FIRST_MODEL:
             return f"promoted: first model (mAP50-95 {self.candidate_map:.4f}, nothing to beat)"
         deciding = next((v for v in self.verdicts if v.rule is self.rule), self.verdicts[0])
-        verb = "promoted" if self.outcome is Outcome.PROMOTE else "rejected"
+        verb = "promoted" if self.outcome is GateOutcome.PROMOTE else "rejected"
         text = (
             f"{verb}: mAP50-95 {deciding.candidate.map50_95:.4f} vs production "
             f"{deciding.production.map50_95 if deciding.production else 0.0:.4f} on {deciding.eval_set} "
@@ -146,7 +152,7 @@ def judge(
     eval_set: str,
     candidate: Score,
     production: Score | None,
-    policy: Policy,
+    policy: GatePolicy,
     interval: tuple[float, float] | None = None,
     class_intervals: Mapping[str, tuple[float, float]] | None = None,
 ) -> SetVerdict:
@@ -177,9 +183,9 @@ def judge(
 REFUSING = (Rule.MAP_REGRESSED, Rule.CLASS_REGRESSED, Rule.INTERVAL_BELOW)
 
 
-def decide(
+def decide_gate(
     scores: Mapping[str, tuple[Score, Score | None]],
-    policy: Policy,
+    policy: GatePolicy,
     intervals: Mapping[str, tuple[float, float]] | None = None,
     class_intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
 ) -> GateDecision:
@@ -196,5 +202,5 @@ def decide(
     )
     refusal = next((v for v in verdicts if v.rule in REFUSING), None)
     if refusal is not None:
-        return GateDecision(Outcome.REJECT, refusal.rule, verdicts, policy)
-    return GateDecision(Outcome.PROMOTE, verdicts[0].rule, verdicts, policy)
+        return GateDecision(GateOutcome.REJECT, refusal.rule, verdicts, policy)
+    return GateDecision(GateOutcome.PROMOTE, verdicts[0].rule, verdicts, policy)

@@ -22,7 +22,7 @@ from flywheel.store.tables import as_utc
 
 
 @dataclass(frozen=True)
-class Policy:
+class SchedulePolicy:
     debounce_seconds: float = 30.0
     min_new_images: int = 1
     cron: str = ""
@@ -44,7 +44,7 @@ class Verdict:
     retry_in: float | None = None  # seconds until the verdict may change without new events
 
 
-def decide(waiting: Waiting, policy: Policy, cron_due: bool) -> Verdict:
+def decide_schedule(waiting: Waiting, policy: SchedulePolicy, cron_due: bool) -> Verdict:
     if waiting.version_id is None or waiting.new_images <= 0:
         return Verdict(False, "nothing new to train on")
     if waiting.quiet_seconds < policy.debounce_seconds:

@@ -14,7 +14,7 @@ from typing import Any
 from flywheel.core.config import Config
 from flywheel.core.domain import model_name
 from flywheel.core.faults import crash_point
-from flywheel.core.gate import GateDecision, Outcome, Policy, Score, SetVerdict, decide
+from flywheel.core.gate import GateDecision, GateOutcome, GatePolicy, Score, SetVerdict, decide_gate
 from flywheel.flow.evalsets import GATED, EvalSet
 from flywheel.flow.registry import Registry
 from flywheel.store import Store
@@ -23,9 +23,9 @@ from flywheel.store.tables import EvaluationRow, GateRow, ModelRow
 log = logging.getLogger("flywheel.core.gate")
 
 
-def policy_of(config: Config) -> Policy:
+def policy_of(config: Config) -> GatePolicy:
     g = config.gate
-    return Policy(
+    return GatePolicy(
         g.tolerance,
         g.max_class_drop,
         g.min_class_instances,
@@ -94,7 +94,7 @@ def gate_and_promote(
             remember(store, production.sha256, eval_set, version_id, prod)
         pairs[eval_set.name] = (cand, prod)
     gated = {name: pair for name, pair in pairs.items() if name in GATED}
-    decision = decide(gated, policy_of(config), intervals, class_intervals)
+    decision = decide_gate(gated, policy_of(config), intervals, class_intervals)
     details = {
         "eval_sets": {s.name: {"sha256": s.sha256, "images": s.images, **s.notes} for s in eval_sets},
         "verdicts": [_verdict(v) for v in decision.verdicts],
@@ -102,7 +102,7 @@ def gate_and_promote(
         "policy": asdict(decision.policy),
     }
     pin = store.pin()
-    held = decision.outcome is Outcome.PROMOTE and pin is not None and production is not None
+    held = decision.outcome is GateOutcome.PROMOTE and pin is not None and production is not None
     store.add_gate_decision(
         GateRow(
             run_id=run_id,
@@ -129,7 +129,7 @@ def gate_and_promote(
             pin.reason if pin else "",
             model_name(candidate.id),
         )
-    elif decision.outcome is Outcome.PROMOTE:
+    elif decision.outcome is GateOutcome.PROMOTE:
         registry.promote(candidate.id, reason=decision.explain())
     else:
         registry.reject(candidate.id, reason=decision.explain())

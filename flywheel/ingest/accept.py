@@ -22,7 +22,7 @@ from flywheel.ingest.formats.base import Sample
 from flywheel.ingest.images import ImageInfo, check_image, upright_bytes
 from flywheel.ingest.labels import Annotation, LabelProblem, finish, normalised
 from flywheel.ingest.reasons import Code, Problem
-from flywheel.ingest.report import Outcome
+from flywheel.ingest.report import BatchPlacement
 from flywheel.store import ObjectStore
 
 
@@ -51,7 +51,7 @@ def accept(
     samples: list[Sample],
     shas: dict[str, str],
     remap: dict[int, int],
-    outcome: Outcome,
+    outcome: BatchPlacement,
     checks: Checks,
     parent_items: Callable[[Iterable[str]], dict[str, ManifestItem]],
     near: NearCopies,
@@ -114,7 +114,7 @@ _UNLABELED = (
 )
 
 
-def _refuse(outcome: Outcome, sample: Sample, code: Code, reason: str, blame_image: bool) -> None:
+def _refuse(outcome: BatchPlacement, sample: Sample, code: Code, reason: str, blame_image: bool) -> None:
     """Quarantine the sample's files: the one at fault with `code`, the others as its partners."""
     image, labels = sample.image, sample.labels
     first, partners = ((image,), labels) if blame_image or not labels else (labels, (image,))
@@ -196,7 +196,7 @@ def _size_problem(annotation: Annotation, info: ImageInfo) -> Problem | None:
 
 
 def _splits(
-    good: list[_Good], old: dict[str, ManifestItem], near: NearCopies, outcome: Outcome, val_fraction: float
+    good: list[_Good], old: dict[str, ManifestItem], near: NearCopies, outcome: BatchPlacement, val_fraction: float
 ) -> list[str]:
     known = near.known_splits(g.sha for g in good if g.sha not in old)
     near.load(g.dhash for g in good if g.sha not in old and g.sha not in known)

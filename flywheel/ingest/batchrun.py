@@ -19,7 +19,7 @@ from flywheel.ingest.dedupe import NearCopies
 from flywheel.ingest.formats import Parsed
 from flywheel.ingest.layout import link_escapes
 from flywheel.ingest.reasons import BatchRefused, Code
-from flywheel.ingest.report import Outcome, write_quarantine
+from flywheel.ingest.report import BatchPlacement, write_quarantine
 from flywheel.store import Store
 from flywheel.store.tables import BatchRow, VersionRow
 
@@ -31,7 +31,7 @@ class BatchRun:
 
     def __init__(self, store: Store, paths: IngestPaths, src: sources.Source, opts: IngestOptions, move: bool):
         self.store, self.paths, self.src, self.opts, self.move = store, paths, src, opts, move
-        self.outcome = Outcome(src.entries)
+        self.outcome = BatchPlacement(src.entries)
         self.batch = BatchRow(name=src.dropped.name, content_sha256="", state=BatchState.RECEIVED)
         self.left_in_inbox = ""  # why the batch could not be taken out of the inbox, if it could not
 

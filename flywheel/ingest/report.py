@@ -1,6 +1,6 @@
 """Where each file of a batch went, and the quarantine report that says so.
 
-`Outcome` places every entry of the batch exactly once: versioned, quarantined (with a code
+`BatchPlacement` places every entry of the batch exactly once: versioned, quarantined (with a code
 and a reason) or ignored; the first placement wins, and whatever no step placed is
 quarantined as unsupported. So `files == versioned + quarantined + ignored` holds by
 construction, whatever the format. `write_quarantine` copies the quarantined files (never
@@ -27,7 +27,7 @@ WHAT_TO_DO = (
 
 
 @dataclass
-class Outcome:
+class BatchPlacement:
     entries: list[str]
     versioned: set[str] = field(default_factory=set)
     quarantined: dict[str, tuple[Code, str]] = field(default_factory=dict)
@@ -71,7 +71,7 @@ class Outcome:
 def write_quarantine(
     target: Path,
     source_root: Path,
-    outcome: Outcome,
+    outcome: BatchPlacement,
     header: dict[str, Any],
     whole: Path | None = None,
 ) -> None:

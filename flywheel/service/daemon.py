@@ -19,16 +19,12 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from flywheel.app import App, DataRootLock
+from flywheel.app import App, DaemonAdapters
 from flywheel.core.domain import batch_name, run_name, version_name
-from flywheel.core.errors import FlywheelError, IntegrityError, TrainingCancelled
+from flywheel.core.errors import ExitCode, FlywheelError, IntegrityError, TrainingCancelled
 from flywheel.flow.recovery import mark_interrupted
-from flywheel.ingest.watcher import InboxWatcher, SettleTracker
 from flywheel.service import train_queue
-from flywheel.service.health import Degraded, Health, Heartbeat, storage_message, storage_problem
-from flywheel.service.http import HEALTHZ, READYZ, HttpServer
-from flywheel.service.metrics import build_registry
-from flywheel.service.systemd import ServiceNotifier, StatusObserver
+from flywheel.service.health import storage_message, storage_problem
 from flywheel.service.trigger import Trigger
 
 log = logging.getLogger("flywheel.service.daemon")
@@ -37,22 +33,25 @@ IDLE_BEAT_SECONDS = 5.0  # an idle work loop still wakes this often to show it i
 
 
 class Daemon:
-    def __init__(self, root: Path):
-        self.app = App(root)
-        self.registry, live = build_registry(self.app.store, self.app.objects, self.app.layout.root)
-        self.degraded = Degraded(lambda on: live.degraded.set(1 if on else 0))
-        self.app.observer = self.live = live
-        cfg = self.app.config.inbox
-        self.tracker = SettleTracker(self.app.layout.inbox, cfg.marker, cfg.settle_seconds)
-        self.stopping = threading.Event()
+    """The work loop and its start and stop; every adapter it runs on comes built, from
+    flywheel.app.build_daemon, which also made `app.observer` the systemd/metrics chain."""
+
+    def __init__(self, app: App, adapters: DaemonAdapters):
+        self.app = app
+        self.adapters = adapters
+        self.metrics_registry = adapters.metrics_registry  # Prometheus's; the model registry is app.registry
+        self.live = adapters.live
+        self.degraded = adapters.degraded
+        self.tracker = adapters.tracker
+        self.stopping = adapters.stopping
         self._wake = threading.Event()
         self.metrics_port = 0
-        self.ready = threading.Event()
+        self.ready = adapters.ready
         self.trigger = Trigger(self.app, self.wake)
         # systemd's notify protocol, the work loop's heartbeat, STATUS lines (flywheel.service.systemd)
-        self.notifier = ServiceNotifier.from_environment()
-        self.heartbeat = Heartbeat(self.app.config.health.stall_seconds)
-        self.app.observer = self.status = StatusObserver(self.app.observer, self.notifier, self.heartbeat)
+        self.notifier = adapters.notifier
+        self.heartbeat = adapters.heartbeat
+        self.status = adapters.status
 
     def wake(self) -> None:
         self._wake.set()
@@ -68,7 +67,7 @@ class Daemon:
     def run(self) -> None:
         """Serve until `stop()` (or SIGTERM/SIGINT when run from the main thread)."""
         app = self.app
-        with DataRootLock(app.layout.root):
+        with self.adapters.lock():
             try:
                 self._check_production()  # before publish, which needs the registry's copy intact
                 app.registry.publish()  # heal a crash between a production commit and its swap
@@ -77,15 +76,11 @@ class Daemon:
             for r in mark_interrupted(app.store, app.registry):  # a run a dead daemon left "running"
                 policy = app.config.training.on_interrupt
                 log.warning("run %s was interrupted (on_interrupt: %s)", run_name(r.id or 0), policy)
-            train_queue.drop_taken(app.layout.root)
-            health = Health(
-                self.heartbeat, app.engine, app.layout.root, self.ready, self.stopping, degraded=self.degraded
-            )
-            probes = {HEALTHZ: health.liveness, READYZ: health.readiness}
-            server = HttpServer(app.config.metrics.host, app.config.metrics.port, self.registry, probes)
+            train_queue.drop_taken(app.paths.root)
+            server = self.adapters.http_server()
             self.metrics_port = server.port
             log.info("metrics on http://%s:%d/metrics", app.config.metrics.host, self.metrics_port)
-            watcher = InboxWatcher(self.tracker, self.wake, also=train_queue.queue_dir(app.layout.root))
+            watcher = self.adapters.inbox_watcher(self.wake)
             watcher.start()
             scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
             settle = max(0.2, min(1.0, app.config.inbox.settle_seconds / 4))
@@ -102,7 +97,7 @@ class Daemon:
             scheduler.start()
             self.ready.set()
             self.status.ready(self._idle)
-            log.info("flywheel running on %s", app.layout.root)
+            log.info("flywheel running on %s", app.paths.root)
             try:
                 self._work_loop()
             finally:
@@ -116,7 +111,7 @@ class Daemon:
     @property
     def _idle(self) -> str:
         note = f"; {self.trigger.note}" if self.trigger.note else ""
-        return f"idle: watching {self.app.layout.inbox}{note}"
+        return f"idle: watching {self.app.paths.inbox}{note}"
 
     def _check_settled(self) -> None:
         if self.tracker.complete():
@@ -204,13 +199,9 @@ class Daemon:
         )
 
 
-EXIT_SHUTDOWN_TIMEOUT = 124  # as timeout(1): still stopping after daemon.shutdown_timeout
-
-
-def serve(root: Path) -> None:
-    """Run the daemon in the foreground until SIGTERM or SIGINT; a second signal, or a stop
-    that outlasts `daemon.shutdown_timeout`, exits at once."""
-    daemon = Daemon(root)
+def serve(daemon: Daemon) -> None:
+    """Run the daemon (flywheel.app.build_daemon) in the foreground until SIGTERM or SIGINT; a
+    second signal, or a stop that outlasts `daemon.shutdown_timeout`, exits at once."""
     timeout = daemon.app.config.daemon.shutdown_timeout
 
     def overdue() -> None:
@@ -220,12 +211,12 @@ def serve(root: Path) -> None:
             daemon.heartbeat.activity,
         )
         logging.shutdown()
-        os._exit(EXIT_SHUTDOWN_TIMEOUT)  # not SystemExit: a thread stuck in I/O must not hold the exit
+        os._exit(ExitCode.SHUTDOWN_TIMEOUT)  # not SystemExit: a thread stuck in I/O must not hold the exit
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if daemon.stopping.is_set():
             log.warning("second signal: exiting now")
-            raise SystemExit(128 + signum)
+            raise SystemExit(ExitCode.SIGNALLED + signum)
         log.info("received %s: stopping within %.0fs", signal.Signals(signum).name, timeout)
         timer = threading.Timer(timeout, overdue)
         timer.daemon = True

@@ -29,7 +29,7 @@ class Trigger:
 
     def asked(self, stopping: threading.Event) -> None:
         """Serve the train requests, oldest first: a person asked, before the schedule."""
-        for request in train_queue.pending(self.app.layout.root):
+        for request in train_queue.pending(self.app.paths.root):
             if stopping.is_set():
                 return
             self._serve(request)
@@ -38,8 +38,8 @@ class Trigger:
         """Train if the schedule says so; else note why not, and when to look again."""
         app, cfg = self.app, self.app.config.schedule
         what = schedule.waiting(app.store, datetime.now(UTC))
-        policy = schedule.Policy(cfg.debounce_seconds, cfg.min_new_images, cfg.cron)
-        verdict = schedule.decide(what, policy, self.cron_due)
+        policy = schedule.SchedulePolicy(cfg.debounce_seconds, cfg.min_new_images, cfg.cron)
+        verdict = schedule.decide_schedule(what, policy, self.cron_due)
         self.note = "" if what.version_id is None else verdict.why
         if what.version_id is None:
             self.cron_due = False  # the schedule came and nothing waited: until next time
@@ -67,7 +67,7 @@ class Trigger:
     def _serve(self, request: train_queue.TrainRequest) -> None:
         runs = self.app.store.runs()
         newest = (runs[-1].id or 0) if runs else 0
-        taken = train_queue.take(self.app.layout.root, request, newest)
+        taken = train_queue.take(self.app.paths.root, request, newest)
         try:
             latest = self.app.store.latest_version()
             version_id = request.version_id or (latest.id if latest else None)
