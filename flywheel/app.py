@@ -21,6 +21,7 @@ from flywheel.flow.registry import Registry
 from flywheel.ingest.service import IngestOptions, IngestPaths, IngestResult, ingest_batch
 from flywheel.service.notify import Notifier
 from flywheel.store import ObjectStore, Store, database_url, make_engine, upgrade_schema
+from flywheel.store.materialize import VersionFolders
 from flywheel.training.export import SubprocessExporter
 from flywheel.training.runner import SubprocessTrainer
 
@@ -117,14 +118,16 @@ class App:
         n = self.config.notify
         notifier = Notifier(n.command, n.webhook, n.retries, n.retry_seconds)
         exporter = SubprocessExporter(self.layout.ultralytics) if self.config.production.export_onnx else None
+        self.checkpoints = ObjectStore(self.layout.models, ".pt")  # models/<sha[:2]>/<sha>.pt
         self.registry = Registry(
-            self.store, self.layout.models, self.layout.production, notifier, exporter, self.config.training.imgsz
+            self.store, self.checkpoints, self.layout.production, notifier, exporter, self.config.training.imgsz
         )
         self.trainer: Trainer = trainer or SubprocessTrainer(
             self.layout.ultralytics, timeout_seconds=self.config.training.timeout_seconds
         )
         self.observer: Observer = observer or NullObserver()
-        self.workspace = Workspace(self.layout.root, self.objects, self.layout.versions, self.layout.runs)
+        self.datasets = VersionFolders(self.objects, self.layout.versions)
+        self.workspace = Workspace(self.layout.root, self.objects, self.datasets, self.layout.runs)
 
     def ingest(self, batch_dir: Path, move: bool, again: bool = False) -> IngestResult:
         """Ingest a batch folder or archive; `again`: even if its content was ingested before."""

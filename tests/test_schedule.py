@@ -14,7 +14,8 @@ from flywheel.app import App
 from flywheel.cli.demo import synthetic_batch
 from flywheel.core.config import parse
 from flywheel.core.errors import ConfigError
-from flywheel.core.schedule import Policy, Waiting, decide, waiting
+from flywheel.core.schedule import Policy, Waiting, decide
+from flywheel.flow.waiting import waiting
 from flywheel.service import train_queue
 from tests.fakes import FakeTrainer
 
