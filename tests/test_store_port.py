@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,17 @@ def test_a_database_failure_is_a_store_error(tmp_path: Path):
     with pytest.raises(StoreError, match="database error"):
         Store(engine).runs()
     engine.dispose()
+
+
+def test_the_core_and_the_flows_import_no_store_and_no_database_library():
+    """The flows reach the database through the port alone (golden.py's use of ingest's readers,
+    registry.py's notifier and cycle.py's replay are other edges, and allowed)."""
+    code = (
+        "import importlib, pkgutil, sys, flywheel.core, flywheel.flow\n"
+        "for pkg in (flywheel.core, flywheel.flow):\n"
+        "    for m in pkgutil.iter_modules(pkg.__path__): importlib.import_module(f'{pkg.__name__}.{m.name}')\n"
+        "print(sorted(n for n in sys.modules if n.startswith('flywheel.store') or n.split('.')[0] in\n"
+        "    ('sqlalchemy', 'sqlmodel', 'alembic', 'psycopg')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
