@@ -24,6 +24,7 @@ from flywheel.flow.registry import Registry
 from flywheel.ingest.service import IngestOptions, IngestPaths, IngestResult, ingest_batch
 from flywheel.service.notify import Notifier
 from flywheel.store import ObjectStore, Store, database_url, make_engine, upgrade_schema
+from flywheel.store.materialize import VersionFolders
 from flywheel.training.export import SubprocessExporter
 from flywheel.training.runner import SubprocessTrainer
 
@@ -130,14 +131,16 @@ class App:
         n = self.config.notify
         notifier = Notifier(n.command, n.webhook, n.retries, n.retry_seconds)
         exporter = SubprocessExporter(self.paths.ultralytics) if self.config.production.export_onnx else None
+        self.checkpoints = ObjectStore(self.paths.models, ".pt")  # models/<sha[:2]>/<sha>.pt
         self.registry = Registry(
-            self.store, self.paths.models, self.paths.production, notifier, exporter, self.config.training.imgsz
+            self.store, self.checkpoints, self.paths.production, notifier, exporter, self.config.training.imgsz
         )
         self.trainer: Trainer = trainer or SubprocessTrainer(
             self.paths.ultralytics, timeout_seconds=self.config.training.timeout_seconds
         )
         self.observer: Observer = observer or NullObserver()
-        self.workspace = Workspace(self.paths.root, self.objects, self.paths.versions, self.paths.runs)
+        self.datasets = VersionFolders(self.objects, self.paths.versions)
+        self.workspace = Workspace(self.paths.root, self.objects, self.datasets, self.paths.runs)
 
     def ingest(self, batch_dir: Path, move: bool, again: bool = False) -> IngestResult:
         """Ingest a batch folder or archive; `again`: even if its content was ingested before."""

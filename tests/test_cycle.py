@@ -15,7 +15,7 @@ from flywheel.cli.demo import synthetic_batch
 from flywheel.core.domain import ModelStatus, RunState, StartKind
 from flywheel.core.errors import TrainingError
 from flywheel.core.gate import GateOutcome
-from flywheel.core.schedule import waiting
+from flywheel.flow.waiting import waiting
 from tests.fakes import FakeTrainer
 from tests.pg_server import both_backends
 

@@ -16,12 +16,7 @@ PACKAGE = Path(__file__).parents[1] / "flywheel"
 HEAVY = ("sqlalchemy", "sqlmodel", "torch", "ultralytics", "watchdog", "prometheus_client", "apscheduler")
 
 # Known breaches, each a single case marked strict xfail so that it flips when it is fixed.
-PENDING = {
-    # pending: the store port moves waiting() out of core/schedule.py
-    "flywheel.core.schedule": "core/schedule.py's waiting() reads flywheel.store: it moves out with the store port",
-    # not yet fixed (flow/ is being reworked for the store port): wants a notifier port in core/ports.py
-    "flywheel.flow.registry": "flow/registry.py imports (and builds a default) flywheel.service.notify.Notifier",
-}
+PENDING: dict[str, str] = {}
 
 
 def module_name(path: Path) -> str:

@@ -14,7 +14,8 @@ from flywheel.app import App
 from flywheel.cli.demo import synthetic_batch
 from flywheel.core.config import parse
 from flywheel.core.errors import ConfigError
-from flywheel.core.schedule import SchedulePolicy, Waiting, decide_schedule, waiting
+from flywheel.core.schedule import SchedulePolicy, Waiting, decide_schedule
+from flywheel.flow.waiting import waiting
 from flywheel.service import train_queue
 from tests.fakes import FakeTrainer
 

@@ -17,8 +17,8 @@ from flywheel.cli.demo import synthetic_batch
 from flywheel.core.domain import ModelStatus, RunState, StartKind
 from flywheel.core.errors import NotFound, TrainingCancelled, UsageError
 from flywheel.core.plan import CANDIDATE, CHALLENGER
+from flywheel.core.records import Epoch
 from flywheel.flow.recovery import mark_interrupted, reopen
-from flywheel.store.tables import EpochRow
 from flywheel.training import replay
 from tests.fakes import FakeTrainer
 from tests.pg_server import both_backends
@@ -306,7 +306,7 @@ RESULTS_CSV = (  # as Ultralytics 8.4 writes it
 def record_first_epoch(app: App, run_id: int) -> None:
     """Epoch 1 as the daemon recorded it from the child's event (results.csv's first row)."""
     fields = dict(box_loss=5.51, cls_loss=4.08, dfl_loss=4.24, precision=0, recall=0, map50=0, map50_95=0)
-    app.store.add_epoch(EpochRow(run_id=run_id, epoch=1, seconds=13.27, **fields))
+    app.store.add_epoch(Epoch(run_id=run_id, epoch=1, seconds=13.27, **fields))
     app.store.update_run(run_id, epochs_done=1)
 
 

@@ -13,10 +13,10 @@ from flywheel.cli.common import Root, call, err, out
 from flywheel.core import ledger
 from flywheel.core.domain import model_name, parse_id, run_name, version_name
 from flywheel.core.errors import ExitCode
+from flywheel.core.records import as_utc
 from flywheel.flow.compare import compare as compare_models
 from flywheel.flow.compare import resolve
 from flywheel.flow.registry import current_actor
-from flywheel.store.tables import as_utc
 
 models_app = typer.Typer(help="Models: list them, or `show ID` for one model's record and gate decision.")
 audit_app = typer.Typer(help="Check the production ledger.", no_args_is_help=True)
@@ -224,8 +224,7 @@ def compare(
         lambda: compare_models(
             store,
             application.registry,
-            application.objects,
-            application.paths.versions,
+            application.datasets,
             application.paths.runs,
             application.config,
             application.trainer,

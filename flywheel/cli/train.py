@@ -11,11 +11,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from flywheel.app import App, DataRootLock
 from flywheel.core.domain import RunState, model_name, run_name
 from flywheel.core.errors import Busy
-from flywheel.core.ports import NullObserver
+from flywheel.core.ports import NullObserver, StorePort
+from flywheel.core.records import Run
 from flywheel.core.spec import EPOCH, PROGRESS
 from flywheel.service import train_queue
-from flywheel.store import Store
-from flywheel.store.tables import RunRow
 from flywheel.training.runner import request_cancel
 
 
@@ -60,7 +59,7 @@ class TrainProgress(NullObserver):
             self.task = None
 
 
-def cancel_running(application: App, actor: str, wait_seconds: float) -> list[RunRow]:
+def cancel_running(application: App, actor: str, wait_seconds: float) -> list[Run]:
     """Stop the running training. A process that holds the data root (the daemon, another
     `flywheel train`) is asked through the run folder and stops after its current batch; a
     run no process holds any more is recorded cancelled at once. Returns the runs, final."""
@@ -84,7 +83,7 @@ def cancel_running(application: App, actor: str, wait_seconds: float) -> list[Ru
     return [store.run(i) for i in ids]
 
 
-def progress_of(run: RunRow) -> str:
+def progress_of(run: Run) -> str:
     """`3/20` epochs, plus the batch within the epoch while it runs."""
     text = f"{run.epochs_done}/{run.epochs}"
     if run.state == RunState.RUNNING and run.batches:
@@ -94,7 +93,7 @@ def progress_of(run: RunRow) -> str:
 
 def through_daemon(
     application: App, version_id: int | None, start_from: str | None, actor: str, console: Console, wait: bool
-) -> RunRow | None:
+) -> Run | None:
     """The daemon holds the data root: ask it to train (flywheel.service.train_queue) and, with `wait`,
     follow the run it starts for us to its end. Returns that run (None if not waited for)."""
     root = application.paths.root
@@ -104,7 +103,7 @@ def through_daemon(
         return None
     store = application.store
 
-    def first_after(run_id: int) -> RunRow | None:  # the request's candidate run (a challenger comes later)
+    def first_after(run_id: int) -> Run | None:  # the request's candidate run (a challenger comes later)
         return next((r for r in store.runs() if (r.id or 0) > run_id), None)
 
     with console.status("waiting for the daemon to take the request") as status:
@@ -120,7 +119,7 @@ def through_daemon(
     return store.run(where.runs[0]) if where.runs else None
 
 
-def run_ending(store: Store, run: RunRow) -> list[str]:
+def run_ending(store: StorePort, run: Run) -> list[str]:
     """How a training ended, in the words the gate recorded: the same lines whether this
     process trained or the daemon did for it (`flywheel train` while the daemon runs)."""
     lines = [_one_run(store, run, "run")]
@@ -131,7 +130,7 @@ def run_ending(store: Store, run: RunRow) -> list[str]:
     return lines
 
 
-def _one_run(store: Store, run: RunRow, what: str) -> str:
+def _one_run(store: StorePort, run: Run, what: str) -> str:
     head = f"{what} {run_name(run.id or 0)}: {run.state}"
     if run.model_id is None:
         return head + (f" ({run.error})" if run.error else "")

@@ -1,12 +1,15 @@
-"""The ports the core's workflows call, in one file. Adapters implement them; the core never
-imports an adapter (the composition root, `flywheel.daemon`, wires them in)."""
+"""The ports the core's workflows call, in one file. Adapters implement them; the core and the
+flows never import an adapter (the composition root, `flywheel.app`, wires them in)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from flywheel.core.domain import ManifestItem, RunState
+from flywheel.core.ledger import Action
+from flywheel.core.records import Epoch, Evaluation, GateRecord, LedgerEntry, Model, Run, Version
 from flywheel.core.spec import TrainSpec
 
 Event = dict[str, Any]
@@ -24,6 +27,24 @@ class Exporter(Protocol):
     """Converts a checkpoint for serving (ONNX), somewhere other than the caller's process."""
 
     def export_onnx(self, checkpoint: Path, out: Path, imgsz: int) -> Path: ...
+
+
+class Notifier(Protocol):
+    """Tells the outside world that production changed (flywheel.service.notify: a command, a
+    webhook); must not block the caller."""
+
+    def notify(self, change: dict[str, Any]) -> None: ...
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Until the notifications under way are sent (a CLI command waits before it exits)."""
+
+
+class NullNotifier:
+    def notify(self, change: dict[str, Any]) -> None:
+        pass
+
+    def wait(self, timeout: float = 30.0) -> None:
+        pass
 
 
 class Observer(Protocol):
@@ -50,3 +71,117 @@ class NullObserver:
 
     def training_finished(self, outcome: str, seconds: float) -> None:
         pass
+
+
+class Objects(Protocol):
+    """Content-addressed files, `<sha[:2]>/<sha><suffix>` (flywheel.store.objects.ObjectStore)."""
+
+    def path(self, sha: str) -> Path: ...
+
+    def put_file(self, source: Path, sha: str | None = None, durable: bool = True) -> str: ...
+
+    def verify(self, sha: str) -> Path:
+        """The object's path, after checking its bytes still hash to `sha` (IntegrityError if not)."""
+        ...
+
+
+class Datasets(Protocol):
+    """Dataset versions laid out on disk for the trainer (flywheel.store.materialize)."""
+
+    def materialize(self, version_id: int, class_names: list[str], manifest: Mapping[str, ManifestItem]) -> Path:
+        """The version's data.yaml, building its folder if it is not there yet; the folder is
+        the data.yaml's parent (the eval sets' subsets are written beside it)."""
+        ...
+
+
+class StorePort(Protocol):
+    """The records the flows read and write (flywheel.store.Store implements it on SQLite and
+    PostgreSQL). Each method is one transaction; every state change is checked against
+    flywheel.core.domain's transition table (InvalidTransition); a missing id is NotFound; a
+    database failure is StoreError. Results are flywheel.core.records values, ordered by id."""
+
+    # --- dataset versions
+    def latest_version(self) -> Version | None: ...
+
+    def version(self, version_id: int) -> Version: ...
+
+    def versions(self) -> list[Version]: ...
+
+    def manifest(self, version_id: int) -> dict[str, ManifestItem]:
+        """Every item of the version, by image sha256."""
+        ...
+
+    def items(self, version_id: int, image_shas: Iterable[str]) -> dict[str, ManifestItem]:
+        """The version's items for these images (the ones it has), without its whole manifest."""
+        ...
+
+    # --- training runs and their epochs
+    def create_run(self, **fields: Any) -> Run:
+        """A QUEUED run with these fields (flywheel.core.records.Run's names)."""
+        ...
+
+    def update_run(self, run_id: int, state: RunState | None = None, **fields: Any) -> Run:
+        """Move the run to `state` (checked; stamps started_at / finished_at) and set `fields`."""
+        ...
+
+    def run(self, run_id: int) -> Run: ...
+
+    def runs(self) -> list[Run]: ...
+
+    def add_epoch(self, epoch: Epoch) -> None:
+        """Record an epoch; one already recorded under its (run, epoch) is replaced."""
+        ...
+
+    def epochs(self, run_id: int) -> list[Epoch]:
+        """The run's epochs, in epoch order."""
+        ...
+
+    def delete_epochs(self, run_id: int) -> None: ...
+
+    # --- models and the production pointer
+    def add_model(self, **fields: Any) -> Model:
+        """A CANDIDATE model with these fields (flywheel.core.records.Model's names)."""
+        ...
+
+    def model(self, model_id: int) -> Model: ...
+
+    def models(self) -> list[Model]: ...
+
+    def production(self) -> Model | None: ...
+
+    def previous_production(self, current_id: int) -> Model:
+        """The model production before `current_id` (RegistryError when there is none)."""
+        ...
+
+    def reject(self, model_id: int, reason: str, actor: str = "flywheel") -> LedgerEntry: ...
+
+    def set_production(
+        self, model_id: int, action: Action, actor: str, reason: str, forced: bool = False
+    ) -> LedgerEntry:
+        """Retire the production model and make `model_id` production, with its ledger entry,
+        in one transaction."""
+        ...
+
+    # --- the ledger and the pin
+    def set_pin(self, pinned: bool, actor: str, reason: str) -> LedgerEntry: ...
+
+    def pin(self) -> LedgerEntry | None:
+        """The pin entry holding promotions, or None when production is not pinned."""
+        ...
+
+    def append_ledger(self, action: Action, actor: str, reason: str, model_id: int | None = None) -> LedgerEntry: ...
+
+    def ledger(self) -> list[LedgerEntry]: ...
+
+    # --- scores and gate decisions
+    def evaluation(self, model_sha256: str, eval_sha256: str) -> Evaluation | None: ...
+
+    def put_evaluation(self, evaluation: Evaluation) -> None:
+        """Cache a score; one cached under the same (model, eval set) is replaced."""
+        ...
+
+    def add_gate_decision(self, gate: GateRecord) -> GateRecord:
+        """Record a decision; the result carries its id and time."""
+        ...
+
+    def gate_decisions(self) -> list[GateRecord]: ...

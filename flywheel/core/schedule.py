@@ -1,6 +1,7 @@
 """When the daemon trains: a pure policy over what is waiting (no clock, no I/O), so every
-rule is tested with plain values; the daemon (flywheel.service.daemon) feeds it and APScheduler's
-cron trigger tells it when a scheduled time came.
+rule is tested with plain values; the daemon (flywheel.service.daemon) feeds it what
+flywheel.flow.waiting reads from the store, and APScheduler's cron trigger tells it when a
+scheduled time came.
 
 - A burst of batches is one training: nothing trains until no version was made for
   `debounce_seconds`; then the newest version (which holds every batch of the burst) trains.
@@ -15,10 +16,6 @@ cron trigger tells it when a scheduled time came.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-
-from flywheel.store import Store
-from flywheel.store.tables import as_utc
 
 
 @dataclass(frozen=True)
@@ -59,16 +56,3 @@ def decide_schedule(waiting: Waiting, policy: SchedulePolicy, cron_due: bool) ->
     else:
         wait = f"{waiting.new_images} new images waiting"
     return Verdict(False, wait + (f"; next chance: the schedule ({policy.cron})" if policy.cron else ""))
-
-
-def waiting(store: Store, now: datetime) -> Waiting:
-    """Read what waits from the store: versions after the last one any run trained on."""
-    versions = store.versions()
-    trained = {r.version_id for r in store.runs()}
-    if not versions or versions[-1].id in trained:
-        return Waiting(None, 0, 0.0)
-    last_trained = max((v.id or 0 for v in versions if v.id in trained), default=0)
-    fresh = [v for v in versions if (v.id or 0) > last_trained]
-    new_images = sum(v.images_new + v.images_relabelled for v in fresh)
-    quiet = (as_utc(now) - as_utc(versions[-1].created_at)).total_seconds()
-    return Waiting(versions[-1].id, new_images, max(0.0, quiet))

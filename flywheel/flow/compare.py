@@ -16,14 +16,12 @@ from flywheel.core.config import Config
 from flywheel.core.domain import model_name, parse_id
 from flywheel.core.errors import UsageError
 from flywheel.core.gate import Score
-from flywheel.core.ports import Trainer
+from flywheel.core.hashing import sha256_file
+from flywheel.core.ports import Datasets, StorePort, Trainer
 from flywheel.core.spec import EVALUATED, EvalTarget, TrainSpec
 from flywheel.flow.evalsets import EvalSet, version_eval_sets
 from flywheel.flow.promotion import remember, score_of
 from flywheel.flow.registry import Registry
-from flywheel.store import Store, sha256_file
-from flywheel.store.materialize import materialize
-from flywheel.store.objects import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ class Contender:
     sha256: str
 
 
-def resolve(store: Store, registry: Registry, ref: str, trust: bool) -> Contender:
+def resolve(store: StorePort, registry: Registry, ref: str, trust: bool) -> Contender:
     path = Path(ref)
     if path.suffix == ".pt" and path.is_file():
         if not trust:
@@ -47,10 +45,9 @@ def resolve(store: Store, registry: Registry, ref: str, trust: bool) -> Contende
 
 
 def compare(
-    store: Store,
+    store: StorePort,
     registry: Registry,
-    objects: ObjectStore,
-    versions: Path,
+    datasets: Datasets,
     runs: Path,
     config: Config,
     trainer: Trainer,
@@ -59,9 +56,9 @@ def compare(
 ) -> tuple[list[EvalSet], dict[str, dict[str, Score]]]:
     version = store.version(version_id)
     manifest = store.manifest(version_id)
-    data_yaml = materialize(objects, versions, version_id, version.class_names, manifest)
+    data_yaml = datasets.materialize(version_id, version.class_names, manifest)
     parent = store.manifest(version.parent_id) if version.parent_id else {}
-    eval_sets = version_eval_sets(versions, version_id, version.class_names, version.val_sha256, manifest, parent)
+    eval_sets = version_eval_sets(data_yaml, version.class_names, version.val_sha256, manifest, parent)
     results: dict[str, dict[str, Score]] = {c.label: {} for c in contenders}
     targets = []
     for c in contenders:

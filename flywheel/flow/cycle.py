@@ -31,7 +31,8 @@ from flywheel.core.plan import (
     refresh_due,
     resolve_params,
 )
-from flywheel.core.ports import Event, Observer, Trainer
+from flywheel.core.ports import Datasets, Event, Objects, Observer, StorePort, Trainer
+from flywheel.core.records import Epoch, Model, Run
 from flywheel.core.spec import (
     BOOTSTRAP,
     EPOCH,
@@ -49,9 +50,6 @@ from flywheel.flow.golden import golden_eval_sets
 from flywheel.flow.promotion import cached, gate_and_promote, score_of
 from flywheel.flow.recovery import MAX_RESUMES, reopen
 from flywheel.flow.registry import Registry
-from flywheel.store import ObjectStore, Store
-from flywheel.store.materialize import materialize
-from flywheel.store.tables import EpochRow, ModelRow, RunRow
 from flywheel.training import replay
 
 log = logging.getLogger("flywheel.flow.cycle")
@@ -60,20 +58,20 @@ log = logging.getLogger("flywheel.flow.cycle")
 @dataclass(frozen=True)
 class Workspace:
     data_root: Path
-    objects: ObjectStore
-    versions: Path
+    objects: Objects
+    datasets: Datasets  # versions/<v>/: each dataset version laid out for the trainer
     runs: Path
 
 
 @dataclass(frozen=True)
 class CycleResult:
-    run: RunRow
-    model: ModelRow | None
+    run: Run
+    model: Model | None
     decision: GateDecision | None
     challenger: CycleResult | None = None  # the negative-transfer guard's scratch run, when it ran
 
 
-def trainable(store: Store, version_id: int) -> str | None:
+def trainable(store: StorePort, version_id: int) -> str | None:
     """Why version `version_id` cannot be trained yet, or None if it can."""
     v = store.version(version_id)
     if v.train_images == 0 or v.val_images == 0:
@@ -85,7 +83,7 @@ def trainable(store: Store, version_id: int) -> str | None:
 
 
 def run_cycle(
-    store: Store,
+    store: StorePort,
     registry: Registry,
     workspace: Workspace,
     config: Config,
@@ -94,7 +92,7 @@ def run_cycle(
     version_id: int,
     *,
     start_from: str | None = None,
-    resume: RunRow | None = None,
+    resume: Run | None = None,
     purpose: str = CANDIDATE,
     challenger_for: int | None = None,
 ) -> CycleResult:
@@ -103,13 +101,11 @@ def run_cycle(
     for the negative-transfer guard's run from model.base beside the warm run `challenger_for`."""
     version = store.version(version_id)
     manifest = store.manifest(version_id)
-    data_yaml = materialize(workspace.objects, workspace.versions, version_id, version.class_names, manifest)
+    data_yaml = workspace.datasets.materialize(version_id, version.class_names, manifest)
     production = store.production()
     start = _start(store, registry, workspace.data_root, config, production, start_from, resume)
     parent = store.manifest(version.parent_id) if version.parent_id else {}
-    eval_sets = version_eval_sets(
-        workspace.versions, version_id, version.class_names, version.val_sha256, manifest, parent
-    )
+    eval_sets = version_eval_sets(data_yaml, version.class_names, version.val_sha256, manifest, parent)
     eval_sets += golden_eval_sets(store, config, workspace.data_root, version.class_names, manifest)
     evaluate = [EvalTarget("candidate", "", e.name, str(e.data_yaml)) for e in eval_sets]
     bootstrapping = config.gate.bootstrap or config.gate.class_bootstrap  # needs production's per-image matches
@@ -183,7 +179,7 @@ def run_cycle(
                 k: event[k]
                 for k in ("box_loss", "cls_loss", "dfl_loss", "precision", "recall", "map50", "map50_95", "seconds")
             }
-            store.add_epoch(EpochRow(run_id=run_id, epoch=event["epoch"], **fields))
+            store.add_epoch(Epoch(run_id=run_id, epoch=event["epoch"], **fields))
             store.update_run(run_id, epochs_done=event["epoch"])
             crash_point("train.epoch")
             log.info(
@@ -271,13 +267,13 @@ def run_cycle(
 
 
 def _start(
-    store: Store,
+    store: StorePort,
     registry: Registry,
     data_root: Path,
     config: Config,
-    production: ModelRow | None,
+    production: Model | None,
     start_from: str | None,
-    resume: RunRow | None,
+    resume: Run | None,
 ) -> Start:
     if resume is not None:
         if resume.start_model_id is not None:  # the checkpoint is verified against its sha256 again
@@ -297,7 +293,7 @@ def _start(
 
 
 def _budget(
-    store: Store, config: Config, start: Start, manifest: dict[str, ManifestItem], train_images: int
+    store: StorePort, config: Config, start: Start, manifest: dict[str, ManifestItem], train_images: int
 ) -> Budget | None:
     """A warm start's auto budget: from the share of train images its parent never saw and the
     parent's own val curve (flywheel/training/budget.py)."""
@@ -311,7 +307,7 @@ def _budget(
 
 
 def _replay_sample(
-    store: Store, workspace: Workspace, config: Config, start: Start, version_id: int
+    store: StorePort, workspace: Workspace, config: Config, start: Start, version_id: int
 ) -> replay.ReplaySample | None:
     """The replay sample for a warm start under `replay.max_images`; None: the whole version."""
     if not config.replay.max_images or start.kind is not StartKind.WARM or start.model_id is None:
@@ -333,7 +329,7 @@ def _note_head_rows(run_id: int, event: Event) -> None:
         log.warning("run %s: %d class-head rows were copied by name by flywheel, not Ultralytics", name, fixed)
 
 
-def generations(store: Store) -> list[Generation]:
+def generations(store: StorePort) -> list[Generation]:
     runs = [r for r in store.runs() if r.state == RunState.SUCCEEDED and r.model_id is not None]
     images = {v.id: v.train_images for v in store.versions()}
     return [
@@ -348,7 +344,7 @@ def generations(store: Store) -> list[Generation]:
 
 
 def _guard(
-    store: Store,
+    store: StorePort,
     registry: Registry,
     workspace: Workspace,
     config: Config,
@@ -399,7 +395,7 @@ def _guard(
 
 
 def resume_interrupted(
-    store: Store,
+    store: StorePort,
     registry: Registry,
     workspace: Workspace,
     config: Config,

@@ -20,7 +20,6 @@ import yaml
 
 from flywheel.core.domain import ManifestItem
 from flywheel.core.manifests import additive_hash
-from flywheel.store.materialize import version_dir
 
 PRIMARY = "val"
 GATED = ("val", "golden")
@@ -36,17 +35,18 @@ class EvalSet:
 
 
 def version_eval_sets(
-    versions_root: Path,
-    version_id: int,
+    data_yaml: Path,
     class_names: list[str],
     val_sha256: str,
     manifest: Mapping[str, ManifestItem],
     parent_manifest: Mapping[str, ManifestItem],
 ) -> list[EvalSet]:
-    """`val_sha256`: the version's own record of its val split's hash (its identity at the gate)."""
-    folder = version_dir(versions_root, version_id)
+    """`data_yaml`: the version's, as laid out on disk (flywheel.core.ports.Datasets); the subsets
+    are written beside it. `val_sha256`: the version's own record of its val split's hash (its
+    identity at the gate)."""
+    folder = data_yaml.parent
     val = {k: i for k, i in manifest.items() if i.split == "val"}
-    sets = [EvalSet(PRIMARY, val_sha256, folder / "data.yaml", len(val))]
+    sets = [EvalSet(PRIMARY, val_sha256, data_yaml, len(val))]
     old = {k: i for k, i in val.items() if k in parent_manifest}
     new = {k: i for k, i in val.items() if k not in parent_manifest}
     if old and new:  # forgetting is only measurable with both halves

@@ -32,7 +32,9 @@ import yaml
 from flywheel.core.config import Config, resolve
 from flywheel.core.domain import ManifestItem
 from flywheel.core.errors import GoldenSetError
+from flywheel.core.hashing import sha256_bytes, sha256_file
 from flywheel.core.ledger import Action
+from flywheel.core.ports import StorePort
 from flywheel.flow.evalsets import EvalSet
 from flywheel.ingest.formats import yolo
 from flywheel.ingest.formats.base import Sample
@@ -40,7 +42,6 @@ from flywheel.ingest.images import check_image, upright_bytes
 from flywheel.ingest.labels import finish
 from flywheel.ingest.layout import ignore_code, list_entries
 from flywheel.ingest.reasons import BatchRefused, Problem
-from flywheel.store import Store, sha256_bytes, sha256_file
 
 log = logging.getLogger("flywheel.core.gate")
 
@@ -126,7 +127,7 @@ def _image(folder: Path, sample: Sample, names: list[str], max_pixels: int, tole
     return GoldenImage(path, sha256_file(path), path.suffix.lower(), info.orientation != 1, labelled)
 
 
-def record(store: Store, golden: GoldenSet) -> bool:
+def record(store: StorePort, golden: GoldenSet) -> bool:
     """A ledger entry when the content differs from the last one recorded (the first use
     included: it is the baseline later changes are measured from). True when one was written."""
     last = next((e for e in reversed(store.ledger()) if e.action == Action.GOLDEN_CHANGED), None)
@@ -211,7 +212,7 @@ def _write(golden: GoldenSet, index: Mapping[str, int], class_names: list[str], 
 
 
 def golden_eval_sets(
-    store: Store, config: Config, data_root: Path, class_names: list[str], trained: Mapping[str, ManifestItem]
+    store: StorePort, config: Config, data_root: Path, class_names: list[str], trained: Mapping[str, ManifestItem]
 ) -> list[EvalSet]:
     """[the golden eval set] when `gate.golden_dir` is set, else []. `trained`: the version's
     manifest, to warn about golden images that are also training data."""

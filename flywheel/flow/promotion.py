@@ -15,10 +15,10 @@ from flywheel.core.config import Config
 from flywheel.core.domain import model_name
 from flywheel.core.faults import crash_point
 from flywheel.core.gate import GateDecision, GateOutcome, GatePolicy, Score, SetVerdict, decide_gate
+from flywheel.core.ports import StorePort
+from flywheel.core.records import Evaluation, GateRecord, Model
 from flywheel.flow.evalsets import GATED, EvalSet
 from flywheel.flow.registry import Registry
-from flywheel.store import Store
-from flywheel.store.tables import EvaluationRow, GateRow, ModelRow
 
 log = logging.getLogger("flywheel.core.gate")
 
@@ -45,17 +45,17 @@ def score_of(event: Mapping[str, Any]) -> Score:
     )
 
 
-def cached(store: Store, model: ModelRow, eval_set: EvalSet) -> Score | None:
+def cached(store: StorePort, model: Model, eval_set: EvalSet) -> Score | None:
     row = store.evaluation(model.sha256, eval_set.sha256)
     if row is None:
         return None
     return Score(row.map50_95, row.map50, row.precision, row.recall, dict(row.per_class), dict(row.instances))
 
 
-def remember(store: Store, model_sha256: str, eval_set: EvalSet, version_id: int, score: Score) -> None:
+def remember(store: StorePort, model_sha256: str, eval_set: EvalSet, version_id: int, score: Score) -> None:
     """Cache a score: (checkpoint sha256, eval-set hash) is never computed twice."""
     store.put_evaluation(
-        EvaluationRow(
+        Evaluation(
             model_sha256=model_sha256,
             eval_sha256=eval_set.sha256,
             version_id=version_id,
@@ -70,14 +70,14 @@ def remember(store: Store, model_sha256: str, eval_set: EvalSet, version_id: int
 
 
 def gate_and_promote(
-    store: Store,
+    store: StorePort,
     registry: Registry,
     config: Config,
     run_id: int,
     version_id: int,
     eval_sets: list[EvalSet],
-    candidate: ModelRow,
-    production: ModelRow | None,
+    candidate: Model,
+    production: Model | None,
     scores: Mapping[tuple[str, str], Score],  # (role, eval set) -> score, as the child reported
     intervals: Mapping[str, tuple[float, float]] | None = None,  # eval set -> bootstrap (low, high)
     class_intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,  # eval set -> class -> same
@@ -104,7 +104,7 @@ def gate_and_promote(
     pin = store.pin()
     held = decision.outcome is GateOutcome.PROMOTE and pin is not None and production is not None
     store.add_gate_decision(
-        GateRow(
+        GateRecord(
             run_id=run_id,
             version_id=version_id,
             eval_sha256=eval_sets[0].sha256,

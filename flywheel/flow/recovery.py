@@ -20,16 +20,16 @@ import time
 from pathlib import Path
 
 from flywheel.core.domain import ModelStatus, RunState, run_name
+from flywheel.core.ports import StorePort
+from flywheel.core.records import Epoch, Run
 from flywheel.flow.registry import Registry
-from flywheel.store import Store
-from flywheel.store.tables import EpochRow, RunRow
 
 log = logging.getLogger("flywheel.flow.recovery")
 
 MAX_RESUMES = 3  # a run the daemon died under this often is not tried again
 ORPHAN_GRACE_SECONDS = 30.0  # an orphaned child asked to stop gets this long before SIGKILL
 
-# results.csv column -> EpochRow field (Ultralytics' detection trainer)
+# results.csv column -> Epoch field (Ultralytics' detection trainer)
 _COLUMNS = {
     "train/box_loss": "box_loss",
     "train/cls_loss": "cls_loss",
@@ -41,7 +41,7 @@ _COLUMNS = {
 }
 
 
-def mark_interrupted(store: Store, registry: Registry | None = None) -> list[RunRow]:
+def mark_interrupted(store: StorePort, registry: Registry | None = None) -> list[Run]:
     """Runs left running by a process that died (call it holding the data root lock, so no
     one else is training): INTERRUPTED, never left "running" forever. A run whose gate had
     already decided (the process died promoting, or just before recording the run) is
@@ -61,7 +61,7 @@ def mark_interrupted(store: Store, registry: Registry | None = None) -> list[Run
     return marked
 
 
-def stop_orphan(run: RunRow, grace_seconds: float = ORPHAN_GRACE_SECONDS) -> bool:
+def stop_orphan(run: Run, grace_seconds: float = ORPHAN_GRACE_SECONDS) -> bool:
     """Stop the training child a dead process left behind, if it still runs (it stops by itself
     after its current batch, but must not write last.pt under a resumed run). True if one ran."""
     pid = (run.environment or {}).get("pid")
@@ -94,7 +94,7 @@ def _is_training_child(pid: int) -> bool:
     return b"flywheel.training.child" in cmdline and state != "Z"
 
 
-def finish_decided(store: Store, registry: Registry, run: RunRow) -> bool:
+def finish_decided(store: StorePort, registry: Registry, run: Run) -> bool:
     """Carry out the gate decision recorded for `run`'s candidate, if there is one; True if so."""
     assert run.id is not None
     model = next((m for m in store.models() if m.run_id == run.id), None)
@@ -118,7 +118,7 @@ def finish_decided(store: Store, registry: Registry, run: RunRow) -> bool:
     return True
 
 
-def reopen(store: Store, runs: Path, run: RunRow, mode: str) -> tuple[RunRow, str]:
+def reopen(store: StorePort, runs: Path, run: Run, mode: str) -> tuple[Run, str]:
     """INTERRUPTED -> QUEUED again; returns the run and the last.pt to resume ('' = restart)."""
     assert run.id is not None
     out_dir = runs / run_name(run.id)
@@ -133,7 +133,7 @@ def reopen(store: Store, runs: Path, run: RunRow, mode: str) -> tuple[RunRow, st
     return reopened, resume_from
 
 
-def backfill_epochs(store: Store, run_id: int, results_csv: Path) -> list[int]:
+def backfill_epochs(store: StorePort, run_id: int, results_csv: Path) -> list[int]:
     """Record the epochs results.csv holds and the database does not; returns their numbers."""
     if not results_csv.is_file():
         return []
@@ -152,7 +152,7 @@ def backfill_epochs(store: Store, run_id: int, results_csv: Path) -> list[int]:
             seconds, previous_time = max(elapsed - previous_time, 0.0), elapsed  # "time" is cumulative
             if epoch in known:
                 continue
-            store.add_epoch(EpochRow(run_id=run_id, epoch=epoch, seconds=seconds, **fields))
+            store.add_epoch(Epoch(run_id=run_id, epoch=epoch, seconds=seconds, **fields))
             added.append(epoch)
     if added:
         store.update_run(run_id, epochs_done=max(known | set(added)))

@@ -24,12 +24,10 @@ from typing import Any
 from flywheel.core.domain import ModelStatus, model_name, run_name, version_name
 from flywheel.core.errors import FlywheelError, IntegrityError, RegistryError
 from flywheel.core.faults import crash_point
+from flywheel.core.hashing import sha256_file
 from flywheel.core.ledger import Action
-from flywheel.core.ports import Exporter
-from flywheel.service.notify import Notifier
-from flywheel.store import ObjectStore, Store
-from flywheel.store.objects import sha256_file
-from flywheel.store.tables import LedgerRow, ModelRow, as_utc
+from flywheel.core.ports import Exporter, Notifier, NullNotifier, Objects, StorePort
+from flywheel.core.records import LedgerEntry, Model, as_utc
 
 log = logging.getLogger("flywheel.flow.registry")
 
@@ -44,25 +42,25 @@ def current_actor() -> str:
 class Registry:
     def __init__(
         self,
-        store: Store,
-        models_dir: Path,
+        store: StorePort,
+        checkpoints: Objects,  # models/<sha[:2]>/<sha>.pt (flywheel.store.ObjectStore with ".pt")
         production_link: Path,
-        notifier: Notifier | None = None,
+        notifier: Notifier | None = None,  # None: nobody is told (tests, one-off tools)
         exporter: Exporter | None = None,
         onnx_imgsz: int = 640,
     ):
         self.store = store
         self.exporter = exporter  # set: export each model to ONNX when it is promoted
         self.onnx_imgsz = onnx_imgsz
-        self.checkpoints = ObjectStore(models_dir, ".pt")  # models/<sha[:2]>/<sha>.pt
+        self.checkpoints = checkpoints
         self.production_link = production_link
-        self.notifier = notifier or Notifier()
+        self.notifier: Notifier = notifier or NullNotifier()
         self._published = production_link.parent / ".production"
         self._lock_path = production_link.parent / ".production.lock"
 
     def add_candidate(
         self, best_pt: Path, run_id: int, version_id: int, parent_model_id: int | None, class_names: list[str]
-    ) -> ModelRow:
+    ) -> Model:
         sha = self.checkpoints.put_file(best_pt)
         for model in self.store.models():  # a resumed run registered this very checkpoint before it died
             if model.run_id == run_id and model.sha256 == sha:
@@ -75,7 +73,7 @@ class Registry:
             class_names=class_names,
         )
 
-    def checkpoint(self, model: ModelRow) -> Path:
+    def checkpoint(self, model: Model) -> Path:
         """The model's checkpoint, verified against its recorded sha256 (it is a pickle)."""
         try:
             return self.checkpoints.verify(model.sha256)
@@ -83,7 +81,7 @@ class Registry:
             raise IntegrityError(f"model {model_name(model.id or 0)}: {exc}") from None
 
     # --- production changes ---------------------------------------------------------------
-    def promote(self, model_id: int, reason: str, actor: str = "flywheel", force: bool = False) -> LedgerRow:
+    def promote(self, model_id: int, reason: str, actor: str = "flywheel", force: bool = False) -> LedgerEntry:
         """Make `model_id` production. The gate calls this for a candidate it passed; a person
         may promote a retired model, or with `force` a rejected one."""
         self._export(self.store.model(model_id))  # before the lock: it takes seconds
@@ -98,10 +96,10 @@ class Registry:
         self._announce(entry)
         return entry
 
-    def reject(self, model_id: int, reason: str) -> LedgerRow:
+    def reject(self, model_id: int, reason: str) -> LedgerEntry:
         return self.store.reject(model_id, reason)
 
-    def rollback(self, reason: str, to: int | None = None, actor: str | None = None) -> LedgerRow:
+    def rollback(self, reason: str, to: int | None = None, actor: str | None = None) -> LedgerEntry:
         """Make the previous production model (or `to`) production again. No training, no eval."""
         with self._locked():
             current = self.store.production()
@@ -122,23 +120,23 @@ class Registry:
         self._announce(entry)
         return entry
 
-    def pin(self, reason: str, actor: str | None = None) -> LedgerRow:
+    def pin(self, reason: str, actor: str | None = None) -> LedgerEntry:
         """Hold promotions: the gate still scores candidates, but none replaces production."""
         with self._locked():
             if self.store.pin() is not None:
                 raise RegistryError("production is already pinned; `flywheel unpin --reason ...` releases it")
             return self.store.set_pin(True, actor or current_actor(), reason)
 
-    def unpin(self, reason: str, actor: str | None = None) -> LedgerRow:
+    def unpin(self, reason: str, actor: str | None = None) -> LedgerEntry:
         with self._locked():
             if self.store.pin() is None:
                 raise RegistryError("production is not pinned")
             return self.store.set_pin(False, actor or current_actor(), reason)
 
-    def onnx_path(self, model: ModelRow) -> Path:
+    def onnx_path(self, model: Model) -> Path:
         return self.checkpoints.path(model.sha256).with_suffix(".onnx")
 
-    def _export(self, model: ModelRow) -> None:
+    def _export(self, model: Model) -> None:
         """ONNX beside the checkpoint, once per model; a failure is logged and never blocks."""
         if self.exporter is None or self.onnx_path(model).is_file():
             return
@@ -157,7 +155,7 @@ class Registry:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _announce(self, entry: LedgerRow) -> None:
+    def _announce(self, entry: LedgerEntry) -> None:
         model = self.store.model(entry.model_id or 0)
         self.notifier.notify(
             {
@@ -235,7 +233,7 @@ class Registry:
             f"`flywheel rollback --reason '...'` to serve the previous model, or restore {stored} from a backup"
         )
 
-    def _production_copies(self) -> tuple[bool, bool, Path, Path, ModelRow | None]:
+    def _production_copies(self) -> tuple[bool, bool, Path, Path, Model | None]:
         model = self.store.production()
         if model is None or model.id is None:
             return True, True, Path(), Path(), None
@@ -245,7 +243,7 @@ class Registry:
         published_ok = published.is_file() and sha256_file(published) == model.sha256
         return stored_ok, published_ok, stored, published, model
 
-    def describe(self, model: ModelRow) -> dict[str, Any]:
+    def describe(self, model: Model) -> dict[str, Any]:
         version = self.store.version(model.version_id)
         score = self.store.evaluation(model.sha256, version.val_sha256)
         return {

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flywheel.core.records import Batch, Version
 from flywheel.store import ObjectStore
-from flywheel.store.tables import BatchRow, VersionRow
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ class IngestOptions:
 
 @dataclass
 class IngestResult:
-    batch: BatchRow
-    version: VersionRow | None
+    batch: Batch
+    version: Version | None
     accepted: int = 0
     new_images: int = 0
     relabelled: int = 0

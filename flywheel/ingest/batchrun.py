@@ -12,6 +12,7 @@ from flywheel.core.domain import BatchState, batch_name
 from flywheel.core.errors import BatchRejected
 from flywheel.core.faults import crash_point
 from flywheel.core.manifests import changes
+from flywheel.core.records import Batch, Version
 from flywheel.ingest import source as sources
 from flywheel.ingest.accept import Checks, accept
 from flywheel.ingest.api import IngestOptions, IngestPaths, IngestResult
@@ -21,7 +22,6 @@ from flywheel.ingest.layout import link_escapes
 from flywheel.ingest.reasons import BatchRefused, Code
 from flywheel.ingest.report import BatchPlacement, write_quarantine
 from flywheel.store import Store
-from flywheel.store.tables import BatchRow, VersionRow
 
 log = logging.getLogger("flywheel.ingest")
 
@@ -32,7 +32,8 @@ class BatchRun:
     def __init__(self, store: Store, paths: IngestPaths, src: sources.Source, opts: IngestOptions, move: bool):
         self.store, self.paths, self.src, self.opts, self.move = store, paths, src, opts, move
         self.outcome = BatchPlacement(src.entries)
-        self.batch = BatchRow(name=src.dropped.name, content_sha256="", state=BatchState.RECEIVED)
+        # id 0 until the store records it (b0000 in a label)
+        self.batch = Batch(id=0, name=src.dropped.name, content_sha256="", state=BatchState.RECEIVED)
         self.left_in_inbox = ""  # why the batch could not be taken out of the inbox, if it could not
 
     @property
@@ -110,7 +111,7 @@ class BatchRun:
             outcome,
             checks,
             lambda image_shas: store.items(parent_id, image_shas) if parent_id else {},
-            NearCopies(store.engine),
+            NearCopies(store.image_hashes),
             self.paths.objects,
         )
         crash_point("ingest.stored")
@@ -154,7 +155,7 @@ class BatchRun:
         result.accepted, result.new_images, result.relabelled = len(items), new, relabelled
         return result
 
-    def result(self, row: BatchRow, version: VersionRow | None) -> IngestResult:
+    def result(self, row: Batch, version: Version | None) -> IngestResult:
         quarantined = self.outcome.quarantined
         return IngestResult(
             row,

@@ -14,19 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import insert, or_
-from sqlalchemy.engine import Engine
-from sqlmodel import col, select
-
-from flywheel.store.db import session
-from flywheel.store.tables import ImageHashRow
+from flywheel.store.image_hashes import ImageHashes, quarters
 
 MAX_DISTANCE = 3
-_CHUNK = 200
-
-
-def quarters(h: int) -> tuple[int, int, int, int]:
-    return (h >> 48) & 0xFFFF, (h >> 32) & 0xFFFF, (h >> 16) & 0xFFFF, h & 0xFFFF
 
 
 def informative(h: int) -> bool:
@@ -43,45 +33,19 @@ class Match:
 class NearCopies:
     """Stored images' hashes (from the database) plus this batch's, as they are placed."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, stored: ImageHashes) -> None:
+        self.stored = stored
         self._stored: list[tuple[int, str, str]] = []  # candidates loaded for this batch
         self._batch: dict[tuple[int, int], list[tuple[int, str, str]]] = {}  # (quarter no, value) -> entries
         self._new: dict[str, tuple[int, str]] = {}
 
     def known_splits(self, shas: Iterable[str]) -> dict[str, str]:
         """The split of each image already stored, by exact content."""
-        wanted = list(dict.fromkeys(shas))
-        out: dict[str, str] = {}
-        with session(self.engine) as s:
-            for i in range(0, len(wanted), _CHUNK):
-                chunk = wanted[i : i + _CHUNK]
-                out.update(
-                    s.exec(
-                        select(ImageHashRow.image_sha256, ImageHashRow.split).where(
-                            col(ImageHashRow.image_sha256).in_(chunk)
-                        )
-                    ).all()
-                )
-        return out
+        return self.stored.splits(shas)
 
     def load(self, hashes: Iterable[int]) -> None:
-        """Fetch the stored images sharing a quarter with any of `hashes` (one query per chunk)."""
-        wanted = [quarters(h) for h in hashes if informative(h)]
-        with session(self.engine) as s:
-            for i in range(0, len(wanted), _CHUNK):
-                qs = list(zip(*wanted[i : i + _CHUNK], strict=True))
-                rows = s.exec(  # plain rows, not ORM objects: ~4x faster for thousands of candidates
-                    select(ImageHashRow.dhash, ImageHashRow.image_sha256, ImageHashRow.split).where(
-                        or_(
-                            col(ImageHashRow.q0).in_(set(qs[0])),
-                            col(ImageHashRow.q1).in_(set(qs[1])),
-                            col(ImageHashRow.q2).in_(set(qs[2])),
-                            col(ImageHashRow.q3).in_(set(qs[3])),
-                        )
-                    )
-                )
-                self._stored += [(int(dhash, 16), sha, split) for dhash, sha, split in rows]
+        """Fetch the stored images sharing a quarter with any of `hashes`."""
+        self._stored += self.stored.sharing_a_quarter([h for h in hashes if informative(h)])
         for entry in self._stored:
             self._index(entry)
 
@@ -107,20 +71,6 @@ class NearCopies:
             self._batch.setdefault((n, q), []).append(entry)
 
     def save(self) -> None:
-        if not self._new:
-            return
-        have = set(self.known_splits(self._new))
-        rows = [
-            {
-                "image_sha256": sha,
-                "dhash": f"{h:016x}",
-                "split": split,
-                **dict(zip(("q0", "q1", "q2", "q3"), quarters(h), strict=True)),
-            }
-            for sha, (h, split) in self._new.items()
-            if sha not in have
-        ]
-        if rows:
-            with session(self.engine) as s:
-                s.execute(insert(ImageHashRow), rows)  # one executemany, not an ORM object per image
+        """Write the newly placed images' hashes (those not stored already)."""
+        self.stored.add((sha, h, split) for sha, (h, split) in self._new.items())
         self._new.clear()

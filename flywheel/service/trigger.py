@@ -13,6 +13,7 @@ from flywheel.app import App
 from flywheel.core import schedule
 from flywheel.core.domain import version_name
 from flywheel.flow.cycle import trainable
+from flywheel.flow.waiting import waiting
 from flywheel.service import train_queue
 
 log = logging.getLogger("flywheel.service.daemon")
@@ -37,7 +38,7 @@ class Trigger:
     def scheduled(self) -> None:
         """Train if the schedule says so; else note why not, and when to look again."""
         app, cfg = self.app, self.app.config.schedule
-        what = schedule.waiting(app.store, datetime.now(UTC))
+        what = waiting(app.store, datetime.now(UTC))
         policy = schedule.SchedulePolicy(cfg.debounce_seconds, cfg.min_new_images, cfg.cron)
         verdict = schedule.decide_schedule(what, policy, self.cron_due)
         self.note = "" if what.version_id is None else verdict.why

@@ -74,3 +74,13 @@ def _link(source: Path, target: Path) -> None:
         if exc.errno != errno.EXDEV:
             raise
         shutil.copyfile(source, target)  # versions on another file system than the store
+
+
+class VersionFolders:
+    """The Datasets port (flywheel.core.ports) on a versions folder and the object store."""
+
+    def __init__(self, objects: ObjectStore, root: Path) -> None:
+        self.objects, self.root = objects, root
+
+    def materialize(self, version_id: int, class_names: list[str], manifest: Mapping[str, ManifestItem]) -> Path:
+        return materialize(self.objects, self.root, version_id, class_names, manifest)

@@ -1,12 +1,13 @@
-"""The store's operations on records. Each public method is one transaction, and every state
-change is checked against the core's transition table before it is written. Methods that read,
-check and then write run exclusive (flywheel/store/db.py `session`), on SQLite as on PostgreSQL."""
+"""The store's operations on records: the store port (flywheel.core.ports.StorePort) on SQLModel.
+Each public method is one transaction, and every state change is checked against the core's
+transition table before it is written. Methods that read, check and then write run exclusive
+(flywheel/store/db.py `session`), on SQLite as on PostgreSQL. Rows never leave: every result is
+a flywheel.core.records value, converted here (flywheel/store/convert.py), and SQLAlchemy's
+errors become StoreError in `session`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import func
@@ -26,8 +27,11 @@ from flywheel.core.domain import (
 )
 from flywheel.core.errors import NotFound, RegistryError
 from flywheel.core.ledger import GENESIS, Action, digest
+from flywheel.core.records import Batch, Epoch, Evaluation, GateRecord, LedgerEntry, Model, Run, Version
 from flywheel.store import versions
+from flywheel.store.convert import epoch_row, evaluation_row, gate_row, maybe, record, records
 from flywheel.store.db import session
+from flywheel.store.image_hashes import ImageHashes
 from flywheel.store.tables import (
     BatchRow,
     EpochRow,
@@ -44,15 +48,16 @@ from flywheel.store.tables import (
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.image_hashes = ImageHashes(engine)  # ingest's near-copy lookups (flywheel/ingest/dedupe.py)
 
     # --- batches --------------------------------------------------------------------------
-    def add_batch(self, name: str, content_sha256: str, files: int) -> BatchRow:
+    def add_batch(self, name: str, content_sha256: str, files: int) -> Batch:
         row = BatchRow(name=name, content_sha256=content_sha256, state=BatchState.RECEIVED, files=files)
         with session(self.engine) as s:
             s.add(row)
-        return row
+        return record(Batch, row)
 
-    def update_batch(self, batch_id: int, state: BatchState, **fields: Any) -> BatchRow:
+    def update_batch(self, batch_id: int, state: BatchState, **fields: Any) -> Batch:
         with session(self.engine, exclusive=True) as s:
             row = _get(s, BatchRow, batch_id, batch_name(batch_id))
             check_transition(f"batch {batch_name(batch_id)}", BatchState(row.state), state)
@@ -62,24 +67,24 @@ class Store:
             for key, value in fields.items():
                 setattr(row, key, value)
             s.add(row)
-        return row
+        return record(Batch, row)
 
-    def batches(self) -> list[BatchRow]:
+    def batches(self) -> list[Batch]:
         with session(self.engine) as s:
-            return list(s.exec(select(BatchRow).order_by(col(BatchRow.id))))
+            return records(Batch, s.exec(select(BatchRow).order_by(col(BatchRow.id))))
 
     # --- dataset versions -----------------------------------------------------------------
-    def latest_version(self) -> VersionRow | None:
+    def latest_version(self) -> Version | None:
         with session(self.engine) as s:
-            return s.exec(select(VersionRow).order_by(col(VersionRow.id).desc())).first()
+            return maybe(Version, s.exec(select(VersionRow).order_by(col(VersionRow.id).desc())).first())
 
-    def version(self, version_id: int) -> VersionRow:
+    def version(self, version_id: int) -> Version:
         with session(self.engine) as s:
-            return _get(s, VersionRow, version_id, version_name(version_id))
+            return record(Version, _get(s, VersionRow, version_id, version_name(version_id)))
 
-    def versions(self) -> list[VersionRow]:
+    def versions(self) -> list[Version]:
         with session(self.engine) as s:
-            return list(s.exec(select(VersionRow).order_by(col(VersionRow.id))))
+            return records(Version, s.exec(select(VersionRow).order_by(col(VersionRow.id))))
 
     def manifest(self, version_id: int) -> dict[str, ManifestItem]:
         with session(self.engine) as s:
@@ -92,14 +97,14 @@ class Store:
 
     def create_version(
         self,
-        parent: VersionRow | None,
+        parent: Version | None,
         batch_id: int | None,
         class_names: list[str],
         changed: Sequence[ManifestItem],
         replaced: Mapping[str, ManifestItem] | None = None,
         images_new: int = 0,
         images_relabelled: int = 0,
-    ) -> VersionRow:
+    ) -> Version:
         """A version made of `parent`'s items plus `changed` (new images, or re-labelled ones
         whose parent items are in `replaced`, by image sha256): stored as that change alone."""
         fields = {
@@ -109,16 +114,17 @@ class Store:
             "images_relabelled": images_relabelled,
         }
         with session(self.engine) as s:
-            return versions.insert_version(s, parent, fields, changed, replaced or {})
+            row = versions.insert_version(s, parent, fields, changed, replaced or {})
+        return record(Version, row)
 
     # --- training runs --------------------------------------------------------------------
-    def create_run(self, **fields: Any) -> RunRow:
+    def create_run(self, **fields: Any) -> Run:
         row = RunRow(state=RunState.QUEUED, **fields)
         with session(self.engine) as s:
             s.add(row)
-        return row
+        return record(Run, row)
 
-    def update_run(self, run_id: int, state: RunState | None = None, **fields: Any) -> RunRow:
+    def update_run(self, run_id: int, state: RunState | None = None, **fields: Any) -> Run:
         with session(self.engine, exclusive=True) as s:
             row = _get(s, RunRow, run_id, run_name(run_id))
             if state is not None:
@@ -131,27 +137,29 @@ class Store:
             for key, value in fields.items():
                 setattr(row, key, value)
             s.add(row)
-        return row
+        return record(Run, row)
 
-    def run(self, run_id: int) -> RunRow:
+    def run(self, run_id: int) -> Run:
         with session(self.engine) as s:
-            return _get(s, RunRow, run_id, run_name(run_id))
+            return record(Run, _get(s, RunRow, run_id, run_name(run_id)))
 
-    def runs(self) -> list[RunRow]:
+    def runs(self) -> list[Run]:
         with session(self.engine) as s:
-            return list(s.exec(select(RunRow).order_by(col(RunRow.id))))
+            return records(Run, s.exec(select(RunRow).order_by(col(RunRow.id))))
 
-    def runs_for_version(self, version_id: int) -> list[RunRow]:
+    def runs_for_version(self, version_id: int) -> list[Run]:
         with session(self.engine) as s:
-            return list(s.exec(select(RunRow).where(RunRow.version_id == version_id)))
+            return records(Run, s.exec(select(RunRow).where(RunRow.version_id == version_id)))
 
-    def add_epoch(self, row: EpochRow) -> None:
+    def add_epoch(self, epoch: Epoch) -> None:
+        """Record an epoch; one already recorded under its (run, epoch) is replaced."""
         with session(self.engine, exclusive=True) as s:
-            s.merge(row)
+            s.merge(epoch_row(epoch))
 
-    def epochs(self, run_id: int) -> list[EpochRow]:
+    def epochs(self, run_id: int) -> list[Epoch]:
         with session(self.engine) as s:
-            return list(s.exec(select(EpochRow).where(EpochRow.run_id == run_id).order_by(col(EpochRow.epoch))))
+            query = select(EpochRow).where(EpochRow.run_id == run_id).order_by(col(EpochRow.epoch))
+            return records(Epoch, s.exec(query))
 
     def delete_epochs(self, run_id: int) -> None:
         with session(self.engine) as s:
@@ -159,25 +167,25 @@ class Store:
                 s.delete(row)
 
     # --- models, evaluations, gate decisions ----------------------------------------------
-    def add_model(self, **fields: Any) -> ModelRow:
+    def add_model(self, **fields: Any) -> Model:
         row = ModelRow(status=ModelStatus.CANDIDATE, **fields)
         with session(self.engine) as s:
             s.add(row)
-        return row
+        return record(Model, row)
 
-    def model(self, model_id: int) -> ModelRow:
+    def model(self, model_id: int) -> Model:
         with session(self.engine) as s:
-            return _get(s, ModelRow, model_id, model_name(model_id))
+            return record(Model, _get(s, ModelRow, model_id, model_name(model_id)))
 
-    def models(self) -> list[ModelRow]:
+    def models(self) -> list[Model]:
         with session(self.engine) as s:
-            return list(s.exec(select(ModelRow).order_by(col(ModelRow.id))))
+            return records(Model, s.exec(select(ModelRow).order_by(col(ModelRow.id))))
 
-    def production(self) -> ModelRow | None:
+    def production(self) -> Model | None:
         with session(self.engine) as s:
-            return s.exec(select(ModelRow).where(ModelRow.status == ModelStatus.PRODUCTION)).first()
+            return maybe(Model, s.exec(select(ModelRow).where(ModelRow.status == ModelStatus.PRODUCTION)).first())
 
-    def reject(self, model_id: int, reason: str, actor: str = "flywheel") -> LedgerRow:
+    def reject(self, model_id: int, reason: str, actor: str = "flywheel") -> LedgerEntry:
         with session(self.engine, exclusive=True) as s:
             row = _get(s, ModelRow, model_id, model_name(model_id))
             check_transition(f"model {model_name(model_id)}", ModelStatus(row.status), ModelStatus.REJECTED)
@@ -185,7 +193,9 @@ class Store:
             s.add(row)
             return _append(s, Action.REJECT, model_id, None, actor, reason)
 
-    def set_production(self, model_id: int, action: Action, actor: str, reason: str, forced: bool = False) -> LedgerRow:
+    def set_production(
+        self, model_id: int, action: Action, actor: str, reason: str, forced: bool = False
+    ) -> LedgerEntry:
         """Retire the current production model and make `model_id` production, with its ledger
         entry, in one transaction: the pointer and the record can never disagree."""
         with session(self.engine, exclusive=True) as s:
@@ -201,14 +211,14 @@ class Store:
             s.add(new)
             return _append(s, action, model_id, old.id if old else None, actor, reason)
 
-    def set_pin(self, pinned: bool, actor: str, reason: str) -> LedgerRow:
+    def set_pin(self, pinned: bool, actor: str, reason: str) -> LedgerEntry:
         with session(self.engine, exclusive=True) as s:
             current = s.exec(select(ModelRow).where(ModelRow.status == ModelStatus.PRODUCTION)).first()
             return _append(
                 s, Action.PIN if pinned else Action.UNPIN, current.id if current else None, None, actor, reason
             )
 
-    def pin(self) -> LedgerRow | None:
+    def pin(self) -> LedgerEntry | None:
         """The pin entry holding promotions, or None when production is not pinned."""
         with session(self.engine) as s:
             last = s.exec(
@@ -216,17 +226,17 @@ class Store:
                 .where(col(LedgerRow.action).in_([Action.PIN, Action.UNPIN]))
                 .order_by(col(LedgerRow.id).desc())
             ).first()
-        return last if last is not None and last.action == Action.PIN else None
+        return record(LedgerEntry, last) if last is not None and last.action == Action.PIN else None
 
-    def append_ledger(self, action: Action, actor: str, reason: str, model_id: int | None = None) -> LedgerRow:
+    def append_ledger(self, action: Action, actor: str, reason: str, model_id: int | None = None) -> LedgerEntry:
         with session(self.engine, exclusive=True) as s:
             return _append(s, action, model_id, None, actor, reason)
 
-    def ledger(self) -> list[LedgerRow]:
+    def ledger(self) -> list[LedgerEntry]:
         with session(self.engine) as s:
-            return list(s.exec(select(LedgerRow).order_by(col(LedgerRow.id))))
+            return records(LedgerEntry, s.exec(select(LedgerRow).order_by(col(LedgerRow.id))))
 
-    def previous_production(self, current_id: int) -> ModelRow:
+    def previous_production(self, current_id: int) -> Model:
         """The model that was production before `current_id` (one generation back)."""
         with session(self.engine) as s:
             row = s.exec(
@@ -239,24 +249,26 @@ class Store:
                 f"no model was in production before {model_name(current_id)}: nothing to roll "
                 "back to. Name a retired model with `flywheel rollback --to ID`"
             )
-        return row
+        return record(Model, row)
 
-    def evaluation(self, model_sha256: str, eval_sha256: str) -> EvaluationRow | None:
+    def evaluation(self, model_sha256: str, eval_sha256: str) -> Evaluation | None:
         with session(self.engine) as s:
-            return s.get(EvaluationRow, (model_sha256, eval_sha256))
+            return maybe(Evaluation, s.get(EvaluationRow, (model_sha256, eval_sha256)))
 
-    def put_evaluation(self, row: EvaluationRow) -> None:
+    def put_evaluation(self, evaluation: Evaluation) -> None:
+        """Cache a score; one already cached under the same (model, eval set) is replaced."""
         with session(self.engine, exclusive=True) as s:
-            s.merge(row)
+            s.merge(evaluation_row(evaluation))
 
-    def add_gate_decision(self, row: GateRow) -> GateRow:
+    def add_gate_decision(self, gate: GateRecord) -> GateRecord:
+        row = gate_row(gate)
         with session(self.engine) as s:
             s.add(row)
-        return row
+        return record(GateRecord, row)
 
-    def gate_decisions(self) -> list[GateRow]:
+    def gate_decisions(self) -> list[GateRecord]:
         with session(self.engine) as s:
-            return list(s.exec(select(GateRow).order_by(col(GateRow.id))))
+            return records(GateRecord, s.exec(select(GateRow).order_by(col(GateRow.id))))
 
     # --- aggregates for metrics and status ------------------------------------------------
     def counts(self) -> dict[str, Any]:
@@ -280,7 +292,7 @@ class Store:
 
 def _append(
     s: Session, action: Action, model_id: int | None, previous: int | None, actor: str, reason: str
-) -> LedgerRow:
+) -> LedgerEntry:
     """Add a ledger entry chained to the last one. Callers hold an exclusive transaction
     (`session(..., exclusive=True)`: SQLite's write lock, PostgreSQL's advisory lock), so two
     processes cannot both chain onto the same predecessor."""
@@ -297,7 +309,7 @@ def _append(
     s.flush()  # assigns the id, which the hash covers
     entry.entry_hash = digest(entry, entry.prev_hash)
     s.add(entry)
-    return entry
+    return record(LedgerEntry, entry)
 
 
 _LISTING: dict[type, str] = {ModelRow: "flywheel models", VersionRow: "flywheel versions", RunRow: "flywheel status"}
@@ -312,10 +324,3 @@ def _get(s: Session, table: type[Row], key: int, name: str) -> Row:
         listing = _LISTING.get(table, "flywheel status")
         raise NotFound(f"{name} does not exist; list the ones that do with `{listing}`")
     return row
-
-
-def to_json(row: Any) -> str:
-    def default(value: Any) -> Any:
-        return value.isoformat() if isinstance(value, datetime) else str(value)
-
-    return json.dumps(row.model_dump(), default=default, indent=2)

@@ -12,14 +12,11 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, text
 from sqlmodel import Field, SQLModel
 
+from flywheel.core.records import as_utc as as_utc  # defined with the records; still importable here
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands datetimes back without a zone; every one flywheel stores is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class BatchRow(SQLModel, table=True):

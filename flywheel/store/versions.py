@@ -17,6 +17,7 @@ from sqlmodel import Session, col
 
 from flywheel.core.domain import ManifestItem
 from flywheel.core.manifests import DELTA, FULL, Totals
+from flywheel.core.records import Version
 from flywheel.store.tables import VersionItemRow, VersionRow
 
 _CHUNK = 500  # image shas per IN (...) list: far under every backend's limit on bound parameters
@@ -57,7 +58,7 @@ def items(s: Session, version_id: int, image_shas: Iterable[str]) -> dict[str, M
 
 def insert_version(
     s: Session,
-    parent: VersionRow | None,
+    parent: Version | None,
     version_fields: dict[str, Any],
     changed: Sequence[ManifestItem],
     replaced: Mapping[str, ManifestItem],
@@ -66,7 +67,6 @@ def insert_version(
     if parent is None:
         start = Totals()
     elif parent.manifest_form == FULL:  # its hashes are the old sorted-list kind: work them out anew, once
-        assert parent.id is not None
         start = Totals.of(manifest(s, parent.id))
     else:  # the row holds every total (flywheel/manifests.py Totals), under the same names
         start = Totals(**{f.name: getattr(parent, f.name) for f in fields(Totals)})
