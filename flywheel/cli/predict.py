@@ -98,6 +98,7 @@ def predict(
         f"{len(predictions)} images pre-labeled by {run.model} (imgsz {run.outcome.imgsz}, conf {conf}): "
         f"{boxes} boxes -> {written}",
         highlight=False,
+        soft_wrap=True,
     )
     _report_skipped(run)
 
@@ -128,10 +129,12 @@ def suggest(
     scoring = min(uncertainty.SCORING_CONF, conf)
     with _run(paths, model, trust, scoring, iou, imgsz, device, out_dir, root, "suggest") as run:
         ranking, written, chosen = _rank_and_write(run, top, fmt, conf, image_prefix)
-    out.print(f"ranked {len(ranking)} images by uncertainty under {run.model}: {run.out / 'ranking.csv'}")
+    out.print(
+        f"ranked {len(ranking)} images by uncertainty under {run.model}: {run.out / 'ranking.csv'}", soft_wrap=True
+    )
     for i, (name, u) in enumerate(ranking[: min(5, top)], start=1):
-        out.print(f"  {i:>3}. {name}  score {u.score:.3f}", highlight=False)
-    out.print(f"top {len(chosen)} pre-labeled (conf {conf}) -> {written}", highlight=False)
+        out.print(f"  {i:>3}. {name}  score {u.score:.3f}", highlight=False, soft_wrap=True)
+    out.print(f"top {len(chosen)} pre-labeled (conf {conf}) -> {written}", highlight=False, soft_wrap=True)
     _report_skipped(run)
 
 
@@ -160,7 +163,11 @@ def _rank_and_write(
 def _format(fmt: str) -> str:
     fmt = fmt.lower()
     if fmt not in writers.FORMATS:
-        err.print(f"[red]error:[/red] --format {fmt}: expected one of {', '.join(writers.FORMATS)}", highlight=False)
+        err.print(
+            f"[red]error:[/red] --format {fmt}: expected one of {', '.join(writers.FORMATS)}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(UsageError.exit_code)
     return fmt
 
@@ -202,7 +209,7 @@ def _run(
         )
         if not found.images:
             for name, why in found.skipped:
-                err.print(f"  [yellow]skipped[/yellow] {name}: {why}", highlight=False)
+                err.print(f"  [yellow]skipped[/yellow] {name}: {why}", highlight=False, soft_wrap=True)
             err.print("error: no readable image to run on")
             raise typer.Exit(1)
         request = runner.Request(
@@ -242,7 +249,7 @@ def _run(
 
 def _report_skipped(run: _Run) -> None:
     for name, why in [*run.inputs.skipped, *run.outcome.failed]:
-        out.print(f"  [yellow]skipped[/yellow] {name}: {why}", highlight=False)
+        out.print(f"  [yellow]skipped[/yellow] {name}: {why}", highlight=False, soft_wrap=True)
 
 
 def _out_dir(paths: list[Path], given: Path | None, what: str) -> Path:
