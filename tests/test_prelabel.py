@@ -272,3 +272,11 @@ def test_suggest_ranks_by_score_and_packages_the_top_k(trained_root, unlabeled, 
     root = ET.parse(package / "annotations.xml").getroot()
     assert [i.get("name") for i in root.findall("image")] == [r["image"] for r in rows[:2]]
     assert "skipped broken.jpg" in done.stdout
+
+
+def test_a_checkpoint_that_does_not_load_fails_naming_its_log(trained_root, unlabeled, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    done = flywheel("predict", str(unlabeled), "--root", str(trained_root), "--model", str(bad), "--trust")
+    assert done.returncode == 1 and "prediction failed" in done.stderr and "predict.log" in done.stderr
+    assert list((trained_root / "runs").glob("predict-*/predict.log"))

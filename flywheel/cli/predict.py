@@ -243,8 +243,9 @@ def _run(
             )
         target.mkdir(parents=True, exist_ok=True)
         yield _Run(found, outcome, label, target)
+        shutil.rmtree(work, ignore_errors=True)  # done: nothing in it is needed any more
     finally:
-        shutil.rmtree(staging, ignore_errors=True)  # request.json and predict.log stay in `work`
+        shutil.rmtree(staging, ignore_errors=True)  # after a failure, predict.log stays in `work`
 
 
 def _report_skipped(run: _Run) -> None:
