@@ -16,6 +16,7 @@ from flywheel import __version__
 from flywheel.app import App, DataRootLock, build_daemon, init_data_root
 from flywheel.cli import ingest as ingest_commands
 from flywheel.cli import models as cli_models
+from flywheel.cli import predict as predict_commands
 from flywheel.cli.common import Root, call, err, out, setup_logging
 from flywheel.cli.train import progress_of, run_ending
 from flywheel.core.domain import batch_name, model_name, parse_id, run_name, version_name
@@ -288,3 +289,4 @@ def main(
 
 cli_models.register(app)
 ingest_commands.register(app)
+predict_commands.register(app)

@@ -1,0 +1,94 @@
+"""The predict child process: `python -m flywheel.training.predict REQUEST_JSON`.
+
+Runs one checkpoint over a list of images, one image at a time, and reports each result as a
+JSON line on the file descriptor named by FLYWHEEL_EVENT_FD (stdout when unset); its own
+stdout/stderr are the log. torch and Ultralytics are imported here only, never by the CLI.
+
+Request: {checkpoint, images: [path, ...], conf, iou, imgsz (0: the model's training imgsz),
+fallback_imgsz, device, threads, max_det}. Events, in order:
+  started {names, imgsz, task}
+  image {index, width, height, boxes: [[cls, conf, x1, y1, x2, y2], ...]}  (pixels)
+  image_failed {index, error}  (this image is skipped; the others go on)
+  done {seconds}
+  failed {error}  (the whole run: the checkpoint does not load, or is not a detector)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, TextIO
+
+STARTED, IMAGE, IMAGE_FAILED, DONE, FAILED = "started", "image", "image_failed", "done", "failed"
+
+
+class _Events:
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def send(self, kind: str, **data: Any) -> None:
+        self.stream.write(json.dumps({"event": kind, **data}) + "\n")
+        self.stream.flush()
+
+
+def predict(request: dict[str, Any], events: _Events) -> None:
+    from ultralytics import YOLO
+
+    started = time.monotonic()
+    model = YOLO(request["checkpoint"])
+    if model.task != "detect":
+        raise ValueError(f"{request['checkpoint']} is a {model.task} model; pre-labels need a detection model")
+    imgsz = int(request.get("imgsz") or model.overrides.get("imgsz") or request.get("fallback_imgsz") or 640)
+    names = [str(model.names[i]) for i in sorted(model.names)]
+    events.send(STARTED, names=names, imgsz=imgsz, task=model.task)
+    for index, path in enumerate(request["images"]):
+        try:
+            (result,) = model.predict(
+                source=path,
+                conf=request["conf"],
+                iou=request["iou"],
+                imgsz=imgsz,
+                device=request.get("device", "cpu"),
+                max_det=request.get("max_det", 300),
+                verbose=False,
+                save=False,
+            )
+            height, width = result.orig_shape
+            boxes = [
+                [int(c), round(float(p), 5), *(round(float(v), 2) for v in xyxy)]
+                for c, p, xyxy in zip(
+                    result.boxes.cls.tolist(), result.boxes.conf.tolist(), result.boxes.xyxy.tolist(), strict=True
+                )
+            ]
+            events.send(IMAGE, index=index, width=int(width), height=int(height), boxes=boxes)
+        except Exception as exc:  # this image only: report it and go on
+            traceback.print_exc()
+            events.send(IMAGE_FAILED, index=index, error=f"{type(exc).__name__}: {exc}")
+    events.send(DONE, seconds=round(time.monotonic() - started, 2))
+
+
+def main(argv: list[str]) -> int:
+    request = json.loads(Path(argv[1]).read_text())
+    fd = int(os.environ.get("FLYWHEEL_EVENT_FD", "1"))
+    events = _Events(os.fdopen(fd, "w", buffering=1))
+    # Before `import ultralytics`: it reads these at import time.
+    os.environ.setdefault("YOLO_OFFLINE", "true")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ["OMP_NUM_THREADS"] = str(request.get("threads") or 1)
+    try:
+        predict(request, events)
+    except BaseException as exc:
+        traceback.print_exc()
+        with contextlib.suppress(OSError):
+            events.send(FAILED, error=f"{type(exc).__name__}: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
