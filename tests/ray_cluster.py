@@ -200,3 +200,16 @@ def ray_cluster() -> Iterator[RayCluster]:
         raise
     yield cluster
     stop(cluster)
+
+
+def trainer_node_ids(cluster: RayCluster) -> set[str]:
+    """The ids of the alive nodes that have the trainer resource."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{cluster.address}/nodes?view=summary", timeout=10) as r:
+        nodes = json.loads(r.read())["data"]["summary"]
+    return {
+        n["raylet"]["nodeId"]
+        for n in nodes
+        if n["raylet"].get("state") == "ALIVE" and TRAINER_RESOURCE in n["raylet"].get("resourcesTotal", {})
+    }
