@@ -14,6 +14,7 @@ names this cluster's temp dir (the job entrypoints start sessions of their own).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -124,14 +125,10 @@ def stop(cluster: RayCluster) -> None:
             proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 20
     for proc in cluster.launchers:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         if proc.poll() is None:
             proc.wait(10)
     _kill_stragglers(cluster.temp_dir)
@@ -150,15 +147,13 @@ def _kill_stragglers(temp_dir: Path) -> None:
         except OSError:
             continue
         if marker in cmdline:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry.name), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[RayCluster]:
-    pytest.importorskip("ray.job_submission", reason="ray[default] is not installed")
+@contextlib.contextmanager
+def running_cluster() -> Iterator[RayCluster]:
+    """The cluster, up (both nodes alive) until the block ends."""
     temp_dir = Path(tempfile.mkdtemp(prefix="rayfw", dir="/tmp"))  # short: Ray's unix sockets live under it
     gcs_port, dashboard_port = free_port(), free_port()
     cluster = RayCluster(f"http://127.0.0.1:{dashboard_port}", f"127.0.0.1:{gcs_port}", temp_dir)
@@ -198,8 +193,18 @@ def ray_cluster() -> Iterator[RayCluster]:
     except BaseException:
         stop(cluster)
         raise
-    yield cluster
-    stop(cluster)
+    try:
+        yield cluster
+    finally:
+        stop(cluster)
+
+
+@pytest.fixture(scope="session", name="ray_cluster")
+def ray_cluster_fixture() -> Iterator[RayCluster]:
+    """The cluster for a test session (import this fixture into a test module to use it)."""
+    pytest.importorskip("ray.job_submission", reason="ray[default] is not installed")
+    with running_cluster() as cluster:
+        yield cluster
 
 
 def trainer_node_ids(cluster: RayCluster) -> set[str]:

@@ -17,13 +17,13 @@ import pytest
 
 pytest.importorskip("ray.job_submission", reason="ray[default] is not installed")
 
-from flywheel.core.errors import DataRootError, ExecutorUnavailable, TrainingCancelled, TrainingError  # noqa: E402
-from flywheel.core.spec import TrainSpec  # noqa: E402
-from flywheel.training.ray_jobs import EVENTS_FILE, RayJobTrainer, check_shared_root, connect  # noqa: E402
-from flywheel.training.runner import request_cancel  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
-from tests.ray_cluster import TRAINER_RESOURCE, RayCluster, ray_cluster, trainer_node_ids  # noqa: E402, F401
-from tests.training_support import dataset, spec_for  # noqa: E402
+from flywheel.core.errors import DataRootError, ExecutorUnavailable, TrainingCancelled, TrainingError
+from flywheel.core.spec import TrainSpec
+from flywheel.training.ray_jobs import EVENTS_FILE, RayJobTrainer, check_shared_root, connect
+from flywheel.training.runner import request_cancel
+from tests.conftest import free_port
+from tests.ray_cluster import TRAINER_RESOURCE, RayCluster, ray_cluster_fixture, trainer_node_ids  # noqa: F401
+from tests.training_support import dataset, spec_for
 
 Event = dict[str, Any]
 
@@ -78,6 +78,7 @@ def test_the_shared_root_check_runs_on_a_trainer_node(ray_cluster, tmp_path):
         check_shared_root(client, Path("/proc/no-such-root"), {TRAINER_RESOURCE: 1})
 
 
+@pytest.mark.slow  # a real training, twice: about a minute on 2 shared cores
 def test_a_training_runs_as_a_ray_job_on_the_trainer_node_and_a_restarted_daemon_reattaches(ray_cluster, tmp_path):
     spec = tiny_spec(tmp_path, epochs=2)
     first = trainer(ray_cluster, tmp_path)
@@ -125,13 +126,19 @@ def test_cancel_stops_the_job_after_the_current_batch_and_an_attached_daemon_see
     second = trainer(ray_cluster, tmp_path, prefix=first.prefix)  # as a daemon that restarted meanwhile
     attached = threading.Thread(target=run, args=("attach", lambda s, _cb: second.attach(s, replayed.append)))
     attached.start()
+    # `run` for a run whose newest attempt still runs (a restarted daemon resuming it) follows that job too
+    third = trainer(ray_cluster, tmp_path, prefix=first.prefix)
+    rerun = threading.Thread(target=run, args=("rerun", third.run))
+    rerun.start()
     wait_for("the attached follower to replay the start", lambda: any(e["event"] == "started" for e in replayed))
+    wait_for("the second run call to follow the job", lambda: third.job is not None)
     first.cancel()
-    runner.join(120)
-    attached.join(60)
-    assert not runner.is_alive() and not attached.is_alive()
-    assert isinstance(outcome["run"], TrainingCancelled), outcome
-    assert isinstance(outcome["attach"], TrainingCancelled), outcome
+    for thread in (runner, attached, rerun):
+        thread.join(120)
+        assert not thread.is_alive()
+    for name in ("run", "attach", "rerun"):
+        assert isinstance(outcome[name], TrainingCancelled), outcome
+    assert third.job is not None and third.job.submission_id == f"{first.prefix}r0001"
     assert first.job is not None and first.job.status == "STOPPED"
     assert replayed[0]["event"] == "started" and replayed[-1]["event"] == "cancelled"
     assert replayed[-1]["reason"] == "stopped by SIGTERM"  # the child got SIGTERM: it stopped by itself

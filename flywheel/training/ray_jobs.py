@@ -100,8 +100,8 @@ def connect(address: str, timeout: float = 5.0) -> JobSubmissionClient:
         address = "http://" + address
     parts = urlsplit(address)
     what = (
-        f"Start the cluster (`ray start --head --dashboard-host <ip>` on its head node) or set the "
-        f"Ray job API address (the head's dashboard, http://<head>:8265 by default) in the config"
+        "Start the cluster (`ray start --head --dashboard-host <ip>` on its head node) or set the "
+        "Ray job API address (the head's dashboard, http://<head>:8265 by default) in the config"
     )
     try:
         with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 8265), timeout=timeout):
