@@ -107,3 +107,7 @@ class Busy(FlywheelError):
     """Another flywheel process holds the lock for this work (e.g. a training is running)."""
 
     exit_code = ExitCode.BUSY
+
+
+class ExecutorUnavailable(FlywheelError):
+    """The place trainings run (a Ray cluster) cannot be reached or cannot take the job."""

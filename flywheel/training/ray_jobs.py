@@ -1,0 +1,486 @@
+"""Train where the GPUs are: each training is a Ray Job on a cluster (Ray's own submit,
+status, logs and stop, by submission id; no scheduler or queue of flywheel's own).
+
+The job runs the same child as `SubprocessTrainer` (`python -m flywheel.training.child
+runs/<run>/spec.json`) on a node that has the configured resources. The data root is on a
+shared file system, mounted at the same path on every node (`check_shared_root` proves it),
+so the child reads its spec and data and writes its checkpoints where the daemon expects
+them. Its events go to `runs/<run>/events.jsonl` (file descriptor 3, one JSON object per
+line) and its output to `runs/<run>/train.log`; the daemon follows the job's status and
+tails events.jsonl by byte offset, whole lines only.
+
+Submission ids: the run's name (`r0007`) for its first attempt, `r0007-2`, `r0007-3`, ... for
+the attempts after it (a run resumed after an interruption), with an optional prefix when
+several data roots share one cluster. Ray refuses a second job with an id it already holds,
+so a run attempt can never be submitted twice; a daemon that restarts finds its runs' jobs
+again by run id (`attach`, and `run` when the newest attempt is still going).
+
+Stopping: `cancel()` and the file `runs/<run>/CANCEL` call Ray's stop, which sends the
+entrypoint SIGTERM (the entrypoint `exec`s the child, so the child gets it: it stops after
+the current batch, writes a `cancelled` event and exits) and SIGKILL
+`RAY_JOB_STOP_WAIT_TIME_S` seconds later (Ray's default 3 s; set here to
+`stop_wait_seconds`, through the job's runtime_env, which its supervisor actor reads).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import shlex
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from flywheel.core.domain import run_name
+from flywheel.core.errors import DataRootError, ExecutorUnavailable, NotFound, TrainingCancelled, TrainingError
+from flywheel.core.spec import CANCELLED, FAILED, TrainSpec
+from flywheel.training.runner import CANCEL_FILE, KILL_AFTER_SECONDS
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
+
+log = logging.getLogger("flywheel.training")
+
+Event = dict[str, Any]
+
+EVENTS_FILE = "events.jsonl"
+EVENT_FD = 3
+POLL_SECONDS = 0.5
+LOG_TAIL_LINES = 20
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def parse_event(line: bytes) -> Event | None:
+    """One line of events.jsonl as an event; None for a line that is not one (the one place
+    that knows the wire format: swap it for the typed parser when events become dataclasses)."""
+    try:
+        event = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def submission_id(run_id: int, attempt: int, prefix: str = "") -> str:
+    """`r0007` for a run's first attempt, `r0007-2` for its second, ..."""
+    name = prefix + run_name(run_id)
+    return name if attempt == 1 else f"{name}-{attempt}"
+
+
+@dataclass(frozen=True)
+class RayJob:
+    """The Ray job of one run attempt, as last seen."""
+
+    submission_id: str
+    attempt: int
+    status: str = ""
+    node_id: str = ""  # the node the entrypoint (the training child) ran on: JobDetails.driver_node_id
+    message: str = ""
+
+
+def connect(address: str, timeout: float = 5.0) -> JobSubmissionClient:
+    """A job client for the cluster at `address` (http://host:dashboard-port), or
+    ExecutorUnavailable saying what to do. The port is probed first with a short timeout:
+    Ray's client itself would wait as long as the operating system lets a connect hang."""
+    try:
+        from ray.job_submission import JobSubmissionClient
+    except ImportError as exc:
+        raise ExecutorUnavailable(
+            f"training on a Ray cluster needs Ray's job client, which is not installed ({exc}): "
+            "pip install 'ray[default]' (the same version as the cluster's)"
+        ) from None
+    if "://" not in address:
+        address = "http://" + address
+    parts = urlsplit(address)
+    what = (
+        "Start the cluster (`ray start --head --dashboard-host <ip>` on its head node) or set the "
+        "Ray job API address (the head's dashboard, http://<head>:8265 by default) in the config"
+    )
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 8265), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ExecutorUnavailable(f"cannot reach the Ray cluster's job API at {address} ({exc}). {what}.") from None
+    try:
+        return JobSubmissionClient(address)
+    except (ConnectionError, RuntimeError, OSError) as exc:
+        raise ExecutorUnavailable(f"the Ray job API at {address} does not answer ({exc}). {what}.") from None
+
+
+class RayJobTrainer:
+    """Runs the training child as a Ray job for a spec; one run at a time (the interface of
+    `SubprocessTrainer`, plus `attach` for a daemon that restarted while its job ran)."""
+
+    def __init__(
+        self,
+        address: str,
+        config_dir: Path,
+        python: str = sys.executable,
+        timeout_seconds: float = 0,
+        *,
+        num_cpus: float = 1,
+        num_gpus: float = 0,
+        resources: Mapping[str, float] | None = None,
+        env: Mapping[str, str] | None = None,
+        prefix: str = "",
+        stop_wait_seconds: float = KILL_AFTER_SECONDS,
+        poll_seconds: float = POLL_SECONDS,
+        connect_timeout: float = 5.0,
+        lost_after_seconds: float = 60.0,
+    ):
+        self.address = address
+        self.config_dir = config_dir  # YOLO_CONFIG_DIR, in the (shared) data root
+        self.python = python  # the child's interpreter: the same path on every trainer node
+        self.timeout_seconds = timeout_seconds
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.resources = dict(resources or {})  # e.g. {"flywheel-trainer": 1}: only nodes meant for trainings
+        self.env = dict(env or {})  # more environment for the child (e.g. PYTHONPATH, CUDA settings)
+        self.prefix = prefix
+        self.stop_wait_seconds = stop_wait_seconds
+        self.poll_seconds = poll_seconds
+        self.connect_timeout = connect_timeout
+        self.lost_after_seconds = lost_after_seconds  # job API unreachable this long while following: give up
+        self.job: RayJob | None = None  # the job of the current (or last) run: id, attempt, node
+        self._client: JobSubmissionClient | None = None
+        self._lock = threading.Lock()
+        self._active = False
+        self._cancelled = threading.Event()
+        self._wake = threading.Event()
+        self._reason = ""
+
+    # -- the Trainer interface ---------------------------------------------------------------
+
+    def run(self, spec: TrainSpec, on_event: Callable[[Event], None]) -> list[Event]:
+        """Submit the run's next attempt and follow it to the end; every event goes to
+        `on_event` and is returned in order. When the run's newest attempt is still going
+        (a daemon that restarted), it is followed instead: never two jobs for one attempt."""
+        client = self._connect()
+        self._begin()
+        try:
+            latest = self._latest(client, spec.run_id)
+            if latest is not None and latest.status not in TERMINAL:
+                log.warning(
+                    "run %s already has Ray job %s %s: following it instead of submitting another",
+                    run_name(spec.run_id),
+                    latest.submission_id,
+                    latest.status,
+                )
+                return self._follow(client, spec, latest, on_event)
+            attempt = latest.attempt + 1 if latest is not None else 1
+            job = self._submit(client, spec, attempt)
+            return self._follow(client, spec, job, on_event)
+        finally:
+            self._end()
+
+    def attach(self, spec: TrainSpec, on_event: Callable[[Event], None]) -> list[Event]:
+        """Follow the newest job of `spec.run_id` from the start of its events.jsonl (the events
+        already written are replayed), as `run` would have; one that finished meanwhile returns
+        or raises its outcome at once. Nothing is submitted. NotFound when the run has no job."""
+        client = self._connect()
+        self._begin()
+        try:
+            latest = self._latest(client, spec.run_id)
+            if latest is None:
+                raise NotFound(
+                    f"run {run_name(spec.run_id)} has no job on the Ray cluster at {self.address}: "
+                    "it was never submitted there, or the cluster was restarted (its job history is gone)"
+                )
+            return self._follow(client, spec, latest, on_event)
+        finally:
+            self._end()
+
+    def cancel(self) -> None:
+        """Stop the running job (the child stops after its current batch); `run` then raises
+        TrainingCancelled. A no-op when nothing runs."""
+        with self._lock:
+            if not self._active:
+                return
+            self._cancelled.set()
+        self._wake.set()
+
+    # -- Ray ---------------------------------------------------------------------------------
+
+    def _connect(self) -> JobSubmissionClient:
+        if self._client is None:
+            self._client = connect(self.address, self.connect_timeout)
+        return self._client
+
+    def _begin(self) -> None:
+        with self._lock:
+            self._active = True
+            self._cancelled.clear()
+            self._wake.clear()
+            self._reason = ""
+            self.job = None
+
+    def _end(self) -> None:
+        with self._lock:
+            self._active = False
+
+    def attempts(self, client: JobSubmissionClient, run_id: int) -> list[RayJob]:
+        """The run's jobs on the cluster, oldest attempt first."""
+        first = submission_id(run_id, 1, self.prefix)
+        later = re.compile(re.escape(first) + r"-(\d+)")
+        found = []
+        for details in self._call(client.list_jobs, "list jobs"):
+            sid = details.submission_id or ""
+            match = later.fullmatch(sid)
+            if sid == first or match:
+                found.append(self._job(details, int(match.group(1)) if match else 1))
+        return sorted(found, key=lambda j: j.attempt)
+
+    def _latest(self, client: JobSubmissionClient, run_id: int) -> RayJob | None:
+        jobs = self.attempts(client, run_id)
+        return jobs[-1] if jobs else None
+
+    @staticmethod
+    def _job(details: Any, attempt: int) -> RayJob:
+        return RayJob(
+            details.submission_id or "",
+            attempt,
+            str(details.status.value if hasattr(details.status, "value") else details.status),
+            details.driver_node_id or "",
+            details.message or "",
+        )
+
+    def _call(self, fn: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ConnectionError, OSError) as exc:
+            raise ExecutorUnavailable(
+                f"the Ray job API at {self.address} failed to {what} ({exc}): is the cluster's head running?"
+            ) from None
+
+    def entrypoint(self, spec_path: Path) -> str:
+        """The shell command Ray runs: `exec` so that Ray's SIGTERM reaches the child itself."""
+        out = spec_path.parent
+        q = shlex.quote
+        return (
+            f"exec {q(self.python)} -m flywheel.training.child {q(str(spec_path))} "
+            f"{EVENT_FD}>>{q(str(out / EVENTS_FILE))} >>{q(str(out / 'train.log'))} 2>&1"
+        )
+
+    def environment(self, spec: TrainSpec) -> dict[str, str]:
+        """The child's environment (runner.py's), plus Ray's stop grace period for the supervisor."""
+        return {
+            "FLYWHEEL_EVENT_FD": str(EVENT_FD),
+            "YOLO_CONFIG_DIR": str(self.config_dir),
+            "MPLCONFIGDIR": str(self.config_dir / "matplotlib"),
+            "YOLO_OFFLINE": "true",
+            "YOLO_AUTOINSTALL": "false",
+            "OMP_NUM_THREADS": str(spec.threads),
+            "PYTHONUNBUFFERED": "1",
+            "RAY_JOB_STOP_WAIT_TIME_S": str(max(1, round(self.stop_wait_seconds))),
+            **self.env,
+        }
+
+    def _submit(self, client: JobSubmissionClient, spec: TrainSpec, attempt: int) -> RayJob:
+        out = Path(spec.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        spec_path = out / "spec.json"
+        spec.write(spec_path)
+        (out / CANCEL_FILE).unlink(missing_ok=True)  # a request from an earlier attempt of this run
+        (out / EVENTS_FILE).write_bytes(b"")  # this attempt's events only (no earlier attempt's job runs)
+        sid = submission_id(spec.run_id, attempt, self.prefix)
+        self._call(
+            client.submit_job,
+            f"submit job {sid}",
+            entrypoint=self.entrypoint(spec_path),
+            submission_id=sid,
+            runtime_env={"env_vars": self.environment(spec)},
+            metadata={"flywheel_run": run_name(spec.run_id), "attempt": str(attempt), "spec": str(spec_path)},
+            entrypoint_num_cpus=self.num_cpus,
+            entrypoint_num_gpus=self.num_gpus or None,
+            entrypoint_resources=self.resources or None,
+        )
+        log.info("run %s: submitted Ray job %s to %s", run_name(spec.run_id), sid, self.address)
+        return RayJob(sid, attempt, "PENDING")
+
+    def _follow(
+        self, client: JobSubmissionClient, spec: TrainSpec, job: RayJob, on_event: Callable[[Event], None]
+    ) -> list[Event]:
+        out = Path(spec.out_dir)
+        name = run_name(spec.run_id)
+        events: list[Event] = []
+        offset = 0
+        started = time.monotonic()
+        lost_since: float | None = None
+        stop_sent = False
+        self.job = job
+        while True:
+            try:
+                details = client.get_job_info(job.submission_id)
+                lost_since = None
+            except (ConnectionError, OSError, RuntimeError) as exc:
+                now = time.monotonic()
+                lost_since = lost_since or now
+                if now - lost_since > self.lost_after_seconds:
+                    raise ExecutorUnavailable(
+                        f"lost the Ray job API at {self.address} for {self.lost_after_seconds:.0f}s while "
+                        f"following run {name} (job {job.submission_id}): {exc}. The job may still be "
+                        "running; a restarted daemon attaches to it"
+                    ) from None
+                details = None
+            if details is not None:
+                job = self._job(details, job.attempt)
+                self.job = job
+            offset = _read_events(out / EVENTS_FILE, offset, events, on_event)
+            if not self._cancelled.is_set() and (reason := self._stop_reason(out, started)):
+                self._reason = reason
+                self._cancelled.set()
+            if self._cancelled.is_set() and not stop_sent and job.status not in TERMINAL:
+                log.info("run %s: stopping Ray job %s (%s)", name, job.submission_id, self._reason or "cancel")
+                stop_sent = True
+                try:
+                    client.stop_job(job.submission_id)
+                except (ConnectionError, OSError, RuntimeError) as exc:
+                    log.warning("run %s: could not stop Ray job %s: %s", name, job.submission_id, exc)
+                    stop_sent = False
+            if job.status in TERMINAL:
+                offset = _read_events(out / EVENTS_FILE, offset, events, on_event)
+                break
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+        return self._outcome(client, spec, job, events)
+
+    def _stop_reason(self, out: Path, started: float) -> str:
+        cancel_file = out / CANCEL_FILE
+        if cancel_file.exists():
+            reason = cancel_file.read_text().strip() or f"asked by {cancel_file}"
+            log.info("%s asks to stop the run: %s", cancel_file, reason)
+            return reason
+        if self.timeout_seconds and time.monotonic() - started > self.timeout_seconds:
+            return f"timed out after {self.timeout_seconds:.0f}s"
+        return ""
+
+    def _outcome(self, client: JobSubmissionClient, spec: TrainSpec, job: RayJob, events: list[Event]) -> list[Event]:
+        name = run_name(spec.run_id)
+        log_path = Path(spec.out_dir) / "train.log"
+        stopped = next((e.get("reason", "") for e in events if e.get("event") == CANCELLED), None)
+        if self._cancelled.is_set() or stopped is not None or job.status == "STOPPED":
+            why = self._reason or stopped or f"its Ray job {job.submission_id} was stopped"
+            raise TrainingCancelled(f"training run {name} was stopped before it finished ({why}); log: {log_path}")
+        if job.status == "SUCCEEDED":
+            return events
+        reason = next((str(e["error"]) for e in events if e.get("event") == FAILED), job.message or "no reason given")
+        tail = self._log_tail(client, job, log_path)
+        raise TrainingError(
+            f"training run {name} failed (Ray job {job.submission_id} on node {job.node_id or '?'}): {reason}\n"
+            f"--- last lines of its log\n{tail}\n--- full log: {log_path}"
+        )
+
+    def _log_tail(self, client: JobSubmissionClient, job: RayJob, log_path: Path) -> str:
+        """The last lines of train.log, or of Ray's own log of the job when the child never
+        wrote one (the entrypoint failed before it: no interpreter, data root not mounted)."""
+        text = ""
+        if log_path.is_file():
+            text = log_path.read_text(errors="replace")
+        if not text.strip():
+            try:
+                text = str(client.get_job_logs(job.submission_id))
+            except (ConnectionError, OSError, RuntimeError) as exc:
+                text = f"(Ray's log of job {job.submission_id} is not available: {exc})"
+        return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+
+
+def _read_events(path: Path, offset: int, events: list[Event], on_event: Callable[[Event], None]) -> int:
+    """Hand on the whole lines written to `path` after byte `offset`; the new offset."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return offset
+    end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
+    for line in data[:end].splitlines():
+        event = parse_event(line)
+        if event is not None:
+            events.append(event)
+            on_event(event)
+    return offset + end
+
+
+_CHECK_CODE = """\
+import pathlib, sys
+import flywheel
+folder, token = pathlib.Path(sys.argv[1]), sys.argv[2]
+ours = folder / (token + ".daemon")
+if not ours.is_file() or ours.read_text() != token:
+    sys.exit(f"{folder}: the token file the daemon wrote is not there")
+(folder / (token + ".node")).write_text(token)
+print("data root ok on this node")
+"""
+
+
+def check_shared_root(
+    client: JobSubmissionClient,
+    data_root: Path,
+    resources: Mapping[str, float] | None = None,
+    *,
+    python: str = sys.executable,
+    num_cpus: float = 1,
+    timeout: float = 120.0,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Prove that a trainer node sees the daemon's data root at the same path, writable, and
+    can import flywheel with `python`: a tiny job reads a token file the daemon wrote there and
+    writes one back that the daemon reads. Returns the node id; DataRootError naming the path
+    and what to mount when not; ExecutorUnavailable when no node took the job in `timeout`."""
+    token = secrets.token_hex(8)
+    folder = data_root / ".flywheel-node-check"
+    ours, theirs = folder / f"{token}.daemon", folder / f"{token}.node"
+    q = shlex.quote
+    sid = f"flywheel-check-{token}"
+    mount = (
+        f"Mount the data root's shared file system at {data_root} on every node with the resources "
+        f"{dict(resources or {})}, writable by the user Ray runs as, and install flywheel there for {python}"
+    )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        ours.write_text(token)
+        client.submit_job(
+            entrypoint=f"{q(python)} -c {q(_CHECK_CODE)} {q(str(folder))} {token}",
+            submission_id=sid,
+            runtime_env={"env_vars": dict(env or {})},
+            entrypoint_num_cpus=num_cpus,
+            entrypoint_resources=dict(resources) if resources else None,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            details = client.get_job_info(sid)
+            status = str(getattr(details.status, "value", details.status))
+            if status in TERMINAL:
+                break
+            if time.monotonic() > deadline:
+                client.stop_job(sid)
+                raise ExecutorUnavailable(
+                    f"no Ray node with the resources {dict(resources or {})} ran the data root check within "
+                    f"{timeout:.0f}s (job {sid}, {status}): start a trainer node with "
+                    f"`ray start --address <head> --resources '{json.dumps(dict(resources or {}))}'`"
+                )
+            time.sleep(POLL_SECONDS)
+        node = str(details.driver_node_id or "?")
+        if status != "SUCCEEDED":
+            tail = "\n".join(str(client.get_job_logs(sid)).splitlines()[-LOG_TAIL_LINES:])
+            raise DataRootError(f"Ray node {node} cannot use the data root {data_root} ({status}):\n{tail}\n{mount}.")
+        if not (theirs.exists() and theirs.read_text() == token):
+            raise DataRootError(
+                f"Ray node {node} wrote to {folder}, but not to the daemon's file system: the path is a "
+                f"different (local) folder there. {mount}."
+            )
+        return node
+    except (ConnectionError, OSError, RuntimeError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, ConnectionError) and exc.filename:
+            raise DataRootError(f"cannot write the data root check files in {folder}: {exc}") from None
+        raise ExecutorUnavailable(f"the Ray job API failed during the data root check (job {sid}): {exc}") from None
+    finally:
+        ours.unlink(missing_ok=True)
+        theirs.unlink(missing_ok=True)
