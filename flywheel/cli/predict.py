@@ -198,7 +198,7 @@ def _run(
     contender = call(lambda: resolve(store, application.registry, model, trust))
     label = Path(contender.label).name if contender.label.endswith(".pt") else contender.label
     target = call(lambda: _out_dir(paths, out_dir, what))
-    work = application.layout.runs / f"predict-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    work = application.paths.runs / f"predict-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     staging = work / "input"
     config, training = application.config, application.config.training
     try:
@@ -239,7 +239,7 @@ def _run(
                     bar.update(task, completed=event["index"] + 1)
 
             outcome = call(
-                lambda: runner.predict(request, found.images, work, application.layout.ultralytics, on_event)
+                lambda: runner.predict(request, found.images, work, application.paths.ultralytics, on_event)
             )
         target.mkdir(parents=True, exist_ok=True)
         yield _Run(found, outcome, label, target)
