@@ -77,3 +77,8 @@ class Busy(FlywheelError):
     """Another flywheel process holds the lock for this work (e.g. a training is running)."""
 
     exit_code = 5
+
+
+class EventError(TrainingError):
+    """A line from the training child is not an event this daemon knows (unknown kind, a key
+    missing or of the wrong type): the child and the daemon disagree on the format."""

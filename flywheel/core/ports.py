@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+from flywheel.core.events import TrainingEvent
 from flywheel.core.spec import TrainSpec
-
-Event = dict[str, Any]
 
 
 class Trainer(Protocol):
     """Trains and evaluates per a spec, somewhere other than the caller's process."""
 
-    def run(self, spec: TrainSpec, on_event: Callable[[Event], None]) -> list[Event]: ...
+    def run(self, spec: TrainSpec, on_event: Callable[[TrainingEvent], None]) -> list[TrainingEvent]: ...
 
     def cancel(self) -> None: ...
 
@@ -33,7 +32,7 @@ class Observer(Protocol):
 
     def training_started(self, run_id: int, start_kind: str, epochs: int) -> None: ...
 
-    def training_event(self, event: Event) -> None: ...
+    def training_event(self, event: TrainingEvent) -> None: ...
 
     def training_finished(self, outcome: str, seconds: float) -> None: ...
 
@@ -45,7 +44,7 @@ class NullObserver:
     def training_started(self, run_id: int, start_kind: str, epochs: int) -> None:
         pass
 
-    def training_event(self, event: Event) -> None:
+    def training_event(self, event: TrainingEvent) -> None:
         pass
 
     def training_finished(self, outcome: str, seconds: float) -> None:
