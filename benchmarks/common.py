@@ -183,7 +183,8 @@ def score(
     """Score checkpoints on one held-out set with flywheel's own child (`evaluate_only`, the code
     the gate uses): name -> {map50_95, map50, precision, recall, per_class}."""
     from flywheel.core.domain import StartKind
-    from flywheel.core.spec import EVALUATED, EvalTarget, TrainSpec
+    from flywheel.core.events import Evaluated
+    from flywheel.core.spec import EvalTarget, TrainSpec
     from flywheel.training.runner import SubprocessTrainer
 
     out = work / "scores"
@@ -209,7 +210,7 @@ def score(
     )
     events = SubprocessTrainer(work / ".ultralytics").run(spec, lambda _e: None)
     keys = ("map50_95", "map50", "precision", "recall", "per_class")
-    return {e["role"]: {k: e[k] for k in keys} for e in events if e["event"] == EVALUATED}
+    return {e.role: {k: getattr(e, k) for k in keys} for e in events if isinstance(e, Evaluated)}
 
 
 def write_json(out: Path, name: str, data: dict[str, Any]) -> Path:

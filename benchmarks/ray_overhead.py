@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("YOLO_OFFLINE", "true")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 
+from flywheel.core.events import TrainingEvent  # noqa: E402
 from flywheel.core.spec import TrainSpec  # noqa: E402
 from flywheel.training.ray_jobs import RayJobTrainer  # noqa: E402
 from flywheel.training.runner import SubprocessTrainer  # noqa: E402
@@ -49,10 +50,10 @@ def load() -> str:
 def timed(trainer: Any, spec: TrainSpec) -> dict[str, float]:
     stamps: dict[str, float] = {}
 
-    def on_event(event: dict[str, Any]) -> None:
+    def on_event(event: TrainingEvent) -> None:
         now = time.monotonic()
-        stamps.setdefault(event["event"], now)
-        if event["event"] == "epoch":
+        stamps.setdefault(event.kind, now)
+        if event.kind == "epoch":
             stamps["last_epoch"] = now
 
     began = time.monotonic()

@@ -52,8 +52,9 @@ def reference(
     """The scratch model on version `version_id` of `root`, scored on `heldout` (cached)."""
     from flywheel.app import App
     from flywheel.core.domain import StartKind
+    from flywheel.core.events import EpochEnded, Evaluated
     from flywheel.core.plan import Start, build_spec, resolve_params
-    from flywheel.core.spec import EPOCH, EVALUATED, EvalTarget
+    from flywheel.core.spec import EvalTarget
     from flywheel.training.runner import SubprocessTrainer
 
     app = App(root)
@@ -88,8 +89,8 @@ def reference(
     events = SubprocessTrainer(app.paths.ultralytics).run(spec, lambda _e: None)
     wall = time.monotonic() - started
     app.engine.dispose()
-    scored = next(e for e in events if e["event"] == EVALUATED)
-    curve = [round(e["map50_95"], 4) for e in events if e["event"] == EPOCH]
+    scored = next(e for e in events if isinstance(e, Evaluated))
+    curve = [round(e.map50_95, 4) for e in events if isinstance(e, EpochEnded)]
     result = {
         "key": key,
         "version": version_id,
@@ -102,9 +103,9 @@ def reference(
         "train_images": version.train_images,
         "val_images": version.val_images,
         "image_epochs": len(curve) * version.train_images,
-        "map50_95": round(scored["map50_95"], 4),
-        "map50": round(scored["map50"], 4),
-        "per_class": {k: round(v, 4) for k, v in scored["per_class"].items()},
+        "map50_95": round(scored.map50_95, 4),
+        "map50": round(scored.map50, 4),
+        "per_class": {k: round(v, 4) for k, v in scored.per_class.items()},
         "val_curve": curve,  # mAP50-95 on the version's own val split, per epoch
         "checkpoint": str(out / "train" / "weights" / "best.pt"),
     }

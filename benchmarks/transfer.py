@@ -48,8 +48,9 @@ from common import BCCD, NAMES, load_text, machine, write_json  # noqa: E402
 
 from flywheel.core.config import TrainingConfig, parse  # noqa: E402
 from flywheel.core.domain import StartKind  # noqa: E402
+from flywheel.core.events import ChildStarted, EpochEnded, Evaluated, Trained, TrainingEvent  # noqa: E402
 from flywheel.core.plan import Start, build_spec, resolve_params  # noqa: E402
-from flywheel.core.spec import EPOCH, EVALUATED, STARTED, TRAINED, EvalTarget  # noqa: E402
+from flywheel.core.spec import EvalTarget  # noqa: E402
 from flywheel.training.runner import SubprocessTrainer  # noqa: E402
 
 
@@ -145,31 +146,31 @@ def run_arm(
     trainer = SubprocessTrainer(work / ".ultralytics")
     started = time.monotonic()
 
-    def show(event: dict[str, Any]) -> None:
-        if event["event"] == EPOCH:
+    def show(event: TrainingEvent) -> None:
+        if isinstance(event, EpochEnded):
             print(
-                f"[{arm.name}] epoch {event['epoch']}/{event['epochs']} mAP50-95 {event['map50_95']:.4f} "
+                f"[{arm.name}] epoch {event.epoch}/{event.epochs} mAP50-95 {event.map50_95:.4f} "
                 f"({time.monotonic() - started:.0f}s)",
                 flush=True,
             )
-        elif event["event"] == STARTED:
-            print(f"[{arm.name}] child {event['pid']}: {event['versions']}", flush=True)
+        elif isinstance(event, ChildStarted):
+            print(f"[{arm.name}] child {event.pid}: {event.versions}", flush=True)
 
     events = trainer.run(spec, show)
-    trained = next(e for e in events if e["event"] == TRAINED)
-    scored = next(e for e in events if e["event"] == EVALUATED)
-    epochs = sum(1 for e in events if e["event"] == EPOCH)
+    trained = next(e for e in events if isinstance(e, Trained))
+    scored = next(e for e in events if isinstance(e, Evaluated))
+    epochs = sum(1 for e in events if isinstance(e, EpochEnded))
     result = Result(
         arm.name,
         arm.title,
-        scored["map50_95"],
-        scored["map50"],
-        scored["precision"],
-        scored["recall"],
+        scored.map50_95,
+        scored.map50,
+        scored.precision,
+        scored.recall,
         train_images,
         epochs,
         train_images * epochs,
-        trained["seconds"],
+        trained.seconds,
         params["strategy"],
         params,
     )

@@ -19,7 +19,8 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from flywheel.core.spec import TRAINED, TrainSpec
+from flywheel.core.events import Trained, TrainingEvent
+from flywheel.core.spec import TrainSpec
 from flywheel.training.runner import SubprocessTrainer
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 220)}
@@ -137,9 +138,9 @@ class HandedCheckpoint:
         self.inner = SubprocessTrainer(ultralytics_dir)
         self.checkpoint = checkpoint
 
-    def run(self, spec: TrainSpec, on_event: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
+    def run(self, spec: TrainSpec, on_event: Callable[[TrainingEvent], None]) -> list[TrainingEvent]:
         evaluate = [replace(t, checkpoint=t.checkpoint or str(self.checkpoint)) for t in spec.evaluate]
-        trained = {"event": TRAINED, "best": str(self.checkpoint), "seconds": 0.0}
+        trained = Trained(best=str(self.checkpoint), seconds=0.0, resumed=False)
         on_event(trained)
         return [trained, *self.inner.run(replace(spec, evaluate=evaluate, evaluate_only=True), on_event)]
 

@@ -18,6 +18,7 @@ history, in this order:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,21 @@ def test_a_drop_within_tolerance_is_refused_when_the_interval_reaches_below_it(h
     assert (d.outcome, d.rule) == (GateOutcome.REJECT, Rule.INTERVAL_BELOW)
     run_dir = history.root / "runs" / f"r{history.results['interval'].run.id:04d}"
     assert (run_dir / "stats-candidate-val.npz").is_file() and (run_dir / "stats-production-val.npz").is_file()
+
+
+def test_flywheel_compare_scores_two_checkpoints_in_the_real_child(history, tmp_path):
+    """`flywheel compare` end to end: an evaluate-only spec through flywheel's training child
+    (a fresh data root, so no cached score stands in for it)."""
+    root = init_data_root(tmp_path / "root", BASE)
+    App(root).ingest(shapes_batch(tmp_path / "batch", 48, seed=1), move=False)
+    weak, strong = str(history.models.weak), str(history.models.strong)
+    shown = CliRunner(env={"COLUMNS": "200"}).invoke(cli, ["compare", weak, strong, "--trust", "--root", str(root)])
+    assert shown.exit_code == 0, shown.output
+    (run_dir,) = (root / "runs").glob("compare-*")
+    assert not (run_dir / "train").exists()  # evaluate-only: nothing trained
+    (line,) = [ln for ln in shown.output.splitlines() if ln.strip(" │|").startswith("map50_95")]
+    scores = [float(v) for v in re.findall(r"\d\.\d{4}", line)]
+    assert len(scores) == 2 and scores[0] != scores[1] and all(0.0 < v < 1.0 for v in scores), line
+    assert f"AP50-95 {COLLAPSE}" in shown.output
+    again = CliRunner(env={"COLUMNS": "200"}).invoke(cli, ["compare", weak, strong, "--trust", "--root", str(root)])
+    assert again.exit_code == 0 and len(list((root / "runs").glob("compare-*"))) == 1  # scored once, then cached

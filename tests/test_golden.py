@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,10 @@ from flywheel.cli.demo import synthetic_batch
 from flywheel.cli.main import app as cli
 from flywheel.core import ledger
 from flywheel.core.errors import ConfigError, GoldenSetError
+from flywheel.core.events import Evaluated
 from flywheel.core.gate import GateOutcome, Rule
 from flywheel.core.ledger import Action
-from flywheel.core.spec import EVALUATED, TrainSpec
+from flywheel.core.spec import TrainSpec
 from flywheel.flow.golden import GOLDEN, golden_eval_sets, read
 from tests.conftest import TINY_CONFIG, free_port
 from tests.fakes import Event, FakeTrainer
@@ -237,11 +239,11 @@ class GoldenScores(FakeTrainer):
 
     def run(self, spec: TrainSpec, on_event: Callable[[Event], None]) -> list[Event]:
         events = super().run(spec, lambda _e: None)
-        for e in events:
-            if e["event"] == EVALUATED and e["eval_set"] == GOLDEN:
-                value = self.golden[e["role"]]
-                e.update(map50_95=value, map50=value + 0.1, per_class={"red": value})
-            on_event(e)
+        for i, e in enumerate(events):
+            if isinstance(e, Evaluated) and e.eval_set == GOLDEN:
+                value = self.golden[e.role]
+                events[i] = replace(e, map50_95=value, map50=value + 0.1, per_class={"red": value})
+            on_event(events[i])
         return events
 
 

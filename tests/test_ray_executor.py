@@ -18,14 +18,14 @@ import pytest
 pytest.importorskip("ray.job_submission", reason="ray[default] is not installed")
 
 from flywheel.core.errors import DataRootError, ExecutorUnavailable, TrainingCancelled, TrainingError
+from flywheel.core.events import ChildCancelled
+from flywheel.core.events import TrainingEvent as Event
 from flywheel.core.spec import TrainSpec
 from flywheel.training.ray_jobs import EVENTS_FILE, RayJobTrainer, check_shared_root, connect
 from flywheel.training.runner import request_cancel
 from tests.conftest import free_port
 from tests.ray_cluster import TRAINER_RESOURCE, RayCluster, ray_cluster_fixture, trainer_node_ids  # noqa: F401
 from tests.training_support import dataset, spec_for
-
-Event = dict[str, Any]
 
 
 def trainer(cluster: RayCluster, tmp_path: Path, prefix: str = "") -> RayJobTrainer:
@@ -84,9 +84,9 @@ def test_a_training_runs_as_a_ray_job_on_the_trainer_node_and_a_restarted_daemon
     first = trainer(ray_cluster, tmp_path)
     seen: list[Event] = []
     events = first.run(spec, seen.append)
-    kinds = [e["event"] for e in events]
+    kinds = [e.kind for e in events]
     assert kinds[0] == "started" and kinds[-1] == "trained" and seen == events
-    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
+    assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [1, 2]
     assert first.job is not None and first.job.submission_id == f"{first.prefix}r0001"
     assert first.job.status == "SUCCEEDED" and first.job.node_id in trainer_node_ids(ray_cluster)
     out = Path(spec.out_dir)
@@ -98,7 +98,7 @@ def test_a_training_runs_as_a_ray_job_on_the_trainer_node_and_a_restarted_daemon
     assert second.attach(spec, lambda _e: None) == events
     assert jobs_of(ray_cluster, first.prefix) == [f"{first.prefix}r0001"]
     # the run trained again (e.g. resumed): its next attempt, a job of its own
-    assert second.run(dataclasses.replace(spec, epochs=1), lambda _e: None)[-1]["event"] == "trained"
+    assert second.run(dataclasses.replace(spec, epochs=1), lambda _e: None)[-1].kind == "trained"
     assert second.job is not None and second.job.attempt == 2
     assert jobs_of(ray_cluster, first.prefix) == [f"{first.prefix}r0001", f"{first.prefix}r0001-2"]
 
@@ -110,7 +110,7 @@ def test_cancel_stops_the_job_after_the_current_batch_and_an_attached_daemon_see
     training = threading.Event()
 
     def on_event(event: Event) -> None:
-        if event["event"] in ("progress", "epoch"):
+        if event.kind in ("progress", "epoch"):
             training.set()
 
     def run(name: str, fn: Any) -> None:
@@ -130,7 +130,7 @@ def test_cancel_stops_the_job_after_the_current_batch_and_an_attached_daemon_see
     third = trainer(ray_cluster, tmp_path, prefix=first.prefix)
     rerun = threading.Thread(target=run, args=("rerun", third.run))
     rerun.start()
-    wait_for("the attached follower to replay the start", lambda: any(e["event"] == "started" for e in replayed))
+    wait_for("the attached follower to replay the start", lambda: any(e.kind == "started" for e in replayed))
     wait_for("the second run call to follow the job", lambda: third.job is not None)
     first.cancel()
     for thread in (runner, attached, rerun):
@@ -140,8 +140,10 @@ def test_cancel_stops_the_job_after_the_current_batch_and_an_attached_daemon_see
         assert isinstance(outcome[name], TrainingCancelled), outcome
     assert third.job is not None and third.job.submission_id == f"{first.prefix}r0001"
     assert first.job is not None and first.job.status == "STOPPED"
-    assert replayed[0]["event"] == "started" and replayed[-1]["event"] == "cancelled"
-    assert replayed[-1]["reason"] == "stopped by SIGTERM"  # the child got SIGTERM: it stopped by itself
+    assert replayed[0].kind == "started" and replayed[-1].kind == "cancelled"
+    assert (
+        isinstance(replayed[-1], ChildCancelled) and replayed[-1].reason == "stopped by SIGTERM"
+    )  # the child got SIGTERM: it stopped by itself
     assert "run cancelled" in (Path(spec.out_dir) / "train.log").read_text()
     assert jobs_of(ray_cluster, first.prefix) == [f"{first.prefix}r0001"]  # attach submitted nothing
 
@@ -151,7 +153,7 @@ def test_the_cancel_file_stops_the_job(ray_cluster, tmp_path):
     job = trainer(ray_cluster, tmp_path)
 
     def on_event(event: Event) -> None:
-        if event["event"] == "started":
+        if event.kind == "started":
             request_cancel(Path(spec.out_dir), "flywheel train --cancel (test)")
 
     with pytest.raises(TrainingCancelled, match=r"flywheel train --cancel \(test\)"):

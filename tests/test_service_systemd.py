@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from flywheel.core.events import Trained
 from flywheel.core.ports import NullObserver
-from flywheel.core.spec import EPOCH, TRAINED
 from flywheel.service.health import Heartbeat
 from flywheel.service.systemd import ServiceNotifier, StatusObserver, watchdog_seconds
 from tests.conftest import TINY_CONFIG, free_port
+from tests.fakes import epoch_ended
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "deploy" / "systemd" / "flywheel.service"
@@ -197,9 +198,9 @@ def test_watchdog_pings_stop_when_the_work_loop_stalls_but_not_during_a_training
     assert heartbeat.check().ok
     status.watchdog()
     listener.wait_for("WATCHDOG=1", 2)
-    status.training_event({"event": EPOCH, "epoch": 2, "epochs": 20})
+    status.training_event(epoch_ended(2, 20))
     assert listener.wait_for("STATUS=", 2) == ["STATUS=training r0003 epoch 2/20"]
-    status.training_event({"event": TRAINED, "best": "x"})
+    status.training_event(Trained(best="x", seconds=1.0, resumed=False))
     assert listener.wait_for("STATUS=", 2) == ["STATUS=evaluating r0003"]
     status.training_finished("succeeded", 12.0)
     assert listener.wait_for("STATUS=", 2) == ["STATUS=training r0003 succeeded after 12s"]

@@ -12,7 +12,9 @@ from flywheel.app import App
 from flywheel.cli.demo import synthetic_batch
 from flywheel.cli.train import TrainProgress, cancel_running, progress_of
 from flywheel.core.domain import RunState
+from flywheel.core.events import BatchProgress
 from flywheel.store.tables import RunRow
+from tests.fakes import epoch_ended
 
 FLYWHEEL = [sys.executable, "-m", "flywheel"]
 
@@ -50,10 +52,9 @@ def test_progress_bar_follows_batches_and_epochs():
     with bar:
         bar.training_started(7, "warm", 4)
         task = bar.task
-        bar.training_event({"event": "progress", "epoch": 2, "epochs": 4, "batch": 3, "batches": 4})
+        bar.training_event(BatchProgress(epoch=2, epochs=4, batch=3, batches=4))
         assert bar.bar.tasks[0].completed == 1.75 and "batch 3/4" in bar.bar.tasks[0].fields["status"]
-        epoch = {"event": "epoch", "epoch": 2, "epochs": 4, "map50_95": 0.4321}
-        bar.training_event(epoch)
+        bar.training_event(epoch_ended(2, 4, map50_95=0.4321))
         assert bar.bar.tasks[0].completed == 2 and "0.4321" in bar.bar.tasks[0].fields["status"]
         bar.training_finished("succeeded", 12.0)
     assert task is not None and bar.task is None

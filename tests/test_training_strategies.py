@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from flywheel.core.events import BackboneUnfrozen, ChildStarted, EpochEnded, PlateauReached, TrainingEvent, WarmStarted
 from tests.training_support import Abort, checkpoint_model, checkpoint_state, dataset, spec_for, train
 
 torch = pytest.importorskip("torch")
@@ -42,7 +43,7 @@ class Watch:
 
     spec: Any = None
     best: Path | None = None
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[TrainingEvent] = field(default_factory=list)
     args: dict[str, Any] = field(default_factory=dict)
     lrs: list[dict[str, Any]] = field(default_factory=list)  # per batch: epoch, groups (part, kind, lr, initial)
     params_after_epoch: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -149,9 +150,9 @@ def test_two_phase_frozen_parameters_are_unchanged_after_phase_one_and_trained_i
     # ... while the head did train in phase one, and the backbone in phase two
     assert sum(not torch.equal(after_one[n], start[n]) for n in head) > len(head) // 2
     assert sum(not torch.equal(after_two[n], after_one[n]) for n in backbone) > len(backbone) // 2
-    phase = [e for e in two_phase.events if e["event"] == "phase"]
-    assert len(phase) == 1 and phase[0]["epoch"] == 2 and phase[0]["unfrozen"] == len(backbone)
-    assert phase[0]["frozen_unchanged"] == phase[0]["frozen_total"] > 0
+    phase = [e for e in two_phase.events if isinstance(e, BackboneUnfrozen)]
+    assert len(phase) == 1 and phase[0].epoch == 2 and phase[0].unfrozen == len(backbone)
+    assert phase[0].frozen_unchanged == phase[0].frozen_total > 0
 
 
 def test_parameter_groups_give_the_backbone_the_head_lr_times_the_scale(two_phase: Watch):
@@ -187,18 +188,18 @@ def test_short_warm_start_trains_with_mosaic_then_closes_it(two_phase: Watch, pa
 
 
 def test_warm_start_loads_every_weight_and_reports_it(two_phase: Watch):
-    (warm,) = [e for e in two_phase.events if e["event"] == "warm_start"]
-    assert warm["matched"] == warm["total"] > 0
-    assert warm["head_rows_kept"] == warm["head_rows_total"] == 6  # 2 classes x 3 scales
-    assert warm["head_rows_fixed"] == 0  # Ultralytics 8.4 kept them itself
+    (warm,) = [e for e in two_phase.events if isinstance(e, WarmStarted)]
+    assert warm.matched == warm.total > 0
+    assert warm.head_rows_kept == warm.head_rows_total == 6  # 2 classes x 3 scales
+    assert warm.head_rows_fixed == 0  # Ultralytics 8.4 kept them itself
 
 
 def test_spec_with_library_versions_is_written_beside_the_weights(two_phase: Watch):
     record = json.loads((two_phase.best.parent / "spec.json").read_text())
     assert record["spec"]["start"] == two_phase.spec.start and record["spec"]["freeze_epochs"] == 1
     assert record["versions"]["ultralytics"] == "8.4.190" and record["versions"]["torch"].startswith("2.")
-    (started,) = [e for e in two_phase.events if e["event"] == "started"]
-    assert started["versions"] == record["versions"]
+    (started,) = [e for e in two_phase.events if isinstance(e, ChildStarted)]
+    assert started.versions == record["versions"]
 
 
 # --- class-map growth ----------------------------------------------------------------------
@@ -306,16 +307,10 @@ def test_plateau_ends_a_warm_start_early_with_the_lr_decayed_to_its_final_value(
     )
     assert (spec.epochs, spec.plateau_patience, spec.plateau_min_epochs) == (10, 1, 2)
     _, report = train(spec, {"on_train_batch_end": [on_batch_end]})
-    (plateau,) = report.of("plateau")
-    assert plateau == {
-        "event": "plateau",
-        "epoch": 2,
-        "best_epoch": 1,
-        "best_fitness": plateau["best_fitness"],
-        "epochs": 4,
-    }
-    epochs = report.of("epoch")
-    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4] and epochs[-1]["epochs"] == 4
+    (plateau,) = report.of(PlateauReached)
+    assert plateau == PlateauReached(epoch=2, best_epoch=1, best_fitness=plateau.best_fitness, epochs=4)
+    epochs = report.of(EpochEnded)
+    assert [e.epoch for e in epochs] == [1, 2, 3, 4] and epochs[-1].epochs == 4
     schedule = [lrs[e][0] for e in sorted(lrs)]
     assert schedule[:2] == pytest.approx([1.0, 1 - 0.95 / 10])  # Ultralytics' linear decay over 10 epochs
     assert schedule[2:] == pytest.approx([schedule[1] + (0.05 - schedule[1]) / 2, 0.05])  # then down to lrf

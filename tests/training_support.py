@@ -18,9 +18,11 @@ import yaml
 from flywheel.cli.demo import synthetic_batch
 from flywheel.core.config import parse
 from flywheel.core.domain import StartKind
+from flywheel.core.events import TrainingEvent
 from flywheel.core.plan import Start, build_spec, resolve_params
 from flywheel.core.spec import TrainSpec
-from flywheel.training import child
+from flywheel.training import fit
+from flywheel.training.process import Reporter
 
 IMGSZ = 32
 TRAINING = {
@@ -34,18 +36,18 @@ TRAINING = {
 }
 
 
-class Recorder(child.Reporter):
+class Recorder(Reporter):
     """A reporter that keeps the events instead of writing them to a pipe."""
 
     def __init__(self) -> None:
         super().__init__(io.StringIO())
-        self.events: list[dict[str, Any]] = []
+        self.events: list[TrainingEvent] = []
 
-    def send(self, kind: str, **data: Any) -> None:
-        self.events.append({"event": kind, **data})
+    def send(self, event: TrainingEvent) -> None:
+        self.events.append(event)
 
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == kind]
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
 
 
 def dataset(folder: Path, names: list[str], count: int = 8, seed: int = 1) -> Path:
@@ -68,7 +70,7 @@ def spec_for(
 
 def train(spec: TrainSpec, callbacks: dict[str, list[Callable[[Any], None]]] | None = None) -> tuple[Path, Recorder]:
     report = Recorder()
-    best = child.train(spec, report, callbacks)
+    best = fit.train(spec, report, callbacks)
     return best, report
 
 

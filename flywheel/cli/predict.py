@@ -238,9 +238,7 @@ def _run(
                 elif event["event"] in ("image", "image_failed"):
                     bar.update(task, completed=event["index"] + 1)
 
-            outcome = call(
-                lambda: runner.predict(request, found.images, work, application.paths.ultralytics, on_event)
-            )
+            outcome = call(lambda: runner.predict(request, found.images, work, application.paths.ultralytics, on_event))
         target.mkdir(parents=True, exist_ok=True)
         yield _Run(found, outcome, label, target)
         shutil.rmtree(work, ignore_errors=True)  # done: nothing in it is needed any more

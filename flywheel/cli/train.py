@@ -11,9 +11,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from flywheel.app import App, DataRootLock
 from flywheel.core.domain import RunState, model_name, run_name
 from flywheel.core.errors import Busy
+from flywheel.core.events import BatchProgress, EpochEnded, TrainingEvent
 from flywheel.core.ports import NullObserver, StorePort
 from flywheel.core.records import Run
-from flywheel.core.spec import EPOCH, PROGRESS
 from flywheel.service import train_queue
 from flywheel.training.runner import request_cancel
 
@@ -42,16 +42,16 @@ class TrainProgress(NullObserver):
     def training_started(self, run_id: int, start_kind: str, epochs: int) -> None:
         self.task = self.bar.add_task(f"{run_name(run_id)} ({start_kind})", total=epochs, status="starting")
 
-    def training_event(self, event: dict[str, Any]) -> None:
+    def training_event(self, event: TrainingEvent) -> None:
         if self.task is None:
             return
-        if event["event"] == PROGRESS:
-            done = event["epoch"] - 1 + event["batch"] / max(1, event["batches"])
-            status = f"epoch {event['epoch']}/{event['epochs']}, batch {event['batch']}/{event['batches']}"
+        if isinstance(event, BatchProgress):
+            done = event.epoch - 1 + event.batch / max(1, event.batches)
+            status = f"epoch {event.epoch}/{event.epochs}, batch {event.batch}/{event.batches}"
             self.bar.update(self.task, completed=done, status=status)
-        elif event["event"] == EPOCH:
-            status = f"epoch {event['epoch']}/{event['epochs']}, mAP50-95 {event['map50_95']:.4f}"
-            self.bar.update(self.task, completed=event["epoch"], status=status)
+        elif isinstance(event, EpochEnded):
+            status = f"epoch {event.epoch}/{event.epochs}, mAP50-95 {event.map50_95:.4f}"
+            self.bar.update(self.task, completed=event.epoch, status=status)
 
     def training_finished(self, outcome: str, seconds: float) -> None:
         if self.task is not None:

@@ -111,3 +111,8 @@ class Busy(FlywheelError):
 
 class ExecutorUnavailable(FlywheelError):
     """The place trainings run (a Ray cluster) cannot be reached or cannot take the job."""
+
+
+class EventError(TrainingError):
+    """A line from the training child is not an event this daemon knows (unknown kind, a key
+    missing or of the wrong type): the child and the daemon disagree on the format."""

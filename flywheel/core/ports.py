@@ -8,17 +8,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flywheel.core.domain import ManifestItem, RunState
+from flywheel.core.events import TrainingEvent
 from flywheel.core.ledger import Action
 from flywheel.core.records import Epoch, Evaluation, GateRecord, LedgerEntry, Model, Run, Version
 from flywheel.core.spec import TrainSpec
-
-Event = dict[str, Any]
 
 
 class Trainer(Protocol):
     """Trains and evaluates per a spec, somewhere other than the caller's process."""
 
-    def run(self, spec: TrainSpec, on_event: Callable[[Event], None]) -> list[Event]: ...
+    def run(self, spec: TrainSpec, on_event: Callable[[TrainingEvent], None]) -> list[TrainingEvent]: ...
 
     def cancel(self) -> None: ...
 
@@ -54,7 +53,7 @@ class Observer(Protocol):
 
     def training_started(self, run_id: int, start_kind: str, epochs: int) -> None: ...
 
-    def training_event(self, event: Event) -> None: ...
+    def training_event(self, event: TrainingEvent) -> None: ...
 
     def training_finished(self, outcome: str, seconds: float) -> None: ...
 
@@ -66,7 +65,7 @@ class NullObserver:
     def training_started(self, run_id: int, start_kind: str, epochs: int) -> None:
         pass
 
-    def training_event(self, event: Event) -> None:
+    def training_event(self, event: TrainingEvent) -> None:
         pass
 
     def training_finished(self, outcome: str, seconds: float) -> None:

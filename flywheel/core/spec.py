@@ -2,7 +2,7 @@
 
 Kept free of torch and Ultralytics so the daemon can import it: the daemon writes a
 `TrainSpec` as `runs/<run>/spec.json`; the child reads it, trains, evaluates, and writes
-events as JSON lines on a pipe (kinds below) and its own log to `runs/<run>/train.log`.
+events as JSON lines on a pipe (flywheel/core/events.py) and its own log to `runs/<run>/train.log`.
 """
 
 from __future__ import annotations
@@ -12,22 +12,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Event kinds on the pipe, in the order they come.
-STARTED = "started"  # {pid, versions: {python, torch, ultralytics, flywheel}, resumed_from_epoch}
-WARM_START = "warm_start"  # {matched, total, head_rows_kept, head_rows_total, head_rows_fixed}:
-#                            conv weights equal to the start checkpoint's; class-head rows kept by name
-PLATEAU = "plateau"  # {epoch, best_epoch, best_fitness, epochs}: val fitness stalled; the final LR decay
-#                       phase runs to the new total `epochs` (flywheel/training/budget.py)
-PHASE = "phase"  # {phase: 2, epoch, unfrozen, frozen_unchanged, frozen_total}: the backbone is unfrozen
-PROGRESS = "progress"  # {epoch, epochs, batch, batches}, at most a few per second
-EPOCH = "epoch"  # {epoch, epochs, box_loss, cls_loss, dfl_loss, precision, recall, map50, map50_95, seconds}
-TRAINED = "trained"  # {best, seconds}
-EVALUATED = "evaluated"  # {role, eval_set, checkpoint, map50_95, map50, precision, recall, per_class,
-#                           instances, seconds}
-BOOTSTRAP = "bootstrap"  # {eval_set, observed, mean, low, high, samples, confidence,
-#                           classes: {name: {observed, low, high}}} of candidate - production
-FAILED = "failed"  # {error}
-CANCELLED = "cancelled"  # {reason}: stopped by SIGTERM (after the current batch) or orphaned
 CANCELLED_EXIT = 3  # the child's exit code when it stopped on request
 
 

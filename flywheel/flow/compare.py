@@ -15,10 +15,11 @@ from pathlib import Path
 from flywheel.core.config import Config
 from flywheel.core.domain import model_name, parse_id
 from flywheel.core.errors import UsageError
+from flywheel.core.events import Evaluated
 from flywheel.core.gate import Score
 from flywheel.core.hashing import sha256_file
 from flywheel.core.ports import Datasets, StorePort, Trainer
-from flywheel.core.spec import EVALUATED, EvalTarget, TrainSpec
+from flywheel.core.spec import EvalTarget, TrainSpec
 from flywheel.flow.evalsets import EvalSet, version_eval_sets
 from flywheel.flow.promotion import remember, score_of
 from flywheel.flow.registry import Registry
@@ -92,9 +93,9 @@ def compare(
         by_label = {c.label: c for c in contenders}
         sets = {e.name: e for e in eval_sets}
         for event in trainer.run(spec, lambda _e: None):
-            if event["event"] != EVALUATED:
+            if not isinstance(event, Evaluated):
                 continue
             score = score_of(event)
-            results[event["role"]][event["eval_set"]] = score
-            remember(store, by_label[event["role"]].sha256, sets[event["eval_set"]], version_id, score)
+            results[event.role][event.eval_set] = score
+            remember(store, by_label[event.role].sha256, sets[event.eval_set], version_id, score)
     return eval_sets, results

@@ -16,6 +16,18 @@ from flywheel.core.budget import Budget
 from flywheel.core.config import Config
 from flywheel.core.domain import ManifestItem, ModelStatus, RunState, StartKind, model_name, run_name, version_name
 from flywheel.core.errors import FlywheelError, TrainingCancelled, UsageError
+from flywheel.core.events import (
+    BackboneUnfrozen,
+    BatchProgress,
+    BootstrapInterval,
+    ChildStarted,
+    EpochEnded,
+    Evaluated,
+    PlateauReached,
+    Trained,
+    TrainingEvent,
+    WarmStarted,
+)
 from flywheel.core.faults import crash_point
 from flywheel.core.gate import GateDecision
 from flywheel.core.plan import (
@@ -31,20 +43,9 @@ from flywheel.core.plan import (
     refresh_due,
     resolve_params,
 )
-from flywheel.core.ports import Datasets, Event, Objects, Observer, StorePort, Trainer
+from flywheel.core.ports import Datasets, Objects, Observer, StorePort, Trainer
 from flywheel.core.records import Epoch, Model, Run
-from flywheel.core.spec import (
-    BOOTSTRAP,
-    EPOCH,
-    EVALUATED,
-    PHASE,
-    PLATEAU,
-    PROGRESS,
-    STARTED,
-    TRAINED,
-    WARM_START,
-    EvalTarget,
-)
+from flywheel.core.spec import EvalTarget
 from flywheel.flow.evalsets import GATED, version_eval_sets
 from flywheel.flow.golden import golden_eval_sets
 from flywheel.flow.promotion import cached, gate_and_promote, score_of
@@ -172,53 +173,53 @@ def run_cycle(
     started = time.monotonic()
     run_id = run.id
 
-    def on_event(event: Event) -> None:
+    def on_event(event: TrainingEvent) -> None:
         observer.training_event(event)
-        if event["event"] == EPOCH:
+        if isinstance(event, EpochEnded):
             fields = {
-                k: event[k]
+                k: getattr(event, k)
                 for k in ("box_loss", "cls_loss", "dfl_loss", "precision", "recall", "map50", "map50_95", "seconds")
             }
-            store.add_epoch(Epoch(run_id=run_id, epoch=event["epoch"], **fields))
-            store.update_run(run_id, epochs_done=event["epoch"])
+            store.add_epoch(Epoch(run_id=run_id, epoch=event.epoch, **fields))
+            store.update_run(run_id, epochs_done=event.epoch)
             crash_point("train.epoch")
             log.info(
                 "run %s epoch %d/%d: mAP50-95 %.4f box_loss %.3f (%.1fs)",
                 run_name(run_id),
-                event["epoch"],
-                event["epochs"],
-                event["map50_95"],
-                event["box_loss"],
-                event["seconds"],
+                event.epoch,
+                event.epochs,
+                event.map50_95,
+                event.box_loss,
+                event.seconds,
             )
-        elif event["event"] == WARM_START:
-            store.update_run(run_id, warm_tensors_matched=event["matched"], warm_tensors_total=event["total"])
+        elif isinstance(event, WarmStarted):
+            store.update_run(run_id, warm_tensors_matched=event.matched, warm_tensors_total=event.total)
             _note_head_rows(run_id, event)
-        elif event["event"] == EVALUATED:
+        elif isinstance(event, Evaluated):
             crash_point("eval.scored")
-        elif event["event"] == PROGRESS:
-            store.update_run(run_id, batch=event["batch"], batches=event["batches"])
-        elif event["event"] == STARTED:  # what reproducing the run needs, and which process ran it
-            environment = {"versions": event["versions"], "dataset_sha256": spec.dataset_sha256}
-            environment |= {"replay_sha256": spec.replay_sha256, "pid": event.get("pid")}
-            store.update_run(run_id, environment=environment | {"resumed_from_epoch": event.get("resumed_from_epoch")})
-        elif event["event"] == PLATEAU:
-            plateau = {k: event[k] for k in ("epoch", "best_epoch", "epochs")}
+        elif isinstance(event, BatchProgress):
+            store.update_run(run_id, batch=event.batch, batches=event.batches)
+        elif isinstance(event, ChildStarted):  # what reproducing the run needs, and which process ran it
+            environment: dict[str, object] = {"versions": event.versions, "dataset_sha256": spec.dataset_sha256}
+            environment |= {"replay_sha256": spec.replay_sha256, "pid": event.pid}
+            store.update_run(run_id, environment=environment | {"resumed_from_epoch": event.resumed_from_epoch})
+        elif isinstance(event, PlateauReached):
+            plateau = {"epoch": event.epoch, "best_epoch": event.best_epoch, "epochs": event.epochs}
             store.update_run(run_id, params=store.run(run_id).params | {"plateau": plateau})
             log.info(
                 "run %s: val fitness flat since epoch %d; final LR decay to epoch %d",
                 run_name(run_id),
-                event["best_epoch"],
-                event["epochs"],
+                event.best_epoch,
+                event.epochs,
             )
-        elif event["event"] == PHASE:
+        elif isinstance(event, BackboneUnfrozen):
             log.info(
                 "run %s epoch %d: backbone unfrozen (%d tensors); %d/%d frozen tensors unchanged in phase one",
                 run_name(run_id),
-                event["epoch"],
-                event["unfrozen"],
-                event["frozen_unchanged"],
-                event["frozen_total"],
+                event.epoch,
+                event.unfrozen,
+                event.frozen_unchanged,
+                event.frozen_total,
             )
 
     try:
@@ -231,17 +232,17 @@ def run_cycle(
         store.update_run(run.id, RunState.FAILED, error=str(exc))
         observer.training_finished("failed", time.monotonic() - started)
         raise
-    best = Path(next(e["best"] for e in events if e["event"] == TRAINED))
-    scores = {(e["role"], e.get("eval_set", "val")): score_of(e) for e in events if e["event"] == EVALUATED}
+    best = Path(next(e.best for e in events if isinstance(e, Trained)))
+    scores = {(e.role, e.eval_set): score_of(e) for e in events if isinstance(e, Evaluated)}
     candidate = registry.add_candidate(
         best, run.id, version_id, production.id if production else None, version.class_names
     )
     assert candidate.id is not None
-    intervals = {e["eval_set"]: (e["low"], e["high"]) for e in events if e["event"] == BOOTSTRAP}
+    intervals = {e.eval_set: (e.low, e.high) for e in events if isinstance(e, BootstrapInterval)}
     class_intervals = {
-        e["eval_set"]: {name: (c["low"], c["high"]) for name, c in e.get("classes", {}).items()}
+        e.eval_set: {name: (c.low, c.high) for name, c in e.classes.items()}
         for e in events
-        if e["event"] == BOOTSTRAP
+        if isinstance(e, BootstrapInterval)
     }
     decision = gate_and_promote(
         store,
@@ -320,9 +321,9 @@ def _replay_sample(
     )
 
 
-def _note_head_rows(run_id: int, event: Event) -> None:
-    kept, total = event.get("head_rows_kept", 0), event.get("head_rows_total", 0)
-    name, fixed = run_name(run_id), event.get("head_rows_fixed", 0)
+def _note_head_rows(run_id: int, event: WarmStarted) -> None:
+    kept, total = event.head_rows_kept, event.head_rows_total
+    name, fixed = run_name(run_id), event.head_rows_fixed
     if total and kept != total:
         log.error("run %s: only %d/%d class-head rows equal the start model's", name, kept, total)
     elif fixed:

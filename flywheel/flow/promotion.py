@@ -13,6 +13,7 @@ from typing import Any
 
 from flywheel.core.config import Config
 from flywheel.core.domain import model_name
+from flywheel.core.events import Evaluated
 from flywheel.core.faults import crash_point
 from flywheel.core.gate import GateDecision, GateOutcome, GatePolicy, Score, SetVerdict, decide_gate
 from flywheel.core.ports import StorePort
@@ -34,14 +35,14 @@ def policy_of(config: Config) -> GatePolicy:
     )
 
 
-def score_of(event: Mapping[str, Any]) -> Score:
+def score_of(event: Evaluated) -> Score:
     return Score(
-        event["map50_95"],
-        event["map50"],
-        event["precision"],
-        event["recall"],
-        dict(event["per_class"]),
-        dict(event.get("instances", {})),
+        event.map50_95,
+        event.map50,
+        event.precision,
+        event.recall,
+        dict(event.per_class),
+        dict(event.instances),
     )
 
 

@@ -42,8 +42,7 @@ from prometheus_client.registry import Collector
 from flywheel import __version__
 from flywheel.core.domain import RunState, model_name, version_name
 from flywheel.core.errors import FlywheelError, StoreError
-from flywheel.core.ports import Event
-from flywheel.core.spec import EPOCH, PROGRESS
+from flywheel.core.events import BatchProgress, EpochEnded, TrainingEvent
 from flywheel.store import ObjectStore, Store
 from flywheel.store.stats import ClassCounts, Latency, Scores, Snapshot, snapshot
 
@@ -140,21 +139,21 @@ class LiveMetrics:
         self.batch_progress.set(0)
         self._train_images = self._images_of_run(run_id)
 
-    def training_event(self, event: Event) -> None:
-        if event["event"] == EPOCH:
-            self.epoch.set(event["epoch"])
-            if event.get("epochs"):
-                self.epochs.set(event["epochs"])
+    def training_event(self, event: TrainingEvent) -> None:
+        if isinstance(event, EpochEnded):
+            self.epoch.set(event.epoch)
+            if event.epochs:
+                self.epochs.set(event.epochs)
             for kind in LOSSES:
-                self.loss.labels(kind).set(event[f"{kind}_loss"])
+                self.loss.labels(kind).set(getattr(event, f"{kind}_loss"))
             for metric in SCORE_METRICS:
-                self.val.labels(metric).set(event[metric])
-            seconds = float(event["seconds"])
+                self.val.labels(metric).set(getattr(event, metric))
+            seconds = event.seconds
             self.epoch_seconds.set(seconds)
             if seconds > 0 and self._train_images:
                 self.images_per_second.set(self._train_images / seconds)
-        elif event["event"] == PROGRESS and event.get("batches"):
-            self.batch_progress.set(event["batch"] / event["batches"])
+        elif isinstance(event, BatchProgress) and event.batches:
+            self.batch_progress.set(event.batch / event.batches)
 
     def training_finished(self, outcome: str, seconds: float) -> None:
         self.running.set(0)

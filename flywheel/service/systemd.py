@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from sdnotify import SystemdNotifier
 
 from flywheel.core.domain import run_name
-from flywheel.core.ports import Event, Observer
-from flywheel.core.spec import EPOCH, EVALUATED, TRAINED
+from flywheel.core.events import EpochEnded, Evaluated, Trained, TrainingEvent
+from flywheel.core.ports import Observer
 from flywheel.service.health import Heartbeat
 
 log = logging.getLogger("flywheel.service.systemd")
@@ -149,14 +149,13 @@ class StatusObserver:
         self._training(True, f"training {self._run} ({start_kind}) epoch 0/{epochs}")
         self.inner.training_started(run_id, start_kind, epochs)
 
-    def training_event(self, event: Event) -> None:
-        kind = event.get("event")
-        if kind == EPOCH:
-            self._training(True, f"training {self._run} epoch {event['epoch']}/{event.get('epochs', self._epochs)}")
-        elif kind == TRAINED:
+    def training_event(self, event: TrainingEvent) -> None:
+        if isinstance(event, EpochEnded):
+            self._training(True, f"training {self._run} epoch {event.epoch}/{event.epochs}")
+        elif isinstance(event, Trained):
             self._training(True, f"evaluating {self._run}")
-        elif kind == EVALUATED:
-            self._training(True, f"evaluated {self._run} ({event.get('role', '?')})")
+        elif isinstance(event, Evaluated):
+            self._training(True, f"evaluated {self._run} ({event.role})")
         else:
             self.heartbeat.beat()
         self.inner.training_event(event)

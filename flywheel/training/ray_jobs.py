@@ -40,8 +40,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flywheel.core.domain import run_name
-from flywheel.core.errors import DataRootError, ExecutorUnavailable, NotFound, TrainingCancelled, TrainingError
-from flywheel.core.spec import CANCELLED, FAILED, TrainSpec
+from flywheel.core.errors import (
+    DataRootError,
+    EventError,
+    ExecutorUnavailable,
+    NotFound,
+    TrainingCancelled,
+    TrainingError,
+)
+from flywheel.core.events import ChildCancelled, ChildFailed, TrainingEvent, parse_event
+from flywheel.core.spec import TrainSpec
 from flywheel.training.runner import CANCEL_FILE, KILL_AFTER_SECONDS
 
 if TYPE_CHECKING:
@@ -49,23 +57,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flywheel.training")
 
-Event = dict[str, Any]
 
 EVENTS_FILE = "events.jsonl"
 EVENT_FD = 3
 POLL_SECONDS = 0.5
 LOG_TAIL_LINES = 20
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-
-
-def parse_event(line: bytes) -> Event | None:
-    """One line of events.jsonl as an event; None for a line that is not one (the one place
-    that knows the wire format: swap it for the typed parser when events become dataclasses)."""
-    try:
-        event = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return event if isinstance(event, dict) else None
 
 
 def submission_id(run_id: int, attempt: int, prefix: str = "") -> str:
@@ -158,7 +155,7 @@ class RayJobTrainer:
 
     # -- the Trainer interface ---------------------------------------------------------------
 
-    def run(self, spec: TrainSpec, on_event: Callable[[Event], None]) -> list[Event]:
+    def run(self, spec: TrainSpec, on_event: Callable[[TrainingEvent], None]) -> list[TrainingEvent]:
         """Submit the run's next attempt and follow it to the end; every event goes to
         `on_event` and is returned in order. When the run's newest attempt is still going
         (a daemon that restarted), it is followed instead: never two jobs for one attempt."""
@@ -180,7 +177,7 @@ class RayJobTrainer:
         finally:
             self._end()
 
-    def attach(self, spec: TrainSpec, on_event: Callable[[Event], None]) -> list[Event]:
+    def attach(self, spec: TrainSpec, on_event: Callable[[TrainingEvent], None]) -> list[TrainingEvent]:
         """Follow the newest job of `spec.run_id` from the start of its events.jsonl (the events
         already written are replayed), as `run` would have; one that finished meanwhile returns
         or raises its outcome at once. Nothing is submitted. NotFound when the run has no job."""
@@ -305,11 +302,11 @@ class RayJobTrainer:
         return RayJob(sid, attempt, "PENDING")
 
     def _follow(
-        self, client: JobSubmissionClient, spec: TrainSpec, job: RayJob, on_event: Callable[[Event], None]
-    ) -> list[Event]:
+        self, client: JobSubmissionClient, spec: TrainSpec, job: RayJob, on_event: Callable[[TrainingEvent], None]
+    ) -> list[TrainingEvent]:
         out = Path(spec.out_dir)
         name = run_name(spec.run_id)
-        events: list[Event] = []
+        events: list[TrainingEvent] = []
         offset = 0
         started = time.monotonic()
         lost_since: float | None = None
@@ -332,7 +329,11 @@ class RayJobTrainer:
             if details is not None:
                 job = self._job(details, job.attempt)
                 self.job = job
-            offset = _read_events(out / EVENTS_FILE, offset, events, on_event)
+            try:
+                offset = _read_events(out / EVENTS_FILE, offset, events, on_event)
+            except EventError as exc:  # the child and this daemon disagree on the format: stop it
+                self._stop_quietly(client, job)
+                raise EventError(f"training run {name} stopped: {exc}. Full log: {out / 'train.log'}") from None
             if not self._cancelled.is_set() and (reason := self._stop_reason(out, started)):
                 self._reason = reason
                 self._cancelled.set()
@@ -351,6 +352,12 @@ class RayJobTrainer:
             self._wake.clear()
         return self._outcome(client, spec, job, events)
 
+    def _stop_quietly(self, client: JobSubmissionClient, job: RayJob) -> None:
+        try:
+            client.stop_job(job.submission_id)
+        except (ConnectionError, OSError, RuntimeError) as exc:
+            log.warning("could not stop Ray job %s: %s", job.submission_id, exc)
+
     def _stop_reason(self, out: Path, started: float) -> str:
         cancel_file = out / CANCEL_FILE
         if cancel_file.exists():
@@ -361,16 +368,18 @@ class RayJobTrainer:
             return f"timed out after {self.timeout_seconds:.0f}s"
         return ""
 
-    def _outcome(self, client: JobSubmissionClient, spec: TrainSpec, job: RayJob, events: list[Event]) -> list[Event]:
+    def _outcome(
+        self, client: JobSubmissionClient, spec: TrainSpec, job: RayJob, events: list[TrainingEvent]
+    ) -> list[TrainingEvent]:
         name = run_name(spec.run_id)
         log_path = Path(spec.out_dir) / "train.log"
-        stopped = next((e.get("reason", "") for e in events if e.get("event") == CANCELLED), None)
+        stopped = next((e.reason for e in events if isinstance(e, ChildCancelled)), None)
         if self._cancelled.is_set() or stopped is not None or job.status == "STOPPED":
             why = self._reason or stopped or f"its Ray job {job.submission_id} was stopped"
             raise TrainingCancelled(f"training run {name} was stopped before it finished ({why}); log: {log_path}")
         if job.status == "SUCCEEDED":
             return events
-        reason = next((str(e["error"]) for e in events if e.get("event") == FAILED), job.message or "no reason given")
+        reason = next((e.error for e in events if isinstance(e, ChildFailed)), job.message or "no reason given")
         tail = self._log_tail(client, job, log_path)
         raise TrainingError(
             f"training run {name} failed (Ray job {job.submission_id} on node {job.node_id or '?'}): {reason}\n"
@@ -391,7 +400,9 @@ class RayJobTrainer:
         return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
 
 
-def _read_events(path: Path, offset: int, events: list[Event], on_event: Callable[[Event], None]) -> int:
+def _read_events(
+    path: Path, offset: int, events: list[TrainingEvent], on_event: Callable[[TrainingEvent], None]
+) -> int:
     """Hand on the whole lines written to `path` after byte `offset`; the new offset."""
     try:
         with path.open("rb") as f:
@@ -401,10 +412,9 @@ def _read_events(path: Path, offset: int, events: list[Event], on_event: Callabl
         return offset
     end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
     for line in data[:end].splitlines():
-        event = parse_event(line)
-        if event is not None:
-            events.append(event)
-            on_event(event)
+        event = parse_event(line)  # EventError for a line that is not an event this daemon knows
+        events.append(event)
+        on_event(event)
     return offset + end
 
 

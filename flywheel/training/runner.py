@@ -11,7 +11,6 @@ has not exited `KILL_AFTER_SECONDS` later is killed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -19,15 +18,13 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from flywheel.core.domain import run_name
-from flywheel.core.errors import TrainingCancelled, TrainingError
-from flywheel.core.spec import CANCELLED, FAILED, TrainSpec
+from flywheel.core.errors import EventError, TrainingCancelled, TrainingError
+from flywheel.core.events import ChildCancelled, ChildFailed, TrainingEvent, parse_event
+from flywheel.core.spec import TrainSpec
 
 log = logging.getLogger("flywheel.training")
-
-Event = dict[str, Any]
 
 CANCEL_FILE = "CANCEL"
 KILL_AFTER_SECONDS = 60.0
@@ -53,8 +50,9 @@ class SubprocessTrainer:
         self._cancelled = threading.Event()
         self._reason = ""
 
-    def run(self, spec: TrainSpec, on_event: Callable[[Event], None]) -> list[Event]:
-        """Run the child to the end; every event goes to `on_event` and is returned in order."""
+    def run(self, spec: TrainSpec, on_event: Callable[[TrainingEvent], None]) -> list[TrainingEvent]:
+        """Run the child to the end; every event goes to `on_event` and is returned in order.
+        An event this daemon cannot read stops the child and fails the run with an EventError."""
         out = Path(spec.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         spec_path = out / "spec.json"
@@ -74,7 +72,8 @@ class SubprocessTrainer:
         self._cancelled.clear()
         self._reason = ""
         (out / CANCEL_FILE).unlink(missing_ok=True)  # a request from an earlier attempt of this run
-        events: list[Event] = []
+        events: list[TrainingEvent] = []
+        malformed: EventError | None = None
         with log_path.open("ab") as log_file:
             try:
                 self._proc = subprocess.Popen(
@@ -98,11 +97,18 @@ class SubprocessTrainer:
                 with os.fdopen(read_fd, "r") as pipe:
                     for line in pipe:
                         try:
-                            event = json.loads(line)
-                        except json.JSONDecodeError:
-                            continue
+                            event = parse_event(line)
+                        except EventError as exc:
+                            if not line.endswith("\n"):  # torn: the child died while writing it
+                                log.warning("ignored the training child's last, unfinished line: %s", exc)
+                                continue
+                            malformed = exc
+                            break
                         events.append(event)
                         on_event(event)
+                if malformed is not None:  # its pipe is closed too: its next write stops it
+                    self._proc.terminate()
+                    threading.Thread(target=self._kill_later, args=(self._proc,), daemon=True).start()
                 code = self._proc.wait()
             finally:
                 watching.set()
@@ -110,12 +116,14 @@ class SubprocessTrainer:
                     timer.cancel()
                 self._proc = None
         name = run_name(spec.run_id)
-        stopped = next((e.get("reason", "") for e in events if e.get("event") == CANCELLED), None)
+        if malformed is not None:
+            raise EventError(f"training run {name} stopped: {malformed}. Full log: {log_path}")
+        stopped = next((e.reason for e in events if isinstance(e, ChildCancelled)), None)
         if self._cancelled.is_set() or stopped is not None:
             why = self._reason or stopped or "cancelled"
             raise TrainingCancelled(f"training run {name} was stopped before it finished ({why}); log: {log_path}")
         if code != 0:
-            reason = next((e["error"] for e in events if e.get("event") == FAILED), f"exit code {code}")
+            reason = next((e.error for e in events if isinstance(e, ChildFailed)), f"exit code {code}")
             raise TrainingError(f"training run {name} failed: {reason}. Full log: {log_path}")
         return events
 

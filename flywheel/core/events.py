@@ -1,0 +1,246 @@
+"""What the training child tells the daemon, as typed events.
+
+The wire format is one JSON object a line, `{"event": kind, **fields}`, on the pipe named by
+FLYWHEEL_EVENT_FD (flywheel/training/child.py). The child builds these classes and writes
+them with `encode`; the daemon reads every line with `parse_event`, which checks each key and
+its type, so a key renamed on one side fails at once, naming it, instead of as a KeyError deep
+in the cycle or a score silently missing. Keys the daemon does not know are ignored: a newer
+child may add one.
+
+Events come in this order: started, warm_start (a warm start only), then per epoch phase
+(two-phase fine-tune only), progress (a few a second), epoch, plateau (when val fitness
+stalls); trained; evaluated per eval target; bootstrap per eval set; or failed / cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, is_dataclass
+from typing import Any, ClassVar, TypeAlias, get_args, get_origin, get_type_hints
+
+from flywheel.core.errors import EventError
+
+
+@dataclass(frozen=True)
+class ChildStarted:
+    """The child runs: which process, which library versions (to reproduce the run)."""
+
+    kind: ClassVar[str] = "started"
+    pid: int
+    versions: dict[str, str]  # python, flywheel, torch, ultralytics, numpy, cuda
+    resumed_from_epoch: int  # the first epoch (1-based) this process trains when it continues a run; 0: a fresh
+    #                          run; -1: the run had finished all its epochs before it was interrupted
+
+
+@dataclass(frozen=True)
+class WarmStarted:
+    """Conv weights equal to the start checkpoint's; class-head rows kept by name."""
+
+    kind: ClassVar[str] = "warm_start"
+    matched: int
+    total: int
+    head_rows_kept: int
+    head_rows_total: int
+    head_rows_fixed: int  # rows flywheel copied because Ultralytics did not
+    shrink: float
+    perturb: float
+
+
+@dataclass(frozen=True)
+class PlateauReached:
+    """Val fitness stalled; the final LR decay phase runs to the new total `epochs`
+    (flywheel/core/budget.py)."""
+
+    kind: ClassVar[str] = "plateau"
+    epoch: int
+    best_epoch: int
+    best_fitness: float
+    epochs: int
+
+
+@dataclass(frozen=True)
+class BackboneUnfrozen:
+    """Two-phase fine-tune: the backbone trains again from this epoch on."""
+
+    kind: ClassVar[str] = "phase"
+    phase: int  # always 2
+    epoch: int
+    unfrozen: int
+    frozen_unchanged: int  # frozen tensors still equal to their value at train start
+    frozen_total: int
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Sent at most a few times a second."""
+
+    kind: ClassVar[str] = "progress"
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+
+
+@dataclass(frozen=True)
+class EpochEnded:
+    kind: ClassVar[str] = "epoch"
+    epoch: int  # 1-based
+    epochs: int
+    box_loss: float
+    cls_loss: float
+    dfl_loss: float
+    precision: float
+    recall: float
+    map50: float
+    map50_95: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Trained:
+    kind: ClassVar[str] = "trained"
+    best: str  # the run's best.pt
+    seconds: float
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    kind: ClassVar[str] = "evaluated"
+    role: str  # "candidate" or "production" (or a compared model's label)
+    eval_set: str
+    checkpoint: str
+    map50_95: float
+    map50: float
+    precision: float
+    recall: float
+    per_class: dict[str, float]  # AP50-95 of each class present in the eval set
+    instances: dict[str, int]  # boxes per class in the eval set
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ClassInterval:
+    observed: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """Paired bootstrap of candidate - production mAP50-95 on one eval set."""
+
+    kind: ClassVar[str] = "bootstrap"
+    eval_set: str
+    observed: float
+    mean: float
+    low: float
+    high: float
+    samples: int
+    confidence: float
+    classes: dict[str, ClassInterval]  # by class name
+
+
+@dataclass(frozen=True)
+class ChildFailed:
+    kind: ClassVar[str] = "failed"
+    error: str
+
+
+@dataclass(frozen=True)
+class ChildCancelled:
+    """Stopped by SIGTERM (after the current batch) or orphaned."""
+
+    kind: ClassVar[str] = "cancelled"
+    reason: str
+
+
+TrainingEvent: TypeAlias = (
+    ChildStarted
+    | WarmStarted
+    | PlateauReached
+    | BackboneUnfrozen
+    | BatchProgress
+    | EpochEnded
+    | Trained
+    | Evaluated
+    | BootstrapInterval
+    | ChildFailed
+    | ChildCancelled
+)
+
+KINDS: dict[str, type[Any]] = {cls.kind: cls for cls in get_args(TrainingEvent)}
+
+
+def encode(event: TrainingEvent) -> str:
+    """One JSON line (without the newline), as `parse_event` reads it."""
+    return json.dumps({"event": event.kind, **asdict(event)})
+
+
+def parse_event(line_or_dict: str | bytes | dict[str, Any]) -> TrainingEvent:
+    """The event a line (or its decoded dict) holds; EventError naming the kind and key if it is
+    not one this daemon knows, with every key it needs, of the right type."""
+    if isinstance(line_or_dict, dict):
+        data = line_or_dict
+    else:
+        try:
+            data = json.loads(line_or_dict)
+        except ValueError as exc:
+            raise EventError(f"training event is not JSON ({exc}): {_clip(line_or_dict)}") from None
+        if not isinstance(data, dict):
+            raise EventError(f"training event is not a JSON object: {_clip(line_or_dict)}")
+    kind = data.get("event")
+    cls = KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise EventError(f"training event has an unknown kind 'event': {kind!r} (known: {', '.join(KINDS)})")
+    event: TrainingEvent = _build(cls, data, f"training event '{kind}'")
+    return event
+
+
+def _build(cls: type[Any], data: dict[str, Any], where: str) -> Any:
+    hints = get_type_hints(cls)
+    values = {}
+    for f in fields(cls):
+        if f.name not in data:
+            raise EventError(f"{where}: missing key '{f.name}' (it has: {', '.join(sorted(data))})")
+        values[f.name] = _check(data[f.name], hints[f.name], f"{where}: key '{f.name}'")
+    return cls(**values)
+
+
+def _check(value: Any, hint: Any, where: str) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)  # JSON has one number type: 0 is a float here
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif get_origin(hint) is dict:
+        key_type, value_type = get_args(hint)
+        if isinstance(value, dict):
+            return {
+                _check(k, key_type, f"{where}[{k!r}] key"): _check(v, value_type, f"{where}[{k!r}]")
+                for k, v in value.items()
+            }
+    elif isinstance(hint, type) and is_dataclass(hint):
+        if isinstance(value, dict):
+            return _build(hint, value, where)
+    else:  # pragma: no cover - a field type this module does not check yet
+        raise TypeError(f"{where}: unsupported field type {hint!r}")
+    return _wrong(value, hint, where)
+
+
+def _wrong(value: Any, hint: Any, where: str) -> Any:
+    expected = str(hint) if get_origin(hint) else getattr(hint, "__name__", str(hint))
+    raise EventError(f"{where} should be {expected}, got {type(value).__name__} {_clip(repr(value))}")
+
+
+def _clip(text: str | bytes, limit: int = 200) -> str:
+    text = text.decode(errors="replace") if isinstance(text, bytes) else text
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit] + "..."
