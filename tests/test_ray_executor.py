@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("ray.job_submission", reason="ray[default] is not installed")
 
 from flywheel.core.errors import DataRootError, ExecutorUnavailable, TrainingCancelled, TrainingError
-from flywheel.core.events import ChildCancelled
+from flywheel.core.events import ChildCancelled, EpochEnded
 from flywheel.core.events import TrainingEvent as Event
 from flywheel.core.spec import TrainSpec
 from flywheel.training.ray_jobs import EVENTS_FILE, RayJobTrainer, check_shared_root, connect
