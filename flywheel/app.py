@@ -19,7 +19,8 @@ from flywheel.core import config as config_mod
 from flywheel.core.config import CONFIG_NAME, Config
 from flywheel.core.errors import Busy, DataRootError
 from flywheel.core.ports import NullObserver, Observer, Trainer
-from flywheel.flow.cycle import CycleResult, Workspace, resume_interrupted, run_cycle
+from flywheel.flow.cycle import CycleResult, resume_interrupted, run_cycle
+from flywheel.flow.deps import FlowDeps, Workspace
 from flywheel.flow.registry import Registry
 from flywheel.ingest.service import IngestOptions, IngestPaths, IngestResult, ingest_batch
 from flywheel.service.notify import Notifier
@@ -170,22 +171,18 @@ class App:
         self.observer.batch_processed(time.monotonic() - started, result.codes)
         return result
 
+    def deps(self) -> FlowDeps:
+        """What the flows need, built at each call: a test or the daemon may swap the trainer or
+        the observer after the App was made."""
+        return FlowDeps(self.store, self.registry, self.workspace, self.config, self.trainer, self.observer)
+
     def train(self, version_id: int, start_from: str | None = None) -> CycleResult:
         """`start_from`: `flywheel train --from` (production, base, a model id, a .yaml or .pt)."""
-        return run_cycle(
-            self.store,
-            self.registry,
-            self.workspace,
-            self.config,
-            self.trainer,
-            self.observer,
-            version_id,
-            start_from=start_from,
-        )
+        return run_cycle(self.deps(), version_id, start_from=start_from)
 
     def resume_interrupted(self) -> list[CycleResult]:
         """Continue the runs a dead process left interrupted (training.on_interrupt)."""
-        return resume_interrupted(self.store, self.registry, self.workspace, self.config, self.trainer, self.observer)
+        return resume_interrupted(self.deps())
 
 
 class DataRootLock:

@@ -199,12 +199,11 @@ def test_compare_scores_two_models_once_and_then_from_the_cache(data_root, tmp_p
     app.trainer.candidate_maps = [0.0]  # the fake trainer scores every compared model 0.7 below
     app.trainer.production_map = 0.7
     contenders = [resolve(app.store, app.registry, ref, trust=False) for ref in ("m0001", "m0002")]
-    args = (app.store, app.registry, app.datasets, app.paths.runs, app.config, app.trainer)
-    sets, results = compare(*args, contenders, 2)
+    sets, results = compare(app.deps(), contenders, 2)
     assert sets[0].name == "val"
     assert set(results) == {"m0001", "m0002"} and all("val" in r for r in results.values())
     specs_before = len(app.trainer.specs)
-    compare(*args, contenders, 2)  # everything cached now: no child process
+    compare(app.deps(), contenders, 2)  # everything cached now: no child process
     assert len(app.trainer.specs) == specs_before
     loose = tmp_path / "other.pt"
     loose.write_bytes(b"a pickle from elsewhere")

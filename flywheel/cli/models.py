@@ -220,18 +220,7 @@ def compare(
         err.print("error: no dataset version yet: ingest a batch first")
         raise typer.Exit(ExitCode.FAILED)
     contenders = [call(lambda r=r: resolve(store, application.registry, r, trust)) for r in (a, b)]  # type: ignore[misc]
-    sets, results = call(
-        lambda: compare_models(
-            store,
-            application.registry,
-            application.datasets,
-            application.paths.runs,
-            application.config,
-            application.trainer,
-            contenders,
-            vid,
-        )
-    )
+    sets, results = call(lambda: compare_models(application.deps(), contenders, vid))
     for e in sets:
         table = Table(
             "",

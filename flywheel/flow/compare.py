@@ -2,27 +2,26 @@
 
 Registered models are verified against their sha256 before loading; a checkpoint file the
 registry did not write is a pickle from elsewhere and is loaded only when the caller trusts
-it. Scores are cached by (checkpoint sha256, eval-set hash), so comparing again is free.
+it. Scores are cached by (checkpoint sha256, eval-set hash), so comparing again is free. The
+eval sets are the gate's (flywheel.flow.scoring), the golden set included when configured.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flywheel.core.config import Config
 from flywheel.core.domain import model_name, parse_id
 from flywheel.core.errors import UsageError
 from flywheel.core.events import Evaluated
 from flywheel.core.gate import Score
 from flywheel.core.hashing import sha256_file
-from flywheel.core.ports import Datasets, StorePort, Trainer
-from flywheel.core.spec import EvalTarget, TrainSpec
-from flywheel.flow.evalsets import EvalSet, version_eval_sets
-from flywheel.flow.promotion import remember, score_of
+from flywheel.core.ports import StorePort
+from flywheel.core.spec import EvalTarget
+from flywheel.flow.deps import FlowDeps
+from flywheel.flow.evalsets import EvalSet
 from flywheel.flow.registry import Registry
+from flywheel.flow.scoring import compare_dir, evaluation_spec, known_score, remember, score_of, version_scoring
 
 
 @dataclass(frozen=True)
@@ -46,56 +45,29 @@ def resolve(store: StorePort, registry: Registry, ref: str, trust: bool) -> Cont
 
 
 def compare(
-    store: StorePort,
-    registry: Registry,
-    datasets: Datasets,
-    runs: Path,
-    config: Config,
-    trainer: Trainer,
-    contenders: list[Contender],
-    version_id: int,
+    deps: FlowDeps, contenders: list[Contender], version_id: int
 ) -> tuple[list[EvalSet], dict[str, dict[str, Score]]]:
-    version = store.version(version_id)
-    manifest = store.manifest(version_id)
-    data_yaml = datasets.materialize(version_id, version.class_names, manifest)
-    parent = store.manifest(version.parent_id) if version.parent_id else {}
-    eval_sets = version_eval_sets(data_yaml, version.class_names, version.val_sha256, manifest, parent)
+    """Every contender's score on every eval set the gate would use for `version_id`; cached
+    scores are reused, the rest computed in one evaluate-only child run."""
+    store, ws = deps.store, deps.workspace
+    scoring = version_scoring(store, ws.datasets, deps.config, ws.data_root, version_id)
     results: dict[str, dict[str, Score]] = {c.label: {} for c in contenders}
     targets = []
     for c in contenders:
-        for e in eval_sets:
-            row = store.evaluation(c.sha256, e.sha256)
-            if row is not None:
-                results[c.label][e.name] = Score(
-                    row.map50_95, row.map50, row.precision, row.recall, dict(row.per_class), dict(row.instances)
-                )
+        for e in scoring.eval_sets:
+            known = known_score(store, c.sha256, e)
+            if known is not None:
+                results[c.label][e.name] = known
             else:
-                targets.append((c, e))
+                targets.append(EvalTarget(c.label, str(c.checkpoint), e.name, str(e.data_yaml)))
     if targets:
-        t = config.training
-        spec = TrainSpec(
-            run_id=0,
-            data_yaml=str(data_yaml),
-            out_dir=str(runs / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"),
-            start="",
-            start_kind="",
-            epochs=0,
-            imgsz=t.imgsz,
-            batch=t.batch,
-            device=t.device,
-            threads=t.threads or os.cpu_count() or 1,
-            seed=t.seed,
-            patience=t.patience,
-            class_names=version.class_names,
-            evaluate=[EvalTarget(c.label, str(c.checkpoint), e.name, str(e.data_yaml)) for c, e in targets],
-            evaluate_only=True,
-        )
+        names = scoring.version.class_names
+        spec = evaluation_spec(deps.config, scoring.data_yaml, compare_dir(ws.runs), names, targets)
         by_label = {c.label: c for c in contenders}
-        sets = {e.name: e for e in eval_sets}
-        for event in trainer.run(spec, lambda _e: None):
-            if not isinstance(event, Evaluated):
-                continue
-            score = score_of(event)
-            results[event.role][event.eval_set] = score
-            remember(store, by_label[event.role].sha256, sets[event.eval_set], version_id, score)
-    return eval_sets, results
+        sets = {e.name: e for e in scoring.eval_sets}
+        for event in deps.trainer.run(spec, lambda _e: None):
+            if isinstance(event, Evaluated):
+                score = score_of(event)
+                results[event.role][event.eval_set] = score
+                remember(store, by_label[event.role].sha256, sets[event.eval_set], version_id, score)
+    return scoring.eval_sets, results

@@ -1,8 +1,12 @@
 """One turn of the flywheel for a dataset version: train, evaluate, gate, promote or reject.
 
-Plain functions over explicit arguments. The trainer and the observer are ports, so a unit
-test can drive the policy with a fake trainer, and the daemon and `flywheel train` share
-this one path with the real child process.
+`run_cycle` reads top to bottom as the turn itself: what the run is scored on
+(flow/scoring.py), where it starts and with what budget (flow/starts.py), the run recorded and
+its spec written (`_open_run`), the training with its events recorded as they come
+(flow/run_events.py), the candidate gated (flow/promotion.py), and the guard or refresh that may
+train from model.base beside it (flow/guard.py). Every dependency comes in one FlowDeps; the
+trainer and the observer are ports, so a unit test drives all of it with a fake trainer, and
+the daemon and `flywheel train` share this one path with the real child process.
 """
 
 from __future__ import annotations
@@ -12,64 +16,28 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from flywheel.core.budget import Budget
-from flywheel.core.config import Config
-from flywheel.core.domain import ManifestItem, ModelStatus, RunState, StartKind, model_name, run_name, version_name
-from flywheel.core.errors import FlywheelError, TrainingCancelled, UsageError
-from flywheel.core.events import (
-    BackboneUnfrozen,
-    BatchProgress,
-    BootstrapInterval,
-    ChildStarted,
-    EpochEnded,
-    Evaluated,
-    PlateauReached,
-    Trained,
-    TrainingEvent,
-    WarmStarted,
-)
+from flywheel.core.domain import RunState, model_name, run_name, version_name
+from flywheel.core.errors import FlywheelError, TrainingCancelled
+from flywheel.core.events import BootstrapInterval, Evaluated, Trained, TrainingEvent
 from flywheel.core.faults import crash_point
-from flywheel.core.gate import GateDecision
-from flywheel.core.plan import (
-    CANDIDATE,
-    CHALLENGER,
-    Generation,
-    Start,
-    build_spec,
-    challenger_due,
-    choose_start,
-    parse_start,
-    plan_budget,
-    refresh_due,
-    resolve_params,
-)
-from flywheel.core.ports import Datasets, Objects, Observer, StorePort, Trainer
-from flywheel.core.records import Epoch, Model, Run
-from flywheel.core.spec import EvalTarget
-from flywheel.flow.evalsets import GATED, version_eval_sets
-from flywheel.flow.golden import golden_eval_sets
-from flywheel.flow.promotion import cached, gate_and_promote, score_of
+from flywheel.core.plan import CANDIDATE, Start, build_spec, resolve_params
+from flywheel.core.ports import StorePort
+from flywheel.core.records import Model, Run
+from flywheel.core.spec import EvalTarget, TrainSpec
+from flywheel.flow.deps import FlowDeps, Workspace
+from flywheel.flow.evalsets import GATED
+from flywheel.flow.guard import guard
+from flywheel.flow.promotion import gate_and_promote
 from flywheel.flow.recovery import MAX_RESUMES, reopen
-from flywheel.flow.registry import Registry
+from flywheel.flow.results import CycleResult
+from flywheel.flow.run_events import record_event
+from flywheel.flow.scoring import VersionScoring, known_score, score_of, version_scoring
+from flywheel.flow.starts import generations, replay_sample_for, run_start, warm_budget_for
 from flywheel.training import replay
 
 log = logging.getLogger("flywheel.flow.cycle")
 
-
-@dataclass(frozen=True)
-class Workspace:
-    data_root: Path
-    objects: Objects
-    datasets: Datasets  # versions/<v>/: each dataset version laid out for the trainer
-    runs: Path
-
-
-@dataclass(frozen=True)
-class CycleResult:
-    run: Run
-    model: Model | None
-    decision: GateDecision | None
-    challenger: CycleResult | None = None  # the negative-transfer guard's scratch run, when it ran
+__all__ = ["CycleResult", "FlowDeps", "Workspace", "generations", "resume_interrupted", "run_cycle", "trainable"]
 
 
 def trainable(store: StorePort, version_id: int) -> str | None:
@@ -83,13 +51,18 @@ def trainable(store: StorePort, version_id: int) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Turn:
+    """What one cycle decided before training: shared by its steps."""
+
+    scoring: VersionScoring
+    production: Model | None
+    start: Start
+    bootstrapping: bool  # the gate wants bootstrap intervals: production's per-image matches too
+
+
 def run_cycle(
-    store: StorePort,
-    registry: Registry,
-    workspace: Workspace,
-    config: Config,
-    trainer: Trainer,
-    observer: Observer,
+    deps: FlowDeps,
     version_id: int,
     *,
     start_from: str | None = None,
@@ -100,27 +73,46 @@ def run_cycle(
     """`start_from`: `flywheel train --from` (default: production, else model.base); `resume`:
     an interrupted run to continue or restart (training.on_interrupt); `purpose`: CHALLENGER
     for the negative-transfer guard's run from model.base beside the warm run `challenger_for`."""
-    version = store.version(version_id)
-    manifest = store.manifest(version_id)
-    data_yaml = workspace.datasets.materialize(version_id, version.class_names, manifest)
+    store, ws, config = deps.store, deps.workspace, deps.config
     production = store.production()
-    start = _start(store, registry, workspace.data_root, config, production, start_from, resume)
-    parent = store.manifest(version.parent_id) if version.parent_id else {}
-    eval_sets = version_eval_sets(data_yaml, version.class_names, version.val_sha256, manifest, parent)
-    eval_sets += golden_eval_sets(store, config, workspace.data_root, version.class_names, manifest)
-    evaluate = [EvalTarget("candidate", "", e.name, str(e.data_yaml)) for e in eval_sets]
-    bootstrapping = config.gate.bootstrap or config.gate.class_bootstrap  # needs production's per-image matches
-    if production is not None:  # production is re-scored only on sets it has no cached score for
-        evaluate += [
-            EvalTarget("production", str(registry.checkpoint(production)), e.name, str(e.data_yaml))
-            for e in eval_sets
-            if cached(store, production, e) is None or (bootstrapping and e.name in GATED)
+    turn = _Turn(
+        version_scoring(store, ws.datasets, config, ws.data_root, version_id),
+        production,
+        run_start(deps, production, start_from, resume),
+        config.gate.bootstrap or config.gate.class_bootstrap,
+    )
+    run, spec = _open_run(deps, turn, version_id, resume, purpose, challenger_for)
+    events = _train(deps, turn, run, spec)
+    return guard(deps, _gate(deps, turn, run, events), run_cycle)
+
+
+def _targets(deps: FlowDeps, turn: _Turn) -> list[EvalTarget]:
+    """The candidate on every eval set; production only on sets it has no cached score for
+    (or, for the bootstrap, its per-image matches on the gated sets)."""
+    sets = turn.scoring.eval_sets
+    targets = [EvalTarget("candidate", "", e.name, str(e.data_yaml)) for e in sets]
+    production = turn.production
+    if production is not None:
+        checkpoint = str(deps.registry.checkpoint(production))
+        targets += [
+            EvalTarget("production", checkpoint, e.name, str(e.data_yaml))
+            for e in sets
+            if known_score(deps.store, production.sha256, e) is None or (turn.bootstrapping and e.name in GATED)
         ]
-    budget = None if resume is not None else _budget(store, config, start, manifest, version.train_images)
+    return targets
+
+
+def _open_run(
+    deps: FlowDeps, turn: _Turn, version_id: int, resume: Run | None, purpose: str, challenger_for: int | None
+) -> tuple[Run, TrainSpec]:
+    """The run recorded (created, or reopened when resumed) and the spec its child will read."""
+    store, ws, config, start = deps.store, deps.workspace, deps.config, turn.start
+    version, manifest, data_yaml = turn.scoring.version, turn.scoring.manifest, turn.scoring.data_yaml
+    budget = None if resume is not None else warm_budget_for(store, config, start, manifest, version.train_images)
     params = resolve_params(config, start, budget) | (resume.params if resume is not None else {})  # as planned
-    sample = None if resume is not None else _replay_sample(store, workspace, config, start, version_id)
+    sample = None if resume is not None else replay_sample_for(deps, start, version_id)
     if resume is not None:
-        run, last = reopen(store, workspace.runs, resume, config.training.on_interrupt)
+        run, last = reopen(store, ws.runs, resume, config.training.on_interrupt)
     else:
         run, last = (
             store.create_run(
@@ -137,7 +129,7 @@ def run_cycle(
             "",
         )
     assert run.id is not None
-    out_dir = workspace.runs / run_name(run.id)
+    out_dir = ws.runs / run_name(run.id)
     train_yaml = data_yaml
     if sample is not None:
         train_yaml = replay.write(sample, manifest, data_yaml.parent, out_dir)
@@ -150,80 +142,41 @@ def run_cycle(
         start,
         params,
         version.class_names,
-        evaluate,
+        _targets(deps, turn),
         dataset_sha256=version.manifest_sha256,
         replay_sha256=str(run.replay.get("sample_sha256", "")),
         resume=last,
     )
-    if bootstrapping and production is not None:
-        spec = replace(
-            spec, bootstrap_samples=config.gate.bootstrap_samples, bootstrap_confidence=config.gate.bootstrap_confidence
-        )
+    if turn.bootstrapping and turn.production is not None:
+        g = config.gate
+        spec = replace(spec, bootstrap_samples=g.bootstrap_samples, bootstrap_confidence=g.bootstrap_confidence)
+    return run, spec
+
+
+def _train(deps: FlowDeps, turn: _Turn, run: Run, spec: TrainSpec) -> list[TrainingEvent]:
+    """The trainer runs the spec; each event is recorded as it comes. A cancelled or failed
+    training is recorded so and raised."""
+    store, observer, start = deps.store, deps.observer, turn.start
+    assert run.id is not None
     store.update_run(run.id, RunState.RUNNING)
     crash_point("train.started")
     log.info(
         "run %s started: %s on %s from %s, %d epochs",
         run_name(run.id),
         start.kind,
-        version_name(version_id),
+        version_name(run.version_id),
         model_name(start.model_id) if start.model_id else start.checkpoint,
         spec.epochs,
     )
     observer.training_started(run.id, start.kind, spec.epochs)
     started = time.monotonic()
-    run_id = run.id
 
     def on_event(event: TrainingEvent) -> None:
         observer.training_event(event)
-        if isinstance(event, EpochEnded):
-            fields = {
-                k: getattr(event, k)
-                for k in ("box_loss", "cls_loss", "dfl_loss", "precision", "recall", "map50", "map50_95", "seconds")
-            }
-            store.add_epoch(Epoch(run_id=run_id, epoch=event.epoch, **fields))
-            store.update_run(run_id, epochs_done=event.epoch)
-            crash_point("train.epoch")
-            log.info(
-                "run %s epoch %d/%d: mAP50-95 %.4f box_loss %.3f (%.1fs)",
-                run_name(run_id),
-                event.epoch,
-                event.epochs,
-                event.map50_95,
-                event.box_loss,
-                event.seconds,
-            )
-        elif isinstance(event, WarmStarted):
-            store.update_run(run_id, warm_tensors_matched=event.matched, warm_tensors_total=event.total)
-            _note_head_rows(run_id, event)
-        elif isinstance(event, Evaluated):
-            crash_point("eval.scored")
-        elif isinstance(event, BatchProgress):
-            store.update_run(run_id, batch=event.batch, batches=event.batches)
-        elif isinstance(event, ChildStarted):  # what reproducing the run needs, and which process ran it
-            environment: dict[str, object] = {"versions": event.versions, "dataset_sha256": spec.dataset_sha256}
-            environment |= {"replay_sha256": spec.replay_sha256, "pid": event.pid}
-            store.update_run(run_id, environment=environment | {"resumed_from_epoch": event.resumed_from_epoch})
-        elif isinstance(event, PlateauReached):
-            plateau = {"epoch": event.epoch, "best_epoch": event.best_epoch, "epochs": event.epochs}
-            store.update_run(run_id, params=store.run(run_id).params | {"plateau": plateau})
-            log.info(
-                "run %s: val fitness flat since epoch %d; final LR decay to epoch %d",
-                run_name(run_id),
-                event.best_epoch,
-                event.epochs,
-            )
-        elif isinstance(event, BackboneUnfrozen):
-            log.info(
-                "run %s epoch %d: backbone unfrozen (%d tensors); %d/%d frozen tensors unchanged in phase one",
-                run_name(run_id),
-                event.epoch,
-                event.unfrozen,
-                event.frozen_unchanged,
-                event.frozen_total,
-            )
+        record_event(store, spec, event)
 
     try:
-        events = trainer.run(spec, on_event)
+        events = deps.trainer.run(spec, on_event)
     except TrainingCancelled as exc:
         store.update_run(run.id, RunState.CANCELLED, error=str(exc))
         observer.training_finished("cancelled", time.monotonic() - started)
@@ -232,25 +185,31 @@ def run_cycle(
         store.update_run(run.id, RunState.FAILED, error=str(exc))
         observer.training_finished("failed", time.monotonic() - started)
         raise
+    observer.training_finished("succeeded", time.monotonic() - started)
+    return events
+
+
+def _gate(deps: FlowDeps, turn: _Turn, run: Run, events: list[TrainingEvent]) -> CycleResult:
+    """The trained checkpoint registered as a candidate, gated against production on the same
+    eval sets, promoted or rejected; the run recorded succeeded."""
+    store, production, version = deps.store, turn.production, turn.scoring.version
+    assert run.id is not None
     best = Path(next(e.best for e in events if isinstance(e, Trained)))
     scores = {(e.role, e.eval_set): score_of(e) for e in events if isinstance(e, Evaluated)}
-    candidate = registry.add_candidate(
-        best, run.id, version_id, production.id if production else None, version.class_names
+    candidate = deps.registry.add_candidate(
+        best, run.id, run.version_id, production.id if production else None, version.class_names
     )
     assert candidate.id is not None
-    intervals = {e.eval_set: (e.low, e.high) for e in events if isinstance(e, BootstrapInterval)}
-    class_intervals = {
-        e.eval_set: {name: (c.low, c.high) for name, c in e.classes.items()}
-        for e in events
-        if isinstance(e, BootstrapInterval)
-    }
+    bootstraps = [e for e in events if isinstance(e, BootstrapInterval)]
+    intervals = {e.eval_set: (e.low, e.high) for e in bootstraps}
+    class_intervals = {e.eval_set: {name: (c.low, c.high) for name, c in e.classes.items()} for e in bootstraps}
     decision = gate_and_promote(
         store,
-        registry,
-        config,
+        deps.registry,
+        deps.config,
         run.id,
-        version_id,
-        eval_sets,
+        run.version_id,
+        turn.scoring.eval_sets,
         candidate,
         production,
         scores,
@@ -259,152 +218,13 @@ def run_cycle(
     )
     crash_point("run.finished")
     run = store.update_run(run.id, RunState.SUCCEEDED, model_id=candidate.id)
-    observer.training_finished("succeeded", time.monotonic() - started)
-    result = CycleResult(run, store.model(candidate.id), decision)
-    return _guard(store, registry, workspace, config, trainer, observer, result)
+    return CycleResult(run, store.model(candidate.id), decision)
 
 
-# --- transfer: where a run starts, its replay sample, the guard, interrupted runs -------------
-
-
-def _start(
-    store: StorePort,
-    registry: Registry,
-    data_root: Path,
-    config: Config,
-    production: Model | None,
-    start_from: str | None,
-    resume: Run | None,
-) -> Start:
-    if resume is not None:
-        if resume.start_model_id is not None:  # the checkpoint is verified against its sha256 again
-            model = store.model(resume.start_model_id)
-            return choose_start(config, data_root, (resume.start_model_id, registry.checkpoint(model)))
-        return Start(StartKind(resume.start_kind), resume.start_checkpoint, None)
-    request = parse_start(start_from) if start_from else None
-    if request is not None and request.what == "model" and request.model_id is not None:
-        model = store.model(request.model_id)
-        return choose_start(config, data_root, (request.model_id, registry.checkpoint(model)))
-    if request is None or request.what == "production":
-        if production is not None:
-            return choose_start(config, data_root, (production.id or 0, registry.checkpoint(production)))
-        if request is not None:
-            raise UsageError("--from production: there is no production model yet; use --from base")
-    return choose_start(config, data_root, None, request.path if request is not None and request.path else None)
-
-
-def _budget(
-    store: StorePort, config: Config, start: Start, manifest: dict[str, ManifestItem], train_images: int
-) -> Budget | None:
-    """A warm start's auto budget: from the share of train images its parent never saw and the
-    parent's own val curve (flywheel/training/budget.py)."""
-    if start.kind is not StartKind.WARM or start.model_id is None:
-        return None
-    parent = store.model(start.model_id)
-    seen = store.manifest(parent.version_id)
-    new = sum(1 for sha, item in manifest.items() if item.split == "train" and sha not in seen)
-    curve = [e.map50_95 for e in store.epochs(parent.run_id)]
-    return plan_budget(config, train_images, new, curve)
-
-
-def _replay_sample(
-    store: StorePort, workspace: Workspace, config: Config, start: Start, version_id: int
-) -> replay.ReplaySample | None:
-    """The replay sample for a warm start under `replay.max_images`; None: the whole version."""
-    if not config.replay.max_images or start.kind is not StartKind.WARM or start.model_id is None:
-        return None
-    seen = store.manifest(store.model(start.model_id).version_id)
-    classes = replay.classes_from_labels(lambda sha: workspace.objects.path(sha).read_text())
-    version = store.version(version_id)
-    return replay.draw(
-        store.manifest(version_id), seen, config.replay.max_images, config.training.seed, classes, version.class_names
-    )
-
-
-def _note_head_rows(run_id: int, event: WarmStarted) -> None:
-    kept, total = event.head_rows_kept, event.head_rows_total
-    name, fixed = run_name(run_id), event.head_rows_fixed
-    if total and kept != total:
-        log.error("run %s: only %d/%d class-head rows equal the start model's", name, kept, total)
-    elif fixed:
-        log.warning("run %s: %d class-head rows were copied by name by flywheel, not Ultralytics", name, fixed)
-
-
-def generations(store: StorePort) -> list[Generation]:
-    runs = [r for r in store.runs() if r.state == RunState.SUCCEEDED and r.model_id is not None]
-    images = {v.id: v.train_images for v in store.versions()}
-    return [
-        Generation(
-            r.start_kind,
-            r.purpose,
-            store.model(r.model_id or 0).status == ModelStatus.REJECTED,
-            images.get(r.version_id, 0),
-        )
-        for r in runs
-    ]
-
-
-def _guard(
-    store: StorePort,
-    registry: Registry,
-    workspace: Workspace,
-    config: Config,
-    trainer: Trainer,
-    observer: Observer,
-    result: CycleResult,
-) -> CycleResult:
-    """The negative-transfer guard: when due, also train from model.base on the same version,
-    through the same cycle and gate, and record which of the two won."""
-    t = config.training
-    warm = result.run
-    history = generations(store)
-    reason = challenger_due(history, t.scratch_challenger_every, t.scratch_challenger_after_rejections)
-    reason = reason or refresh_due(history, t.refresh_growth)
-    if reason is None or warm.id is None:
-        return result
-    log.info("also training from model.base on %s (refresh or guard): %s", version_name(warm.version_id), reason)
-    try:
-        challenger = run_cycle(
-            store,
-            registry,
-            workspace,
-            config,
-            trainer,
-            observer,
-            warm.version_id,
-            start_from="base",
-            purpose=CHALLENGER,
-            challenger_for=warm.id,
-        )
-    except TrainingCancelled:
-        raise
-    except FlywheelError as exc:  # recorded as a failed run; the warm candidate's decision stands
-        log.error("scratch challenger for run %s failed: %s", run_name(warm.id), exc)
-        return result
-    production = store.production()
-    winner = "production"  # neither was promoted
-    if production is not None and challenger.model is not None and production.id == challenger.model.id:
-        winner = "scratch"
-    elif production is not None and result.model is not None and production.id == result.model.id:
-        winner = "warm"
-    assert challenger.run.id is not None
-    guard = {"reason": reason, "warm_run": warm.id, "challenger_run": challenger.run.id, "winner": winner}
-    run = store.update_run(challenger.run.id, guard=guard)
-    store.update_run(warm.id, guard=guard)
-    log.info("training from model.base beside the warm candidate on %s: %s won", version_name(warm.version_id), winner)
-    return CycleResult(store.run(warm.id), result.model, result.decision, replace(challenger, run=run))
-
-
-def resume_interrupted(
-    store: StorePort,
-    registry: Registry,
-    workspace: Workspace,
-    config: Config,
-    trainer: Trainer,
-    observer: Observer,
-) -> list[CycleResult]:
+def resume_interrupted(deps: FlowDeps) -> list[CycleResult]:
     """Continue each interrupted run per `training.on_interrupt` (resume from its last.pt, or
     restart it from its start); one interrupted MAX_RESUMES times is cancelled instead."""
+    store, config = deps.store, deps.config
     results: list[CycleResult] = []
     if config.training.on_interrupt == "leave":
         return results
@@ -415,5 +235,5 @@ def resume_interrupted(
             store.update_run(run.id, RunState.CANCELLED, error=f"interrupted {run.resumed + 1} times: not tried again")
             continue
         log.info("run %s was interrupted: %s it", run_name(run.id), config.training.on_interrupt)
-        results.append(run_cycle(store, registry, workspace, config, trainer, observer, run.version_id, resume=run))
+        results.append(run_cycle(deps, run.version_id, resume=run))
     return results

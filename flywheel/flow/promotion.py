@@ -13,13 +13,13 @@ from typing import Any
 
 from flywheel.core.config import Config
 from flywheel.core.domain import model_name
-from flywheel.core.events import Evaluated
 from flywheel.core.faults import crash_point
 from flywheel.core.gate import GateDecision, GateOutcome, GatePolicy, Score, SetVerdict, decide_gate
 from flywheel.core.ports import StorePort
-from flywheel.core.records import Evaluation, GateRecord, Model
+from flywheel.core.records import GateRecord, Model
 from flywheel.flow.evalsets import GATED, EvalSet
 from flywheel.flow.registry import Registry
+from flywheel.flow.scoring import known_score, remember
 
 log = logging.getLogger("flywheel.core.gate")
 
@@ -32,41 +32,6 @@ def policy_of(config: Config) -> GatePolicy:
         g.min_class_instances,
         require_interval=g.bootstrap,
         class_interval=g.class_bootstrap,
-    )
-
-
-def score_of(event: Evaluated) -> Score:
-    return Score(
-        event.map50_95,
-        event.map50,
-        event.precision,
-        event.recall,
-        dict(event.per_class),
-        dict(event.instances),
-    )
-
-
-def cached(store: StorePort, model: Model, eval_set: EvalSet) -> Score | None:
-    row = store.evaluation(model.sha256, eval_set.sha256)
-    if row is None:
-        return None
-    return Score(row.map50_95, row.map50, row.precision, row.recall, dict(row.per_class), dict(row.instances))
-
-
-def remember(store: StorePort, model_sha256: str, eval_set: EvalSet, version_id: int, score: Score) -> None:
-    """Cache a score: (checkpoint sha256, eval-set hash) is never computed twice."""
-    store.put_evaluation(
-        Evaluation(
-            model_sha256=model_sha256,
-            eval_sha256=eval_set.sha256,
-            version_id=version_id,
-            map50_95=score.map50_95,
-            map50=score.map50,
-            precision=score.precision,
-            recall=score.recall,
-            per_class=score.per_class,
-            instances=score.instances,
-        )
     )
 
 
@@ -90,7 +55,7 @@ def gate_and_promote(
         remember(store, candidate.sha256, eval_set, version_id, cand)
         prod = None
         if production is not None:
-            prod = scores.get(("production", eval_set.name)) or cached(store, production, eval_set)
+            prod = scores.get(("production", eval_set.name)) or known_score(store, production.sha256, eval_set)
             assert prod is not None, f"production was neither scored nor cached on {eval_set.name}"
             remember(store, production.sha256, eval_set, version_id, prod)
         pairs[eval_set.name] = (cand, prod)
