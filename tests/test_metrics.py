@@ -16,7 +16,7 @@ from sqlmodel import Session, col
 from flywheel.app import App
 from flywheel.cli.demo import synthetic_batch
 from flywheel.core.errors import StoreError, TrainingError
-from flywheel.service import metrics
+from flywheel.service import metrics, metrics_state
 from flywheel.service.metrics import build_registry
 from flywheel.store import sha256_file
 from flywheel.store.stats import UNCLASSIFIED, batch_latencies, forgetting
@@ -245,7 +245,7 @@ def test_metrics_stay_up_when_the_database_cannot_be_read(served, monkeypatch):
     def broken(store):
         raise StoreError("database error: disk I/O error")
 
-    monkeypatch.setattr(metrics, "snapshot", broken)
+    monkeypatch.setattr(metrics_state, "snapshot", broken)
     s = scrape(port)
     assert value(s, "flywheel_database_up") == 0
     assert value(s, "flywheel_training_running") == 1  # the live metrics are still served
@@ -298,7 +298,7 @@ def test_forgetting_is_the_largest_class_ap_drop():
 
 
 def test_used_bytes_is_the_data_root_s_files_walked_at_most_once_a_minute(tmp_path):
-    from flywheel.service.metrics import UsedBytes
+    from flywheel.service.metrics_state import UsedBytes
 
     now = [0.0]
     used = UsedBytes(max_age=60, clock=lambda: now[0])

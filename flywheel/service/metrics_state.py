@@ -1,0 +1,145 @@
+"""The facts that live in the database, read at each scrape by StateCollector in one read
+transaction (flywheel.store.stats), and the disk gauges of the data root."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from prometheus_client.core import (
+    GaugeMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from flywheel.core.errors import StoreError
+from flywheel.service.metrics_families import (
+    dataset_families,
+    inbox_families,
+    latency_families,
+    model_families,
+    training_families,
+)
+from flywheel.store import ObjectStore, Store
+from flywheel.store.stats import ClassCounts, Snapshot, snapshot
+
+log = logging.getLogger("flywheel.service.metrics")
+
+
+class UsedBytes:
+    """The bytes under a folder, walked at most once per `max_age` seconds (a scrape every 15 s
+    must not walk 100,000 objects each time). Links are not followed; hard links count once."""
+
+    def __init__(self, max_age: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age, self.clock = max_age, clock
+        self._at, self._value = -math.inf, 0
+
+    def bytes(self, root: Path) -> int:
+        now = self.clock()
+        if now - self._at >= self.max_age:
+            self._value, self._at = _walk_bytes(root), now
+        return self._value
+
+
+def _walk_bytes(root: Path) -> int:
+    total, seen, stack = 0, set(), [str(root)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    info = entry.stat(follow_symlinks=False)
+                    if (info.st_dev, info.st_ino) not in seen:
+                        seen.add((info.st_dev, info.st_ino))
+                        total += info.st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
+class StateCollector(Collector):
+    """Reads the database at each scrape, in one transaction (a few small aggregate queries)."""
+
+    def __init__(self, store: Store, objects: ObjectStore | None = None, data_root: Path | None = None):
+        self.store = store
+        self.data_root = data_root
+        self.used = UsedBytes()
+        self.class_counts = ClassCounts(objects) if objects is not None else None
+
+    def describe(self) -> list[Metric]:
+        return []  # no probe at registration: the database may not be reachable yet
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("flywheel_database_up", "1 if the last scrape could read the database, else 0")
+        try:
+            snap = snapshot(self.store)
+        except StoreError as exc:  # keep /metrics alive: the live metrics still matter
+            log.warning("database metrics skipped this scrape: %s", exc)
+            up.add_metric([], 0)
+            yield up
+        else:
+            up.add_metric([], 1)
+            yield up
+            yield from inbox_families(snap)
+            yield from dataset_families(snap)
+            yield from self._classes(snap)
+            yield from training_families(snap)
+            yield from model_families(snap)
+            yield from latency_families(snap.latencies)
+        yield from self._disk()
+
+    def _classes(self, snap: Snapshot) -> Iterator[Metric]:
+        images = GaugeMetricFamily(
+            "flywheel_dataset_class_images",
+            "Images with a box of the class, in the newest version",
+            labels=["class", "split"],
+        )
+        boxes = GaugeMetricFamily(
+            "flywheel_dataset_class_boxes", "Boxes of the class in the newest version", labels=["class", "split"]
+        )
+        latest = snap.latest_version
+        if self.class_counts is not None and latest is not None and latest.id is not None:
+            try:
+                per_image, per_box = self.class_counts.of_version(self.store, latest.id)
+            except (OSError, ValueError, StoreError) as exc:
+                log.warning("per-class dataset counts skipped this scrape: %s", exc)
+            else:
+                names = list(latest.class_names)
+                for class_id, name in enumerate(names):
+                    for split in ("train", "val"):
+                        images.add_metric([name, split], per_image.get((class_id, split), 0))
+                        boxes.add_metric([name, split], per_box.get((class_id, split), 0))
+        yield images
+        yield boxes
+
+    def _disk(self) -> Iterator[Metric]:
+        if self.data_root is None:
+            return
+        try:
+            usage = shutil.disk_usage(self.data_root)
+        except OSError as exc:
+            log.warning("disk usage of %s unknown: %s", self.data_root, exc)
+            return
+        yield GaugeMetricFamily(
+            "flywheel_data_root_used_bytes",
+            "Bytes the data root's files take (summed at most once a minute)",
+            value=self.used.bytes(self.data_root),
+        )
+        yield GaugeMetricFamily(
+            "flywheel_data_root_filesystem_size_bytes",
+            "Size of the file system holding the data root",
+            value=usage.total,
+        )
+        yield GaugeMetricFamily(
+            "flywheel_data_root_free_bytes", "Space left for flywheel on the data root's file system", value=usage.free
+        )
