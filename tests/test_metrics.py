@@ -16,7 +16,7 @@ from sqlmodel import Session, col
 from flywheel.app import App
 from flywheel.cli.demo import synthetic_batch
 from flywheel.core.errors import StoreError, TrainingError
-from flywheel.service import metrics, metrics_state
+from flywheel.service import metrics_state
 from flywheel.service.metrics import build_registry
 from flywheel.store import sha256_file
 from flywheel.store.stats import UNCLASSIFIED, batch_latencies, forgetting
