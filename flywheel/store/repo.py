@@ -3,7 +3,11 @@ Each public method is one transaction, and every state change is checked against
 transition table before it is written. Methods that read, check and then write run exclusive
 (flywheel/store/db.py `session`), on SQLite as on PostgreSQL. Rows never leave: every result is
 a flywheel.core.records value, converted here (flywheel/store/convert.py), and SQLAlchemy's
-errors become StoreError in `session`."""
+errors become StoreError in `session`.
+
+Over 300 lines on purpose: it is the port's one implementation, a short method per port query,
+and splitting it by record would scatter the transactions that touch several records at once
+(a promotion writes the model, the ledger and the pin together)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 `snapshot` reads everything a scrape needs in one transaction (one consistent view and one
 short lock, not a dozen), with aggregate queries that cost the same however long the
-daemon has run, except for the small per-row reads noted below. Nothing here writes.
+daemon has run, except for the small per-row reads noted below. Nothing here writes. Over 300
+lines on purpose: the snapshot is one transaction, and its queries are read together.
 
 Per-class dataset counts need the label files. They are read from the object store once per
 label (labels are content-addressed, so a label's counts never change) and once per version
