@@ -214,6 +214,7 @@ def flywheel(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*FLYWHEEL, *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # a real model trained once for the module (about a minute), then the real CLI
 @pytest.mark.parametrize("fmt", ["yolo", "coco", "labelstudio", "cvat"])
 def test_predict_writes_each_format_and_skips_the_unreadable_image(fmt, trained_root, unlabeled, tmp_path, data_root):
     out = tmp_path / "out"
@@ -236,6 +237,7 @@ def test_predict_writes_each_format_and_skips_the_unreadable_image(fmt, trained_
         check_cvat(out, boxes)
 
 
+@pytest.mark.slow  # a real model trained once for the module (about a minute), then the real CLI
 def test_predict_refuses_a_non_empty_out_and_a_foreign_checkpoint_without_trust(trained_root, unlabeled, tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
@@ -248,6 +250,7 @@ def test_predict_refuses_a_non_empty_out_and_a_foreign_checkpoint_without_trust(
     assert done.returncode == 2 and "--trust" in done.stderr
 
 
+@pytest.mark.slow  # a real model trained once for the module (about a minute), then the real CLI
 def test_suggest_ranks_by_score_and_packages_the_top_k(trained_root, unlabeled, tmp_path):
     archive = tmp_path / "unlabeled.zip"
     with zipfile.ZipFile(archive, "w") as z:
@@ -274,6 +277,7 @@ def test_suggest_ranks_by_score_and_packages_the_top_k(trained_root, unlabeled, 
     assert "skipped broken.jpg" in done.stdout
 
 
+@pytest.mark.slow  # a real model trained once for the module (about a minute), then the real CLI
 def test_a_checkpoint_that_does_not_load_fails_naming_its_log(trained_root, unlabeled, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

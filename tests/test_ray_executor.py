@@ -70,6 +70,7 @@ def test_an_unreachable_cluster_is_a_clear_error_at_once(tmp_path):
     assert not (tmp_path / "runs" / "r0001" / "spec.json").exists()  # nothing prepared for a job that cannot run
 
 
+@pytest.mark.slow  # a real two-node Ray cluster (about 20 s to start, once per session)
 def test_the_shared_root_check_runs_on_a_trainer_node(ray_cluster, tmp_path):
     client = connect(ray_cluster.address)
     node = check_shared_root(client, tmp_path, {TRAINER_RESOURCE: 1})
@@ -104,6 +105,7 @@ def test_a_training_runs_as_a_ray_job_on_the_trainer_node_and_a_restarted_daemon
     assert jobs_of(ray_cluster, first.prefix) == [f"{first.prefix}r0001", f"{first.prefix}r0001-2"]
 
 
+@pytest.mark.slow  # a real two-node Ray cluster (about 20 s to start, once per session)
 def test_cancel_stops_the_job_after_the_current_batch_and_an_attached_daemon_sees_it(ray_cluster, tmp_path):
     spec = tiny_spec(tmp_path, epochs=50)  # far longer than the test waits
     first = trainer(ray_cluster, tmp_path)
@@ -149,6 +151,7 @@ def test_cancel_stops_the_job_after_the_current_batch_and_an_attached_daemon_see
     assert jobs_of(ray_cluster, first.prefix) == [f"{first.prefix}r0001"]  # attach submitted nothing
 
 
+@pytest.mark.slow  # a real two-node Ray cluster (about 20 s to start, once per session)
 def test_the_cancel_file_stops_the_job(ray_cluster, tmp_path):
     spec = tiny_spec(tmp_path, epochs=50)
     job = trainer(ray_cluster, tmp_path)
@@ -162,6 +165,7 @@ def test_the_cancel_file_stops_the_job(ray_cluster, tmp_path):
     assert job.job is not None and job.job.status == "STOPPED"
 
 
+@pytest.mark.slow  # a real two-node Ray cluster (about 20 s to start, once per session)
 def test_a_failing_child_is_a_training_error_with_the_tail_of_its_log(ray_cluster, tmp_path):
     spec = dataclasses.replace(tiny_spec(tmp_path), data_yaml=str(tmp_path / "missing" / "data.yaml"))
     job = trainer(ray_cluster, tmp_path)
