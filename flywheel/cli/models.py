@@ -1,4 +1,5 @@
-"""CLI commands for the registry and the gate: models, promote, pin, history, audit, compare."""
+"""CLI commands for the registry and the gate: models, promote, rollback, pin, history, audit,
+compare. Registered on the main CLI by `register(app)`."""
 
 from __future__ import annotations
 
@@ -163,6 +164,22 @@ def promote(
     )
 
 
+def rollback(
+    reason: Reason,
+    to: Annotated[str | None, typer.Option("--to", help="A retired model id, e.g. m0003.")] = None,
+    root: Root = Path("."),
+) -> None:
+    """Make the previous production model production again (or --to MODEL_ID). Instant: no
+    training and no evaluation; recorded with who, when and why."""
+    application = call(lambda: App(root))
+    target = call(lambda: parse_id(to, "m")) if to else None
+    entry = call(lambda: application.registry.rollback(reason, to=target, actor=current_actor()))
+    out.print(
+        f"production is now {model_name(entry.model_id or 0)} (was {model_name(entry.previous_model_id or 0)}); "
+        f"recorded for {entry.actor}: {entry.reason}"
+    )
+
+
 def pin(reason: Reason, root: Root = Path(".")) -> None:
     """Hold promotions while investigating: candidates are still scored, none becomes production."""
     entry = call(lambda: App(root).registry.pin(reason))
@@ -249,5 +266,5 @@ def compare(
 def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
     app.add_typer(audit_app, name="audit")
-    for command in (promote, pin, unpin, history, compare):
+    for command in (rollback, promote, pin, unpin, history, compare):
         app.command()(command)

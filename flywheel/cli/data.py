@@ -1,5 +1,7 @@
-"""`flywheel quarantine` (list quarantined files with their reasons) and `flywheel quarantine
-retry BATCH` (send the fixed files back in). Registered on the main CLI by `register(app)`."""
+"""The data a data root holds, as it comes in: `flywheel ingest PATH` (a batch by hand),
+`flywheel versions` (the dataset versions it made), `flywheel quarantine` (the files refused,
+with their reasons) and `flywheel quarantine retry BATCH` (send the fixed files back in).
+Registered on the main CLI by `register(app)`."""
 
 from __future__ import annotations
 
@@ -10,13 +12,61 @@ import typer
 from rich.table import Table
 
 from flywheel.app import App, DataRootLock
-from flywheel.cli.common import Root, call, out
-from flywheel.core.errors import Busy
+from flywheel.cli.common import Root, call, out, setup_logging
+from flywheel.core.domain import batch_name, version_name
+from flywheel.core.errors import Busy, ExitCode
 from flywheel.ingest import quarantine
 
 quarantine_app = typer.Typer(
     help="Quarantined files and why: list them, or `retry BATCH` once they are fixed in quarantine/BATCH/."
 )
+
+
+def ingest(
+    path: Annotated[
+        Path,
+        typer.Argument(help="A batch: a folder, .zip or .tar.gz in YOLO, COCO or Pascal VOC form.", exists=True),
+    ],
+    root: Root = Path("."),
+) -> None:
+    """Ingest a batch folder by hand, exactly as the daemon would. The folder is left as it is
+    (bad files are copied to quarantine/); the daemon must not be running on the same root."""
+    setup_logging()
+    application = call(lambda: App(root))
+    lock = call(lambda: DataRootLock(application.paths.root).__enter__())  # Busy: exit 5, no traceback
+    try:
+        result = call(lambda: application.ingest(path.resolve(), move=False))
+    finally:
+        lock.close()
+    b = result.batch
+    out.print(
+        f"{batch_name(b.id or 0)} {b.state}: {result.accepted} images accepted, {result.new_images} new, "
+        f"{len(result.quarantined)} files quarantined"
+    )
+    for rel, why in result.quarantined:
+        out.print(f"  [yellow]quarantined[/yellow] {rel}: {why}", highlight=False)
+    if b.reason:
+        out.print(f"  [red]rejected[/red]: {b.reason}", highlight=False)
+    out.print(f"  version: {version_name(result.version.id or 0) if result.version else 'unchanged'}")
+    if b.state == "rejected":
+        raise typer.Exit(ExitCode.FAILED)
+
+
+def versions(root: Root = Path(".")) -> None:
+    """Dataset versions: parent, sizes, classes."""
+    store = call(lambda: App(root)).store
+    table = Table("version", "parent", "created (UTC)", "train", "val", "boxes", "classes")
+    for v in store.versions():
+        table.add_row(
+            version_name(v.id or 0),
+            version_name(v.parent_id) if v.parent_id else "-",
+            f"{v.created_at:%Y-%m-%d %H:%M:%S}",
+            str(v.train_images),
+            str(v.val_images),
+            str(v.boxes),
+            ", ".join(v.class_names),
+        )
+    out.print(table)
 
 
 @quarantine_app.callback(invoke_without_command=True)
@@ -65,4 +115,6 @@ def retry(
 
 
 def register(app: typer.Typer) -> None:
+    for command in (ingest, versions):
+        app.command()(command)
     app.add_typer(quarantine_app, name="quarantine")
