@@ -5,6 +5,7 @@ Registered on the main CLI by `register(app)`."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from flywheel.app import App, DataRootLock
 from flywheel.cli.common import Root, call, out, setup_logging
+from flywheel.cli.jsonout import Json, JsonFlag, emit, version_json
 from flywheel.core.domain import batch_name, version_name
 from flywheel.core.errors import Busy, ExitCode
 from flywheel.ingest import quarantine
@@ -52,9 +54,12 @@ def ingest(
         raise typer.Exit(ExitCode.FAILED)
 
 
-def versions(root: Root = Path(".")) -> None:
+def versions(root: Root = Path("."), as_json: JsonFlag = False) -> None:
     """Dataset versions: parent, sizes, classes."""
     store = call(lambda: App(root)).store
+    if as_json:
+        emit("versions", {"versions": [version_json(v) for v in store.versions()]})
+        return
     table = Table("version", "parent", "created (UTC)", "train", "val", "boxes", "classes")
     for v in store.versions():
         table.add_row(
@@ -70,12 +75,15 @@ def versions(root: Root = Path(".")) -> None:
 
 
 @quarantine_app.callback(invoke_without_command=True)
-def show(ctx: typer.Context, root: Root = Path(".")) -> None:
+def show(ctx: typer.Context, root: Root = Path("."), as_json: JsonFlag = False) -> None:
     """Every quarantined file, by batch, with its reason code and what is wrong."""
     if ctx.invoked_subcommand is not None:
         return
     application = call(lambda: App(root))
     entries = quarantine.list_quarantine(application.paths.quarantine)
+    if as_json:
+        emit("quarantine", quarantine_data(entries))
+        return
     if not entries:
         out.print("nothing in quarantine")
         return
@@ -89,6 +97,22 @@ def show(ctx: typer.Context, root: Root = Path(".")) -> None:
         if entry.reason:
             out.print(f"  batch refused: {entry.reason}", highlight=False)
     out.print("fix the files in place, then: flywheel quarantine retry BATCH")
+
+
+def quarantine_data(entries: list[quarantine.Quarantined]) -> Json:
+    """`flywheel quarantine --json` (flywheel.quarantine/1 in docs/cli-json.md)."""
+    return {
+        "batches": [
+            {
+                "batch": m.group(0) if (m := re.match(r"b\d+(?=-)", e.label)) else None,
+                "folder": str(e.folder),
+                "refused": e.reason,
+                "files": [{"path": f["path"], "code": f.get("code"), "reason": f["reason"]} for f in e.files],
+                "notes": [{"path": n["path"], "code": n.get("code"), "detail": n["detail"]} for n in e.notes],
+            }
+            for e in entries
+        ]
+    }
 
 
 @quarantine_app.command()

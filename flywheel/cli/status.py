@@ -10,15 +10,21 @@ from rich.table import Table
 
 from flywheel.app import App
 from flywheel.cli.common import Root, call, out
+from flywheel.cli.jsonout import Json, JsonFlag, batch_json, emit, iso, model_json, run_json, version_json
 from flywheel.cli.train import progress_of
 from flywheel.core.domain import batch_name, model_name, run_name, version_name
 from flywheel.core.plan import refresh_outlook
 from flywheel.flow.cycle import generations
 
+LAST = 10  # runs and batches shown
 
-def status(root: Root = Path(".")) -> None:
+
+def status(root: Root = Path("."), as_json: JsonFlag = False) -> None:
     """Production model, newest version, last runs and batches."""
     application = call(lambda: App(root))
+    if as_json:
+        emit("status", status_data(application))
+        return
     store = application.store
     prod = store.production()
     latest = store.latest_version()
@@ -38,10 +44,9 @@ def status(root: Root = Path(".")) -> None:
             "model, or restore the file from a backup",
             highlight=False,
         )
-    t = application.config.training
-    out.print(f"refresh: {refresh_outlook(generations(store), t.refresh_growth, t.scratch_challenger_every)}")
+    out.print(f"refresh: {_refresh(application)}")
     table = Table("run", "version", "state", "start", "epochs", "model", "error", title="training runs")
-    for r in store.runs()[-10:]:
+    for r in store.runs()[-LAST:]:
         table.add_row(
             run_name(r.id or 0),
             version_name(r.version_id),
@@ -53,7 +58,7 @@ def status(root: Root = Path(".")) -> None:
         )
     out.print(table)
     batches = Table("batch", "name", "state", "accepted", "new", "quarantined", "version", title="batches")
-    for b in store.batches()[-10:]:
+    for b in store.batches()[-LAST:]:
         batches.add_row(
             batch_name(b.id or 0),
             b.name,
@@ -64,6 +69,28 @@ def status(root: Root = Path(".")) -> None:
             version_name(b.version_id) if b.version_id else "-",
         )
     out.print(batches)
+
+
+def _refresh(application: App) -> str:
+    t = application.config.training
+    return refresh_outlook(generations(application.store), t.refresh_growth, t.scratch_challenger_every)
+
+
+def status_data(application: App) -> Json:
+    """`flywheel status --json` (flywheel.status/1 in docs/cli-json.md)."""
+    store = application.store
+    prod, latest, pin = store.production(), store.latest_version(), store.pin()
+    score = store.evaluation(prod.sha256, store.version(prod.version_id).val_sha256) if prod else None
+    return {
+        "root": str(application.paths.root),
+        "production": model_json(prod, score) if prod else None,
+        "production_problem": application.registry.production_problem() or None,
+        "pinned": {"at": iso(pin.at), "actor": pin.actor, "reason": pin.reason} if pin else None,
+        "newest_version": version_json(latest) if latest else None,
+        "refresh": _refresh(application),
+        "runs": [run_json(r) for r in store.runs()[-LAST:]],
+        "batches": [batch_json(b) for b in store.batches()[-LAST:]],
+    }
 
 
 def register(app: typer.Typer) -> None:
