@@ -22,6 +22,7 @@ from flywheel.cli.demo import synthetic_batch
 from flywheel.cli.jsonout import iso
 from flywheel.cli.main import app
 from flywheel.core.domain import batch_name, model_name, run_name, version_name
+from flywheel.prelabel import uncertainty
 from flywheel.prelabel.inputs import Inputs
 from flywheel.prelabel.records import Box, Prediction
 from flywheel.prelabel.runner import Outcome
@@ -226,3 +227,52 @@ def test_predict_and_suggest_with_a_real_model(trained_root: Path, unlabeled: Pa
     rows = json.loads((out / "ranking.json").read_text())
     assert doc["ranking"] == rows[:2] and doc["ranking_json"] == str(out / "ranking.json")
     assert sorted(p.name for p in (out / "prelabels" / "images").iterdir()) == sorted(r["image"] for r in rows[:2])
+
+
+# --- the documented shapes -----------------------------------------------------------------
+
+DOCS = Path(__file__).parents[1] / "docs" / "cli-json.md"
+
+
+def documented() -> dict[str, dict[str, Any]]:
+    """The example of each section of docs/cli-json.md, by schema; every one must parse."""
+    blocks = [b.split("```", 1)[0] for b in DOCS.read_text().split("```json\n")[1:]]
+    return {doc["schema"]: doc for doc in map(json.loads, blocks)}
+
+
+def same_keys(example: Any, real: Any, where: str = "") -> None:
+    """The example's keys are the real document's: `"…": "…"` stands for keys left out, and
+    open maps (per class, reason codes, the gate's record) are compared by their key only."""
+    if isinstance(example, dict) and isinstance(real, dict) and "…" not in example:
+        assert list(example) == list(real), where
+    if isinstance(example, dict) and isinstance(real, dict):
+        for k in set(example) & set(real) - {"per_class", "quarantine_reasons", "boxes_per_class", "gate"}:
+            same_keys(example[k], real[k], f"{where}.{k}")
+    elif isinstance(example, list) and isinstance(real, list) and example and real:
+        same_keys(example[0], real[0], f"{where}[0]")
+
+
+def test_the_docs_show_each_shape_with_the_keys_the_commands_print(root: Path, data_root: Path, tmp_path: Path):
+    examples = documented()
+    commands = ("status", "versions", "models", "models.show", "history", "quarantine", "predict", "suggest")
+    assert set(examples) == {f"flywheel.{c}/1" for c in commands}
+    mixed_batch(data_root / "inbox" / "mixed")
+    App(data_root).ingest(data_root / "inbox" / "mixed", move=True)
+    for args, schema in [
+        (["status", "--root", str(root)], "status"),
+        (["versions", "--root", str(root)], "versions"),
+        (["models", "--root", str(root)], "models"),
+        (["models", "show", "m0002", "--root", str(root)], "models.show"),
+        (["history", "--root", str(root)], "history"),
+        (["quarantine", "--root", str(data_root)], "quarantine"),
+    ]:
+        real = run_json(*args, schema=f"flywheel.{schema}/1")
+        same_keys(examples[real["schema"]], real, schema)
+    preds = [Prediction("a.png", tmp_path / "a.png", 64, 64, (Box(0, 0.9, 1, 1, 9, 9),))]
+    run = predict_cli._Run(Inputs(), Outcome(predictions=preds, names=["red"]), "m0001", tmp_path)
+    real = {"schema": "flywheel.predict/1", **predict_cli.predict_data(run, "yolo", 0.25, 0.7, preds, tmp_path)}
+    same_keys(examples["flywheel.predict/1"], real, "predict")
+    why = uncertainty.score_image([0.9]).why()
+    rows = [{"rank": 1, "image": "a.png", "source": "a.png", "score": 0.5, "why": why}]
+    real = predict_cli.suggest_data(run, "yolo", 0.25, 0.7, 1, 0.01, rows, preds, tmp_path)
+    same_keys(examples["flywheel.suggest/1"], {"schema": "flywheel.suggest/1", **real}, "suggest")
