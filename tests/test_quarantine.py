@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from flywheel.app import App
-from flywheel.cli import ingest as commands
+from flywheel.cli import data as commands
 from tests.ingest_kit import image_bytes, write, yolo_batch, zip_folder
 from tests.test_ingest import mixed_batch
 

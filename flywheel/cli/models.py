@@ -1,4 +1,5 @@
-"""CLI commands for the registry and the gate: models, promote, pin, history, audit, compare."""
+"""CLI commands for the registry and the gate: models, promote, rollback, pin, history, audit,
+compare. Registered on the main CLI by `register(app)`."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from rich.table import Table
 
 from flywheel.app import App
 from flywheel.cli.common import Root, call, err, out
+from flywheel.cli.jsonout import Json, JsonFlag, emit, iso, ledger_json, model_json, ref, run_json
 from flywheel.core import ledger
 from flywheel.core.domain import model_name, parse_id, run_name, version_name
 from flywheel.core.errors import ExitCode
-from flywheel.core.records import as_utc
+from flywheel.core.ports import StorePort
+from flywheel.core.records import Evaluation, Model, as_utc
 from flywheel.flow.compare import compare as compare_models
 from flywheel.flow.compare import resolve
 from flywheel.flow.registry import current_actor
@@ -28,15 +31,25 @@ def _f(value: float | None) -> str:
 
 
 @models_app.callback(invoke_without_command=True)
-def models(ctx: typer.Context, root: Root = Path(".")) -> None:
+def models(ctx: typer.Context, root: Root = Path("."), as_json: JsonFlag = False) -> None:
     """Models: status, version, parent, mAP on their version's val split."""
     if ctx.invoked_subcommand is not None:
         return
     application = call(lambda: App(root))
     store = application.store
+    if as_json:
+        production = store.production()
+        emit(
+            "models",
+            {
+                "production": ref(model_name, production.id if production else None),
+                "models": [model_json(m, _val_score(store, m)) for m in store.models()],
+            },
+        )
+        return
     table = Table("model", "status", "version", "run", "parent", "mAP50-95", "mAP50", "sha256")
     for m in store.models():
-        score = store.evaluation(m.sha256, store.version(m.version_id).val_sha256)
+        score = _val_score(store, m)
         table.add_row(
             model_name(m.id or 0),
             m.status,
@@ -50,13 +63,22 @@ def models(ctx: typer.Context, root: Root = Path(".")) -> None:
     out.print(table)
 
 
+def _val_score(store: StorePort, m: Model) -> Evaluation | None:
+    return store.evaluation(m.sha256, store.version(m.version_id).val_sha256)
+
+
 @models_app.command()
-def show(model_id: Annotated[str, typer.Argument(help="e.g. m0003")], root: Root = Path(".")) -> None:
+def show(
+    model_id: Annotated[str, typer.Argument(help="e.g. m0003")], root: Root = Path("."), as_json: JsonFlag = False
+) -> None:
     """One model: its record, the gate decision on it (scores overall and per class, margins,
     the deciding rule, the eval-set hash), and its ledger entries."""
     application = call(lambda: App(root))
     store = application.store
     model = call(lambda: store.model(call(lambda: parse_id(model_id, "m"))))
+    if as_json:
+        emit("models.show", show_data(store, model))
+        return
     name = model_name(model.id or 0)
     run = store.run(model.run_id)
     out.print(f"[bold]{name}[/bold]  {model.status}  sha256 {model.sha256}")
@@ -105,6 +127,44 @@ def show(model_id: Annotated[str, typer.Argument(help="e.g. m0003")], root: Root
                 f"{entry.reason}",
                 highlight=False,
             )
+
+
+def show_data(store: StorePort, model: Model) -> Json:
+    """`flywheel models show ID --json` (flywheel.models.show/1 in docs/cli-json.md)."""
+    run = store.run(model.run_id)
+    decision = next((g for g in store.gate_decisions() if g.candidate_model_id == model.id), None)
+    gate: Json | None = None
+    if decision is not None:
+        details = decision.details
+        gate = {
+            "id": decision.id,
+            "outcome": decision.outcome,
+            "rule": decision.rule,
+            "held": decision.held,
+            "against": ref(model_name, decision.production_model_id),
+            "eval_sha256": decision.eval_sha256,
+            "candidate_map50_95": decision.candidate_map,
+            "production_map50_95": decision.production_map,
+            "margin": decision.margin,
+            "tolerance": decision.tolerance,
+            "decided_at": iso(decision.created_at),
+            "policy": details.get("policy", {}),
+            "eval_sets": details.get("eval_sets", {}),
+            "verdicts": details.get("verdicts", []),
+            "forgetting": details.get("forgetting", {}),
+        }
+    return {
+        "model": model_json(model, _val_score(store, model)),
+        "run": {
+            **run_json(run),
+            "strategy": run.params.get("strategy"),
+            "budget": run.params.get("budget"),
+            "plateau": run.params.get("plateau"),
+            "guard": run.guard or None,
+        },
+        "gate": gate,
+        "ledger": [ledger_json(e) for e in store.ledger() if model.id in (e.model_id, e.previous_model_id)],
+    }
 
 
 def _print_verdict(verdict: dict[str, Any], policy: dict[str, Any]) -> None:
@@ -163,6 +223,22 @@ def promote(
     )
 
 
+def rollback(
+    reason: Reason,
+    to: Annotated[str | None, typer.Option("--to", help="A retired model id, e.g. m0003.")] = None,
+    root: Root = Path("."),
+) -> None:
+    """Make the previous production model production again (or --to MODEL_ID). Instant: no
+    training and no evaluation; recorded with who, when and why."""
+    application = call(lambda: App(root))
+    target = call(lambda: parse_id(to, "m")) if to else None
+    entry = call(lambda: application.registry.rollback(reason, to=target, actor=current_actor()))
+    out.print(
+        f"production is now {model_name(entry.model_id or 0)} (was {model_name(entry.previous_model_id or 0)}); "
+        f"recorded for {entry.actor}: {entry.reason}"
+    )
+
+
 def pin(reason: Reason, root: Root = Path(".")) -> None:
     """Hold promotions while investigating: candidates are still scored, none becomes production."""
     entry = call(lambda: App(root).registry.pin(reason))
@@ -175,10 +251,14 @@ def unpin(reason: Reason, root: Root = Path(".")) -> None:
     out.print(f"production unpinned by {entry.actor}: {entry.reason}")
 
 
-def history(root: Root = Path(".")) -> None:
+def history(root: Root = Path("."), as_json: JsonFlag = False) -> None:
     """The production ledger: every promotion, rejection, rollback and pin, oldest first."""
+    entries = call(lambda: App(root)).store.ledger()
+    if as_json:
+        emit("history", {"entries": [ledger_json(e) for e in entries]})
+        return
     table = Table("#", "when (UTC)", "action", "model", "was", "by", "reason", "hash")
-    for e in call(lambda: App(root)).store.ledger():
+    for e in entries:
         table.add_row(
             str(e.id),
             f"{as_utc(e.at):%Y-%m-%d %H:%M:%S}",
@@ -238,5 +318,5 @@ def compare(
 def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
     app.add_typer(audit_app, name="audit")
-    for command in (promote, pin, unpin, history, compare):
+    for command in (rollback, promote, pin, unpin, history, compare):
         app.command()(command)

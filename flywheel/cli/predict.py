@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flywheel.app import App
 from flywheel.cli.common import Root, call, err, out
+from flywheel.cli.jsonout import Json, JsonFlag, emit
 from flywheel.core.domain import model_name
 from flywheel.core.errors import UsageError
 from flywheel.flow.compare import resolve
@@ -82,6 +83,7 @@ def predict(
     out_dir: Out = None,
     image_prefix: Prefix = "",
     root: Root = Path("."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Pre-label images with the production model (or --model) in the labeling tool's format.
 
@@ -93,6 +95,9 @@ def predict(
     with _run(paths, model, trust, conf, iou, imgsz, device, out_dir, root, "prelabels") as run:
         predictions = [p.above(conf) for p in run.outcome.predictions]
         written = writers.write(fmt, run.out, predictions, run.outcome.names, run.model, image_prefix)
+    if as_json:
+        emit("predict", predict_data(run, fmt, conf, iou, predictions, written))
+        return
     boxes = sum(len(p.boxes) for p in predictions)
     out.print(
         f"{len(predictions)} images pre-labeled by {run.model} (imgsz {run.outcome.imgsz}, conf {conf}): "
@@ -116,6 +121,7 @@ def suggest(
     out_dir: Out = None,
     image_prefix: Prefix = "",
     root: Root = Path("."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Rank unlabeled images by how much labeling them would likely teach the model.
 
@@ -128,7 +134,10 @@ def suggest(
     fmt = _format(fmt)
     scoring = min(uncertainty.SCORING_CONF, conf)
     with _run(paths, model, trust, scoring, iou, imgsz, device, out_dir, root, "suggest") as run:
-        ranking, written, chosen = _rank_and_write(run, top, fmt, conf, image_prefix)
+        ranking, rows, written, chosen = _rank_and_write(run, top, fmt, conf, image_prefix)
+    if as_json:
+        emit("suggest", suggest_data(run, fmt, conf, iou, top, scoring, rows, chosen, written))
+        return
     out.print(
         f"ranked {len(ranking)} images by uncertainty under {run.model}: {run.out / 'ranking.csv'}", soft_wrap=True
     )
@@ -140,7 +149,7 @@ def suggest(
 
 def _rank_and_write(
     run: _Run, top: int, fmt: str, conf: float, image_prefix: str
-) -> tuple[list[tuple[str, uncertainty.Uncertainty]], Path, list[Prediction]]:
+) -> tuple[list[tuple[str, uncertainty.Uncertainty]], list[dict[str, Any]], Path, list[Prediction]]:
     by_name = {p.name: p for p in run.outcome.predictions}
     origin = {f.name: f.origin for f in run.inputs.images}
     ranking = uncertainty.rank({p.name: [b.conf for b in p.boxes] for p in run.outcome.predictions})
@@ -157,7 +166,66 @@ def _rank_and_write(
             writer.writerow([r["rank"], r["image"], r["score"], *(r["why"][t] for t in terms), r["source"]])
     chosen = [by_name[name].above(conf) for name, _ in ranking[:top]]
     written = writers.write(fmt, run.out / "prelabels", chosen, run.outcome.names, run.model, image_prefix)
-    return ranking, written, chosen
+    return ranking, rows, written, chosen
+
+
+def _summary(run: _Run, fmt: str, conf: float, iou: float, predictions: Sequence[Prediction]) -> Json:
+    """What predict and suggest both report: the model, where and how the package was
+    written, the boxes in it per class, and the images skipped with the reason."""
+    names = run.outcome.names
+    per_class = dict.fromkeys(names, 0)
+    for p in predictions:
+        for b in p.boxes:
+            name = names[b.cls] if 0 <= b.cls < len(names) else str(b.cls)
+            per_class[name] = per_class.get(name, 0) + 1
+    return {
+        "model": run.model,
+        "out": str(run.out.resolve()),
+        "format": fmt,
+        "imgsz": run.outcome.imgsz,
+        "conf": conf,
+        "iou": iou,
+        "classes": list(names),
+        "images": len(predictions),
+        "boxes": sum(per_class.values()),
+        "boxes_per_class": per_class,
+        "skipped": [{"image": name, "reason": why} for name, why in [*run.inputs.skipped, *run.outcome.failed]],
+    }
+
+
+def predict_data(
+    run: _Run, fmt: str, conf: float, iou: float, predictions: Sequence[Prediction], written: Path
+) -> Json:
+    """`flywheel predict --json` (flywheel.predict/1 in docs/cli-json.md)."""
+    return {**_summary(run, fmt, conf, iou, predictions), "written": str(written.resolve())}
+
+
+def suggest_data(
+    run: _Run,
+    fmt: str,
+    conf: float,
+    iou: float,
+    top: int,
+    scoring_conf: float,
+    rows: list[dict[str, Any]],
+    chosen: Sequence[Prediction],
+    written: Path,
+) -> Json:
+    """`flywheel suggest --json` (flywheel.suggest/1 in docs/cli-json.md): the summary of the
+    top-K package, with the ranking's top K (every image's row is in ranking.json)."""
+    summary = _summary(run, fmt, conf, iou, chosen)
+    return {
+        **summary,
+        "images": len(rows),
+        "top": top,
+        "prelabeled": len(chosen),
+        "scoring_conf": scoring_conf,
+        "ranking_csv": str((run.out / "ranking.csv").resolve()),
+        "ranking_json": str((run.out / "ranking.json").resolve()),
+        "prelabels": str((run.out / "prelabels").resolve()),
+        "written": str(written.resolve()),
+        "ranking": rows[:top],
+    }
 
 
 def _format(fmt: str) -> str:

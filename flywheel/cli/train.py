@@ -1,21 +1,101 @@
-"""What `flywheel train` adds to the cycle: a progress bar, and `--cancel` from another process."""
+"""`flywheel train`, and what it adds to the cycle: a progress bar, `--cancel` from another
+process, and asking the daemon when it holds the data root. Registered on the main CLI by
+`register(app)`."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flywheel.app import App, DataRootLock
-from flywheel.core.domain import RunState, model_name, run_name
-from flywheel.core.errors import Busy
+from flywheel.cli.common import Root, call, err, out, setup_logging
+from flywheel.core.domain import RunState, model_name, parse_id, run_name
+from flywheel.core.errors import Busy, ExitCode
 from flywheel.core.events import BatchProgress, EpochEnded, TrainingEvent
 from flywheel.core.ports import NullObserver, StorePort
 from flywheel.core.records import Run
+from flywheel.flow.registry import current_actor
 from flywheel.service import train_queue
 from flywheel.training.runner import request_cancel
+
+
+def train(
+    root: Root = Path("."),
+    version: Annotated[str | None, typer.Option(help="Version to train (default: the newest).")] = None,
+    start_from: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Start point: `production` (the default once there is one), `base` (model.base), a model "
+            "id such as m0003, a model YAML (yolov8n.yaml: from scratch) or a .pt path (weights you provide).",
+        ),
+    ] = None,
+    cancel: Annotated[
+        bool,
+        typer.Option(
+            "--cancel",
+            help="Stop the training running now (the daemon's or another `flywheel train`'s) after its "
+            "current batch; it is recorded as cancelled.",
+        ),
+    ] = False,
+    wait: Annotated[float, typer.Option(help="With --cancel: seconds to wait for it to stop.")] = 120.0,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow/--no-follow",
+            help="When the daemon runs: wait for the training it starts for you (default), or only queue it.",
+        ),
+    ] = True,
+) -> None:
+    """Train now on the newest version (or --version), then gate and promote or reject.
+
+    While the daemon runs (it holds the data root), the training is asked of the daemon and
+    goes through its one queue: it starts at the daemon's next step, after any batch being
+    ingested and any training already running, whatever min_new_images or the schedule say.
+    """
+    setup_logging()
+    if cancel:
+        application = call(lambda: App(root))
+        runs = call(lambda: cancel_running(application, current_actor(), wait))
+        if not runs:
+            err.print("no training is running")
+            raise typer.Exit(ExitCode.FAILED)
+        for r in runs:
+            out.print(f"run {run_name(r.id or 0)}: {r.state}" + (f" ({r.error})" if r.error else ""))
+        raise typer.Exit(ExitCode.OK if all(r.state != "running" for r in runs) else ExitCode.FAILED)
+    progress = TrainProgress(err)
+    application = call(lambda: App(root, observer=progress))
+    lock = DataRootLock(application.paths.root)
+    try:
+        lock.__enter__()
+    except Busy:
+        vid_asked = call(lambda: parse_id(version, "v")) if version else None
+        run = through_daemon(application, vid_asked, start_from, current_actor(), err, follow)
+        if run is not None:  # the same ending as a local training: the model and the gate's word on it
+            for line in run_ending(application.store, run):
+                out.print(line, highlight=False)
+            raise typer.Exit(ExitCode.OK if run.state == "succeeded" else ExitCode.FAILED) from None
+        if follow:
+            err.print(
+                "error: the daemon made no run for this request (no dataset version, or a bad --from): see its log"
+            )
+            raise typer.Exit(ExitCode.FAILED) from None
+        return
+    with contextlib.closing(lock), progress:  # the lock is held already: only released here
+        latest = application.store.latest_version()
+        if version is None and latest is None:
+            err.print("error: no dataset version yet: ingest a batch first (`flywheel ingest PATH`)")
+            raise typer.Exit(ExitCode.FAILED)
+        vid = call(lambda: parse_id(version, "v")) if version else latest.id  # type: ignore[union-attr]
+        result = call(lambda: application.train(vid or 0, start_from=start_from))
+    for line in run_ending(application.store, result.run):
+        out.print(line, highlight=False)
 
 
 class TrainProgress(NullObserver):
@@ -136,3 +216,7 @@ def _one_run(store: StorePort, run: Run, what: str) -> str:
         return head + (f" ({run.error})" if run.error else "")
     words = next((e.reason for e in store.ledger() if e.model_id == run.model_id), "")  # the gate's, its first
     return f"{head}, model {model_name(run.model_id)} {words}".rstrip()
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)

@@ -1,0 +1,97 @@
+"""`flywheel status`: the production model, the newest version, the last runs and batches.
+Registered on the main CLI by `register(app)`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from flywheel.app import App
+from flywheel.cli.common import Root, call, out
+from flywheel.cli.jsonout import Json, JsonFlag, batch_json, emit, iso, model_json, run_json, version_json
+from flywheel.cli.train import progress_of
+from flywheel.core.domain import batch_name, model_name, run_name, version_name
+from flywheel.core.plan import refresh_outlook
+from flywheel.flow.cycle import generations
+
+LAST = 10  # runs and batches shown
+
+
+def status(root: Root = Path("."), as_json: JsonFlag = False) -> None:
+    """Production model, newest version, last runs and batches."""
+    application = call(lambda: App(root))
+    if as_json:
+        emit("status", status_data(application))
+        return
+    store = application.store
+    prod = store.production()
+    latest = store.latest_version()
+    out.print(f"data root: {application.paths.root}")
+    out.print(
+        f"production: {model_name(prod.id or 0) + ' (' + version_name(prod.version_id) + ')' if prod else 'none'}"
+    )
+    out.print(
+        f"newest version: {version_name(latest.id or 0) if latest else 'none'}"
+        + (f" ({latest.train_images} train / {latest.val_images} val images)" if latest else "")
+    )
+    problem = application.registry.production_problem()
+    if problem:
+        out.print(
+            f"[red]production is damaged[/red]: {problem}. The daemon restores a damaged copy from the intact "
+            "one at its next step; if both are damaged, `flywheel rollback --reason '...'` serves the previous "
+            "model, or restore the file from a backup",
+            highlight=False,
+        )
+    out.print(f"refresh: {_refresh(application)}")
+    table = Table("run", "version", "state", "start", "epochs", "model", "error", title="training runs")
+    for r in store.runs()[-LAST:]:
+        table.add_row(
+            run_name(r.id or 0),
+            version_name(r.version_id),
+            r.state,
+            r.start_kind,
+            progress_of(r),
+            model_name(r.model_id) if r.model_id else "-",
+            r.error or "",
+        )
+    out.print(table)
+    batches = Table("batch", "name", "state", "accepted", "new", "quarantined", "version", title="batches")
+    for b in store.batches()[-LAST:]:
+        batches.add_row(
+            batch_name(b.id or 0),
+            b.name,
+            b.state,
+            str(b.images_ok),
+            str(b.images_new),
+            str(b.quarantined),
+            version_name(b.version_id) if b.version_id else "-",
+        )
+    out.print(batches)
+
+
+def _refresh(application: App) -> str:
+    t = application.config.training
+    return refresh_outlook(generations(application.store), t.refresh_growth, t.scratch_challenger_every)
+
+
+def status_data(application: App) -> Json:
+    """`flywheel status --json` (flywheel.status/1 in docs/cli-json.md)."""
+    store = application.store
+    prod, latest, pin = store.production(), store.latest_version(), store.pin()
+    score = store.evaluation(prod.sha256, store.version(prod.version_id).val_sha256) if prod else None
+    return {
+        "root": str(application.paths.root),
+        "production": model_json(prod, score) if prod else None,
+        "production_problem": application.registry.production_problem() or None,
+        "pinned": {"at": iso(pin.at), "actor": pin.actor, "reason": pin.reason} if pin else None,
+        "newest_version": version_json(latest) if latest else None,
+        "refresh": _refresh(application),
+        "runs": [run_json(r) for r in store.runs()[-LAST:]],
+        "batches": [batch_json(b) for b in store.batches()[-LAST:]],
+    }
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(status)
