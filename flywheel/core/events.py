@@ -180,24 +180,34 @@ def encode(event: TrainingEvent) -> str:
 def parse_event(line_or_dict: str | bytes | dict[str, Any]) -> TrainingEvent:
     """The event a line (or its decoded dict) holds; EventError naming the kind and key if it is
     not one this daemon knows, with every key it needs, of the right type."""
+    event: TrainingEvent = parse_record(KINDS, line_or_dict, "training event")
+    return event
+
+
+def parse_record(kinds: dict[str, type[Any]], line_or_dict: str | bytes | dict[str, Any], what: str) -> Any:
+    """The record of `kinds` (by its "event" key) a JSON line or its dict holds, each field checked
+    by `build`; EventError starting with `what` ("training event") naming the kind and the key.
+    Shared by every child-to-parent stream (flywheel/core/predict_events.py too)."""
     if isinstance(line_or_dict, dict):
         data = line_or_dict
     else:
         try:
             data = json.loads(line_or_dict)
         except ValueError as exc:
-            raise EventError(f"training event is not JSON ({exc}): {_clip(line_or_dict)}") from None
+            raise EventError(f"{what} is not JSON ({exc}): {_clip(line_or_dict)}") from None
         if not isinstance(data, dict):
-            raise EventError(f"training event is not a JSON object: {_clip(line_or_dict)}")
+            raise EventError(f"{what} is not a JSON object: {_clip(line_or_dict)}")
     kind = data.get("event")
-    cls = KINDS.get(kind) if isinstance(kind, str) else None
+    cls = kinds.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise EventError(f"training event has an unknown kind 'event': {kind!r} (known: {', '.join(KINDS)})")
-    event: TrainingEvent = _build(cls, data, f"training event '{kind}'")
-    return event
+        raise EventError(f"{what} has an unknown kind 'event': {kind!r} (known: {', '.join(kinds)})")
+    return build(cls, data, f"{what} '{kind}'")
 
 
-def _build(cls: type[Any], data: dict[str, Any], where: str) -> Any:
+def build(cls: type[Any], data: dict[str, Any], where: str) -> Any:
+    """Dataclass `cls` from the JSON object `data`: every field present and of its annotated type
+    (bool, int, float, str, dict[K, V], tuple[T, ...], a nested dataclass, or a NamedTuple, which
+    is a JSON array); keys it does not name are ignored. EventError naming `where` and the key."""
     hints = get_type_hints(cls)
     values = {}
     for f in fields(cls):
@@ -227,16 +237,30 @@ def _check(value: Any, hint: Any, where: str) -> Any:
                 _check(k, key_type, f"{where}[{k!r}] key"): _check(v, value_type, f"{where}[{k!r}]")
                 for k, v in value.items()
             }
+    elif get_origin(hint) is tuple and get_args(hint)[1:] == (Ellipsis,):
+        if isinstance(value, list | tuple):
+            return tuple(_check(v, get_args(hint)[0], f"{where}[{i}]") for i, v in enumerate(value))
+    elif _is_named_tuple(hint):  # a JSON array, field by field
+        if isinstance(value, list | tuple) and len(value) == len(hint._fields):
+            hints = get_type_hints(hint)
+            return hint(*(_check(v, hints[n], f"{where} '{n}'") for n, v in zip(hint._fields, value, strict=True)))
     elif isinstance(hint, type) and is_dataclass(hint):
         if isinstance(value, dict):
-            return _build(hint, value, where)
+            return build(hint, value, where)
     else:  # pragma: no cover - a field type this module does not check yet
         raise TypeError(f"{where}: unsupported field type {hint!r}")
     return _wrong(value, hint, where)
 
 
+def _is_named_tuple(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, tuple) and hasattr(hint, "_fields")
+
+
 def _wrong(value: Any, hint: Any, where: str) -> Any:
-    expected = str(hint) if get_origin(hint) else getattr(hint, "__name__", str(hint))
+    if _is_named_tuple(hint):
+        expected = f"a list [{', '.join(hint._fields)}]"
+    else:
+        expected = str(hint) if get_origin(hint) else getattr(hint, "__name__", str(hint))
     raise EventError(f"{where} should be {expected}, got {type(value).__name__} {_clip(repr(value))}")
 
 
