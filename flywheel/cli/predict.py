@@ -24,6 +24,7 @@ from flywheel.cli.common import Root, call, err, out
 from flywheel.cli.jsonout import Json, JsonFlag, emit
 from flywheel.core.domain import model_name
 from flywheel.core.errors import UsageError
+from flywheel.core.predict_events import ImageFailed, ImagePredicted, PredictEvent, PredictStarted
 from flywheel.flow.compare import resolve
 from flywheel.ingest import archives
 from flywheel.prelabel import inputs as inputs_mod
@@ -300,11 +301,11 @@ def _run(
         with bar:
             task = bar.add_task(f"{label}", total=len(found.images), status="loading the model")
 
-            def on_event(event: dict[str, Any]) -> None:
-                if event["event"] == "started":
-                    bar.update(task, status=f"imgsz {event['imgsz']}")
-                elif event["event"] in ("image", "image_failed"):
-                    bar.update(task, completed=event["index"] + 1)
+            def on_event(event: PredictEvent) -> None:
+                if isinstance(event, PredictStarted):
+                    bar.update(task, status=f"imgsz {event.imgsz}")
+                elif isinstance(event, ImagePredicted | ImageFailed):
+                    bar.update(task, completed=event.index + 1)
 
             outcome = call(lambda: runner.predict(request, found.images, work, application.paths.ultralytics, on_event))
         target.mkdir(parents=True, exist_ok=True)

@@ -1,23 +1,33 @@
 """CLI side of prediction: start `python -m flywheel.training.predict`, relay its events, and
-turn them into `Prediction`s. torch stays in the child; a child that crashes ends as a
-TrainingError naming its log, never as a traceback here."""
+turn them into `Prediction`s. torch stays in the child; a child that crashes, or sends a line
+that is not one of flywheel/core/predict_events.py's events, ends as a TrainingError naming its
+log, never as a traceback here."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from flywheel.core.errors import TrainingError
+from flywheel.core.errors import EventError, TrainingError
+from flywheel.core.predict_events import (
+    ImageFailed,
+    ImagePredicted,
+    PredictDone,
+    PredictEvent,
+    PredictFailed,
+    PredictStarted,
+    parse_predict_event,
+)
 from flywheel.prelabel.inputs import Found
 from flywheel.prelabel.records import Box, Prediction
 
-Event = dict[str, Any]
+log = logging.getLogger("flywheel.prelabel")
 
 
 @dataclass
@@ -45,10 +55,11 @@ def predict(
     images: list[Found],
     work: Path,
     config_dir: Path,
-    on_event: Callable[[Event], None],
+    on_event: Callable[[PredictEvent], None],
     python: str = sys.executable,
 ) -> Outcome:
-    """Run the child over `images`; `work` gets request.json and predict.log."""
+    """Run the child over `images`; `work` gets request.json and predict.log. An event this
+    process cannot read stops the child and fails the prediction with an EventError."""
     work.mkdir(parents=True, exist_ok=True)
     request_path = work / "request.json"
     body = {**request.__dict__, "checkpoint": str(request.checkpoint), "images": [str(f.path) for f in images]}
@@ -66,7 +77,8 @@ def predict(
         "PYTHONUNBUFFERED": "1",
     }
     outcome = Outcome()
-    events: list[Event] = []
+    events: list[PredictEvent] = []
+    malformed: EventError | None = None
     with log_path.open("ab") as log_file:
         try:
             proc = subprocess.Popen(
@@ -83,31 +95,38 @@ def predict(
             with os.fdopen(read_fd, "r") as pipe:
                 for line in pipe:
                     try:
-                        event = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
+                        event = parse_predict_event(line)
+                    except EventError as exc:
+                        if not line.endswith("\n"):  # torn: the child died while writing it
+                            log.warning("ignored the predict child's last, unfinished line: %s", exc)
+                            continue
+                        malformed = exc
+                        break
                     events.append(event)
                     _take(event, images, outcome)
                     on_event(event)
+            if malformed is not None:  # its pipe is closed too: its next write stops it
+                proc.terminate()
             code = proc.wait()
         except BaseException:  # Ctrl-C: do not leave the child running
             proc.terminate()
             proc.wait()
             raise
-    if code != 0 or not any(e.get("event") == "done" for e in events):
-        reason = next((e["error"] for e in events if e.get("event") == "failed"), f"exit code {code}")
+    if malformed is not None:
+        raise EventError(f"prediction stopped: {malformed}. Full log: {log_path}")
+    if code != 0 or not any(isinstance(e, PredictDone) for e in events):
+        reason = next((e.error for e in events if isinstance(e, PredictFailed)), f"exit code {code}")
         raise TrainingError(f"prediction failed: {reason}. Full log: {log_path}")
     return outcome
 
 
-def _take(event: Event, images: list[Found], outcome: Outcome) -> None:
-    kind = event.get("event")
-    if kind == "started":
-        outcome.names = [str(n) for n in event["names"]]
-        outcome.imgsz = int(event["imgsz"])
-    elif kind == "image":
-        found = images[event["index"]]
-        boxes = tuple(Box(int(c), float(p), x1, y1, x2, y2) for c, p, x1, y1, x2, y2 in event["boxes"])
-        outcome.predictions.append(Prediction(found.name, found.path, event["width"], event["height"], boxes))
-    elif kind == "image_failed":
-        outcome.failed.append((images[event["index"]].name, str(event["error"])))
+def _take(event: PredictEvent, images: list[Found], outcome: Outcome) -> None:
+    if isinstance(event, PredictStarted):
+        outcome.names = list(event.names)
+        outcome.imgsz = event.imgsz
+    elif isinstance(event, ImagePredicted):
+        found = images[event.index]
+        boxes = tuple(Box(d.cls, d.conf, d.x1, d.y1, d.x2, d.y2) for d in event.boxes)
+        outcome.predictions.append(Prediction(found.name, found.path, event.width, event.height, boxes))
+    elif isinstance(event, ImageFailed):
+        outcome.failed.append((images[event.index].name, event.error))

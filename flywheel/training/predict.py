@@ -5,12 +5,10 @@ JSON line on the file descriptor named by FLYWHEEL_EVENT_FD (stdout when unset);
 stdout/stderr are the log. torch and Ultralytics are imported here only, never by the CLI.
 
 Request: {checkpoint, images: [path, ...], conf, iou, imgsz (0: the model's training imgsz),
-fallback_imgsz, device, threads, max_det}. Events, in order:
-  started {names, imgsz, task}
-  image {index, width, height, boxes: [[cls, conf, x1, y1, x2, y2], ...]}  (pixels)
-  image_failed {index, error}  (this image is skipped; the others go on)
-  done {seconds}
-  failed {error}  (the whole run: the checkpoint does not load, or is not a detector)
+fallback_imgsz, device, threads, max_det}. Events (flywheel/core/predict_events.py), in order:
+PredictStarted; ImagePredicted or ImageFailed (this image is skipped; the others go on) per
+image; PredictDone. Or PredictFailed: the whole run (the checkpoint does not load, or is not a
+detector).
 """
 
 from __future__ import annotations
@@ -24,15 +22,24 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-STARTED, IMAGE, IMAGE_FAILED, DONE, FAILED = "started", "image", "image_failed", "done", "failed"
+from flywheel.core.predict_events import (
+    Detection,
+    ImageFailed,
+    ImagePredicted,
+    PredictDone,
+    PredictEvent,
+    PredictFailed,
+    PredictStarted,
+    encode,
+)
 
 
 class _Events:
     def __init__(self, stream: TextIO):
         self.stream = stream
 
-    def send(self, kind: str, **data: Any) -> None:
-        self.stream.write(json.dumps({"event": kind, **data}) + "\n")
+    def send(self, event: PredictEvent) -> None:
+        self.stream.write(encode(event) + "\n")
         self.stream.flush()
 
 
@@ -44,8 +51,8 @@ def predict(request: dict[str, Any], events: _Events) -> None:
     if model.task != "detect":
         raise ValueError(f"{request['checkpoint']} is a {model.task} model; pre-labels need a detection model")
     imgsz = int(request.get("imgsz") or model.overrides.get("imgsz") or request.get("fallback_imgsz") or 640)
-    names = [str(model.names[i]) for i in sorted(model.names)]
-    events.send(STARTED, names=names, imgsz=imgsz, task=model.task)
+    names = tuple(str(model.names[i]) for i in sorted(model.names))
+    events.send(PredictStarted(names=names, imgsz=imgsz, task=str(model.task)))
     for index, path in enumerate(request["images"]):
         try:
             (result,) = model.predict(
@@ -59,17 +66,17 @@ def predict(request: dict[str, Any], events: _Events) -> None:
                 save=False,
             )
             height, width = result.orig_shape
-            boxes = [
-                [int(c), round(float(p), 5), *(round(float(v), 2) for v in xyxy)]
+            boxes = tuple(
+                Detection(int(c), round(float(p), 5), *(round(float(v), 2) for v in xyxy))
                 for c, p, xyxy in zip(
                     result.boxes.cls.tolist(), result.boxes.conf.tolist(), result.boxes.xyxy.tolist(), strict=True
                 )
-            ]
-            events.send(IMAGE, index=index, width=int(width), height=int(height), boxes=boxes)
+            )
+            events.send(ImagePredicted(index=index, width=int(width), height=int(height), boxes=boxes))
         except Exception as exc:  # this image only: report it and go on
             traceback.print_exc()
-            events.send(IMAGE_FAILED, index=index, error=f"{type(exc).__name__}: {exc}")
-    events.send(DONE, seconds=round(time.monotonic() - started, 2))
+            events.send(ImageFailed(index=index, error=f"{type(exc).__name__}: {exc}"))
+    events.send(PredictDone(seconds=round(time.monotonic() - started, 2)))
 
 
 def main(argv: list[str]) -> int:
@@ -85,7 +92,7 @@ def main(argv: list[str]) -> int:
     except BaseException as exc:
         traceback.print_exc()
         with contextlib.suppress(OSError):
-            events.send(FAILED, error=f"{type(exc).__name__}: {exc}")
+            events.send(PredictFailed(error=f"{type(exc).__name__}: {exc}"))
         return 1
     return 0
 
