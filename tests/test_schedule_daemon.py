@@ -6,15 +6,21 @@ for by the job it calls)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel.app import App, build_daemon, init_data_root
 from flywheel.cli.demo import drop, synthetic_batch
 from flywheel.core.domain import RunState
+from flywheel.flow.waiting import waiting
 from flywheel.service import train_queue
 from tests.fakes import FakeTrainer
 from tests.test_end_to_end import wait_for
@@ -46,6 +52,22 @@ port = 0
 """
 
 
+def wait_until(predicate: Callable[[], bool], why: str = "", timeout: float = 60) -> None:
+    """Poll a condition; the test's only use of time is this deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, why or "timed out"
+        time.sleep(0.05)
+
+
+def healthz(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            return str(answer.read().decode())
+    except urllib.error.HTTPError as exc:
+        return str(exc.read().decode())
+
+
 def start(tmp_path: Path, **settings: object) -> tuple[Path, subprocess.Popen[bytes], Path]:
     root = init_data_root(
         tmp_path / "root", CONFIG.format(**{"debounce": 0, "min_new": 1, "cron": "", "rescan": 1.0} | settings)
@@ -74,9 +96,11 @@ def test_batches_arriving_together_are_one_training_on_the_newest_version(tmp_pa
         run = wait_for(
             "a finished run", lambda: next((r for r in app.store.runs() if r.state == "succeeded"), None), daemon
         )
-        time.sleep(2.0)  # would a second training start? (it must not: nothing new since)
     finally:
         stop(daemon)
+    # would a second training start? No: what each pass of the daemon asks the schedule about
+    # (flow/waiting.py) holds nothing once the burst's last version is trained
+    assert waiting(app.store, datetime.now(UTC)).version_id is None
     assert [v.id for v in app.store.versions()] == [1, 2]
     assert len(app.store.runs()) == 1 and run.version_id == 2  # one training, on the burst's last version
 
@@ -88,7 +112,11 @@ def test_flywheel_train_while_the_daemon_runs_is_queued_and_served_by_it(tmp_pat
         drop(synthetic_batch(tmp_path / "s" / "b1", 12, seed=1), root / "inbox")
         app = App(root)
         wait_for("version 1", lambda: len(app.store.versions()) == 1, daemon)
-        time.sleep(2.0)
+        # the daemon looked at the schedule and said why it does not train (its /healthz detail)
+        port = int(re.search(r"metrics on http://127.0.0.1:(\d+)/", log.read_text()).group(1))  # type: ignore[union-attr]
+        wait_for(
+            "the schedule's answer", lambda: "12 of min_new_images 1000 new images waiting" in healthz(port), daemon
+        )
         assert app.store.runs() == []  # 12 of min_new_images 1000: nothing trains by itself
         other = train_queue.submit(root, None, None, "bo")  # someone else's request, queued before ours
         asked = subprocess.run(
@@ -122,15 +150,14 @@ def test_the_cron_schedule_trains_what_waits_and_only_then(tmp_path):
     thread.start()
     try:
         assert daemon.ready.wait(60)
-        time.sleep(1.5)
-        assert trainer.specs == [] and "12 new images waiting; next chance: the schedule" in daemon.trigger.note
+        wait_until(lambda: "12 new images waiting; next chance: the schedule" in daemon.trigger.note)
+        assert trainer.specs == []
         daemon.trigger.cron_fired()  # what APScheduler's CronTrigger job calls at 03:00 on 1 January
-        deadline = time.monotonic() + 30
-        while not daemon.app.store.runs() or daemon.app.store.runs()[0].state != RunState.SUCCEEDED:
-            assert time.monotonic() < deadline, "the schedule did not train"
-            time.sleep(0.1)
+        runs = daemon.app.store.runs
+        wait_until(lambda: bool(runs()) and runs()[0].state == RunState.SUCCEEDED, "the schedule did not train")
         daemon.trigger.cron_fired()  # nothing waits now: no training
-        time.sleep(1.0)
+        wait_until(lambda: not daemon.trigger.cron_due)  # the schedule came, found nothing, and was reset
+        assert waiting(daemon.app.store, datetime.now(UTC)).version_id is None
     finally:
         daemon.stop()
         thread.join(30)

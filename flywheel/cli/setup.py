@@ -36,13 +36,14 @@ def demo(
     sample: Annotated[
         Path | None,
         typer.Option(
-            help="A YOLO dataset (images/, labels/, data.yaml) to take the "
-            "batch from; default: BCCD if found, else generated images."
+            help="A YOLO dataset (images/, labels/, data.yaml) to take the two batches and the new "
+            "images from, instead of generated ones (trained at 160 px: expect lower scores in the demo's budget)."
         ),
     ] = None,
-    images: Annotated[int, typer.Option(help="Images in the demo batch.")] = 40,
+    images: Annotated[int, typer.Option(help="Images in each demo batch.")] = 60,
 ) -> None:
-    """Set up a data root, run the daemon, drop one sample batch, wait for a promoted model."""
+    """Set up a data root, run the daemon, drop two batches (the second adds a class), show what
+    the gate decided for each, and pre-label new images with the production model."""
     from flywheel.cli.demo import run_demo
 
     setup_logging()
