@@ -6,6 +6,7 @@ not failed, and it is trained once the cluster answers again. The real cluster: 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from flywheel.app import App, build_daemon
 from flywheel.cli.demo import drop, synthetic_batch
 from flywheel.core.domain import RunState
-from flywheel.core.errors import ExecutorUnavailable
+from flywheel.core.errors import ConfigError, ExecutorUnavailable
 from flywheel.core.events import TrainingEvent
 from flywheel.core.ports import RemoteTrainer
 from flywheel.core.spec import TrainSpec
@@ -105,3 +106,35 @@ def test_a_training_that_loses_the_cluster_leaves_its_run_interrupted(data_root:
     assert run.state == RunState.INTERRUPTED and run.resumed == 0 and "waiting for the executor" in run.error
     (result,) = app.resume_interrupted()
     assert result.run.state == RunState.SUCCEEDED and result.run.id == run.id and result.run.resumed == 1
+
+
+def _ray_config(root: Path) -> None:
+    text = (root / "config.toml").read_text().replace("[training]\n", '[training]\nexecutor = "ray"\n', 1)
+    text += '\n[ray]\naddress = "http://127.0.0.1:9"\nresource = "flywheel-trainer"\nnum_gpus = 1\nprefix = "a-"\n'
+    (root / "config.toml").write_text(text)
+
+
+def test_executor_ray_builds_the_ray_trainer_from_the_config(data_root: Path):
+    pytest.importorskip("ray")
+    _ray_config(data_root)
+    trainer = App(data_root).trainer
+    from flywheel.training.ray_jobs import RayJobTrainer
+
+    assert isinstance(trainer, RayJobTrainer) and isinstance(trainer, RemoteTrainer)
+    assert (trainer.address, trainer.resources, trainer.num_gpus, trainer.prefix) == (
+        "http://127.0.0.1:9",
+        {"flywheel-trainer": 1},
+        1.0,
+        "a-",
+    )
+    assert trainer.python == sys.executable  # ray.python = "": the daemon's own interpreter path
+
+
+def test_executor_ray_without_ray_installed_is_a_config_error_naming_the_key(data_root: Path, monkeypatch):
+    _ray_config(data_root)
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"key `training.executor`.*pip install 'flywheel\[ray\]'"):
+        App(data_root)
