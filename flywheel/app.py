@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import IO, TYPE_CHECKING
 
 from flywheel.core import config as config_mod
 from flywheel.core.config import CONFIG_NAME, Config
-from flywheel.core.errors import Busy, DataRootError
+from flywheel.core.errors import Busy, ConfigError, DataRootError
 from flywheel.core.ports import NullObserver, Observer, Trainer
 from flywheel.flow.cycle import CycleResult, resume_interrupted, run_cycle
 from flywheel.flow.deps import FlowDeps, Workspace
@@ -116,6 +117,33 @@ def init_data_root(root: Path, config_text: str | None = None) -> Path:
     return root
 
 
+def build_trainer(config: Config, paths: DataRootPaths) -> Trainer:
+    """Where trainings run (training.executor): a child process here, or a Ray job ([ray])."""
+    timeout = config.training.timeout_seconds
+    if config.training.executor == "local":
+        return SubprocessTrainer(paths.ultralytics, timeout_seconds=timeout)
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError(
+            f'{paths.root / CONFIG_NAME}: key `training.executor`: "ray" needs Ray\'s job client, which is not '
+            "installed: pip install 'flywheel[ray]' (the same Ray version as the cluster's), or set it to \"local\""
+        )
+    from flywheel.training.ray_jobs import RayJobTrainer
+
+    r = config.ray
+    return RayJobTrainer(
+        r.address,
+        paths.ultralytics,
+        r.python or sys.executable,
+        timeout,
+        num_cpus=r.num_cpus,
+        num_gpus=r.num_gpus,
+        resources={r.resource: 1} if r.resource else None,
+        prefix=r.prefix,
+    )
+
+
 class App:
     def __init__(self, root: Path, trainer: Trainer | None = None, observer: Observer | None = None):
         self.paths = DataRootPaths(root.resolve())
@@ -136,9 +164,7 @@ class App:
         self.registry = Registry(
             self.store, self.checkpoints, self.paths.production, notifier, exporter, self.config.training.imgsz
         )
-        self.trainer: Trainer = trainer or SubprocessTrainer(
-            self.paths.ultralytics, timeout_seconds=self.config.training.timeout_seconds
-        )
+        self.trainer: Trainer = trainer or build_trainer(self.config, self.paths)
         self.observer: Observer = observer or NullObserver()
         self.datasets = VersionFolders(self.objects, self.paths.versions)
         self.workspace = Workspace(self.paths.root, self.objects, self.datasets, self.paths.runs)

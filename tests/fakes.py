@@ -19,6 +19,7 @@ from flywheel.core.events import (
     ClassInterval,
     EpochEnded,
     Evaluated,
+    Placed,
     Trained,
     TrainingEvent,
     WarmStarted,
@@ -52,6 +53,7 @@ class FakeTrainer:
         epochs: int = 1,
         scores: dict[str, float] | None = None,
         bootstrap: bool = False,
+        placed: Placed | None = None,
     ):
         self.candidate_maps = list(candidate_maps)
         self.production_map = production_map
@@ -61,6 +63,7 @@ class FakeTrainer:
         self.epochs = epochs
         self.scores = dict(scores or {})
         self.bootstrap = bootstrap
+        self.placed = placed  # sent right after started, as a Ray trainer may (it learns the node late)
         self.specs: list[TrainSpec] = []
 
     def run(self, spec: TrainSpec, on_event: Callable[[Event], None]) -> list[Event]:
@@ -120,6 +123,8 @@ class FakeTrainer:
     def _training(self, spec: TrainSpec, best: Path, cand: float) -> list[Event]:
         versions = {"python": "3", "flywheel": "fake", "torch": "fake", "ultralytics": "fake"}
         events: list[Event] = [ChildStarted(pid=os.getpid(), versions=versions, resumed_from_epoch=0)]
+        if self.placed is not None:
+            events.append(self.placed)
         if spec.start.endswith(".pt") and not spec.resume:  # the real child checks every warm start
             rows = 3 * len(spec.class_names)  # one class-logit row per class and detection scale
             events.append(WarmStarted(64, 64, rows, rows, 0, spec.shrink, spec.perturb))

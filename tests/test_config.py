@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -267,3 +268,26 @@ def test_a_model_yaml_ultralytics_does_not_ship_is_refused_at_start(tmp_path):
     (tmp_path / "mine.yaml").write_text("nc: 2\n")
     write_config(tmp_path, '[model]\nbase = "mine.yaml"\n')
     assert load(tmp_path).model.base == "mine.yaml"
+
+
+def test_the_executor_is_local_unless_the_config_says_ray():
+    assert Config().training.executor == "local"
+    cfg = parse({"training": {"executor": "ray"}, "ray": {"address": "http://10.0.0.5:8265/", "num_gpus": 1}})
+    assert cfg.training.executor == "ray" and cfg.ray.address == "http://10.0.0.5:8265" and cfg.ray.num_gpus == 1.0
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"training": {"executor": "kubernetes"}}, "training.executor"),
+        ({"ray": {"address": "10.0.0.5:8265"}}, "ray.address"),
+        ({"ray": {"num_gpus": "1"}}, "ray.num_gpus"),
+        ({"ray": {"num_cpus": -1}}, "ray.num_cpus"),
+        ({"ray": {"resource": "flywheel trainer"}}, "ray.resource"),
+        ({"ray": {"prefix": "a/b"}}, "ray.prefix"),
+        ({"ray": {"adress": "http://127.0.0.1:8265"}}, "ray.adress"),
+    ],
+)
+def test_a_bad_executor_setting_names_its_key(data: dict[str, Any], key: str):
+    with pytest.raises(ConfigError, match=re.escape(f"key `{key}`")):
+        parse(data)

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("ray.job_submission", reason="ray[default] is not installed")
 
 from flywheel.core.errors import DataRootError, ExecutorUnavailable, TrainingCancelled, TrainingError
-from flywheel.core.events import ChildCancelled, EpochEnded
+from flywheel.core.events import ChildCancelled, EpochEnded, Placed
 from flywheel.core.events import TrainingEvent as Event
 from flywheel.core.spec import TrainSpec
 from flywheel.training.ray_client import EVENTS_FILE, check_shared_root, connect
@@ -86,8 +86,13 @@ def test_a_training_runs_as_a_ray_job_on_the_trainer_node_and_a_restarted_daemon
     first = trainer(ray_cluster, tmp_path)
     seen: list[Event] = []
     events = first.run(spec, seen.append)
+    assert seen == events
+    (placed,) = [e for e in events if isinstance(e, Placed)]  # where: said once the job's node is known
+    assert placed.executor == "ray" and placed.submission_id == f"{first.prefix}r0001"
+    assert placed.node in trainer_node_ids(ray_cluster)
+    events = [e for e in events if not isinstance(e, Placed)]  # the child's own events
     kinds = [e.kind for e in events]
-    assert kinds[0] == "started" and kinds[-1] == "trained" and seen == events
+    assert kinds[0] == "started" and kinds[-1] == "trained"
     assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [1, 2]
     assert first.job is not None and first.job.submission_id == f"{first.prefix}r0001"
     assert first.job.status == "SUCCEEDED" and first.job.node_id in trainer_node_ids(ray_cluster)
@@ -97,12 +102,14 @@ def test_a_training_runs_as_a_ray_job_on_the_trainer_node_and_a_restarted_daemon
 
     # a daemon that restarted after the job ended: the same events, its outcome, nothing submitted
     second = trainer(ray_cluster, tmp_path, prefix=first.prefix)
-    assert second.attach(spec, lambda _e: None) == events
+    assert [e for e in second.attach(spec, lambda _e: None) if not isinstance(e, Placed)] == events
     assert jobs_of(ray_cluster, first.prefix) == [f"{first.prefix}r0001"]
-    # the run trained again (e.g. resumed): its next attempt, a job of its own
-    assert second.run(dataclasses.replace(spec, epochs=1), lambda _e: None)[-1].kind == "trained"
-    assert second.job is not None and second.job.attempt == 2
-    assert jobs_of(ray_cluster, first.prefix) == [f"{first.prefix}r0001", f"{first.prefix}r0001-2"]
+    # the run resumed by a daemon that died before recording its outcome: the job that succeeded
+    # is followed again (its events replayed from the start), not trained a second time
+    assert second.adopts(spec.run_id)
+    assert [e for e in second.run(spec, lambda _e: None) if not isinstance(e, Placed)] == events
+    assert second.job is not None and second.job.attempt == 1
+    assert jobs_of(ray_cluster, first.prefix) == [f"{first.prefix}r0001"]
 
 
 @pytest.mark.slow  # a real two-node Ray cluster (about 20 s to start, once per session)
@@ -143,6 +150,7 @@ def test_cancel_stops_the_job_after_the_current_batch_and_an_attached_daemon_see
         assert isinstance(outcome[name], TrainingCancelled), outcome
     assert third.job is not None and third.job.submission_id == f"{first.prefix}r0001"
     assert first.job is not None and first.job.status == "STOPPED"
+    replayed = [e for e in replayed if not isinstance(e, Placed)]
     assert replayed[0].kind == "started" and replayed[-1].kind == "cancelled"
     assert (
         isinstance(replayed[-1], ChildCancelled) and replayed[-1].reason == "stopped by SIGTERM"
@@ -176,3 +184,9 @@ def test_a_failing_child_is_a_training_error_with_the_tail_of_its_log(ray_cluste
     assert f"Ray job {job.prefix}r0001" in message and "missing/data.yaml" in message
     assert "--- last lines of its log" in message and "Traceback" in message
     assert job.job is not None and job.job.status == "FAILED"
+    # a failed attempt is not followed again: the run's next training is its next attempt
+    assert not job.adopts(spec.run_id)
+    with pytest.raises(TrainingError):
+        job.run(spec, lambda _e: None)
+    assert job.job is not None and job.job.attempt == 2
+    assert jobs_of(ray_cluster, job.prefix) == [f"{job.prefix}r0001", f"{job.prefix}r0001-2"]

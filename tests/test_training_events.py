@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import stat
 import sys
 import time
@@ -31,6 +32,7 @@ from flywheel.core.events import (
     ClassInterval,
     EpochEnded,
     Evaluated,
+    Placed,
     PlateauReached,
     Trained,
     TrainingEvent,
@@ -38,6 +40,7 @@ from flywheel.core.events import (
     parse_event,
 )
 from flywheel.core.spec import TrainSpec
+from flywheel.flow.run_events import record_event
 from flywheel.training.process import Reporter
 from flywheel.training.runner import SubprocessTrainer
 from tests.fakes import FakeTrainer
@@ -74,6 +77,7 @@ ONE_OF_EACH: list[TrainingEvent] = [
     ),
     ChildFailed(error="RuntimeError: CUDA out of memory"),
     ChildCancelled(reason="stopped by SIGTERM"),
+    Placed(executor="ray", node="5f0c2a9e" * 7, submission_id="r0007-2"),
 ]
 
 
@@ -181,7 +185,9 @@ def test_the_runner_stops_a_child_that_sends_a_malformed_event(tmp_path: Path):
     started = time.monotonic()
     with pytest.raises(EventError, match=r"r0007.*'epoch': missing key 'box_loss'.*train\.log"):
         trainer.run(spec, seen.append)
-    assert seen == [] and time.monotonic() - started < 30  # stopped, not waited for
+    assert [e.kind for e in seen] == ["placed"]  # where it ran; no event of the child's
+    assert isinstance(seen[0], Placed) and seen[0].executor == "local" and seen[0].node == socket.gethostname()
+    assert time.monotonic() - started < 30  # stopped, not waited for
 
 
 # --- the fake trainer's sequence through the cycle ----------------------------------------------
@@ -239,3 +245,26 @@ def test_compare_runs_an_evaluate_only_spec_through_the_fake(data_root: Path, tm
     assert "0.1250" in result.output and "0.6250" in result.output
     events = trainer.events(spec)
     assert {type(e) for e in events} == {Evaluated}  # no start, epochs or trained: as the real child
+
+
+def test_where_a_run_trained_is_recorded_and_shown(data_root: Path, tmp_path: Path, monkeypatch):
+    """A Placed event (from the trainer, before or after the child's started) lands in the run's
+    environment beside what started records, and `status` / `models show` say it, text and JSON."""
+    placed = Placed(executor="ray", node="5f0c2a9e" * 7, submission_id="r0001")
+    trainer = FakeTrainer([0.3], placed=placed)
+    app = App(data_root, trainer=trainer)
+    result = app.train(_ingest(app, tmp_path, 1))
+    env = app.store.run(result.run.id).environment
+    assert (env["executor"], env["node"], env["submission_id"]) == ("ray", placed.node, "r0001")
+    assert env["versions"]["flywheel"] == "fake"  # started's record kept beside it
+    record_event(app.store, trainer.specs[0], ChildStarted(pid=1, versions={}, resumed_from_epoch=0))
+    assert app.store.run(result.run.id).environment["executor"] == "ray"  # started after placed keeps it too
+    runner = CliRunner(env={"COLUMNS": "250"})
+    status = runner.invoke(cli, ["status", "--root", str(data_root)])
+    assert status.exit_code == 0 and "ray job r0001 on node 5f0c2a9e" in status.output, status.output
+    show = runner.invoke(cli, ["models", "show", "m0001", "--root", str(data_root)])
+    assert show.exit_code == 0 and f"trained: ray job r0001 on node {placed.node}" in show.output, show.output
+    data = json.loads(runner.invoke(cli, ["status", "--root", str(data_root), "--json"]).output)
+    assert data["runs"][-1]["placement"] == {"executor": "ray", "node": placed.node, "submission_id": "r0001"}
+    data = json.loads(runner.invoke(cli, ["models", "show", "m0001", "--root", str(data_root), "--json"]).output)
+    assert data["run"]["placement"]["submission_id"] == "r0001"

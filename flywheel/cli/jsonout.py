@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from flywheel.core.domain import batch_name, model_name, run_name, version_name
+from flywheel.core.events import PLACEMENT
 from flywheel.core.records import Batch, Evaluation, LedgerEntry, Model, Run, Version, as_utc
 
 Json = dict[str, Any]
@@ -109,10 +110,20 @@ def run_json(r: Run) -> Json:
         "batches": r.batches,
         "model": ref(model_name, r.model_id),
         "error": r.error,
+        "placement": placement_json(r),
         "created_at": iso(r.created_at),
         "started_at": iso(r.started_at),
         "finished_at": iso(r.finished_at),
     }
+
+
+def placement_json(r: Run) -> Json | None:
+    """Where the run trained (its newest attempt): null for a run not placed yet (or recorded
+    before flywheel said so)."""
+    env = r.environment or {}
+    if not env.get("executor"):
+        return None
+    return {k: str(env.get(k, "")) for k in PLACEMENT}
 
 
 def score_json(e: Evaluation | None) -> Json | None:

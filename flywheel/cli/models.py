@@ -15,6 +15,7 @@ from flywheel.cli.jsonout import Json, JsonFlag, emit, iso, ledger_json, model_j
 from flywheel.core import ledger
 from flywheel.core.domain import model_name, parse_id, run_name, version_name
 from flywheel.core.errors import ExitCode
+from flywheel.core.events import placement_text
 from flywheel.core.ports import StorePort
 from flywheel.core.records import Evaluation, Model, as_utc
 from flywheel.flow.compare import compare as compare_models
@@ -87,6 +88,9 @@ def show(
         f"{run.epochs_done}/{run.epochs} epochs), parent "
         f"{model_name(model.parent_model_id) if model.parent_model_id else '-'}, classes {model.class_names}"
     )
+    where = placement_text(run.environment or {})
+    if where:
+        out.print(f"  trained: {where}")
     out.print(f"  strategy {run.params.get('strategy', '?')}; budget: {run.params.get('budget', {}).get('why', '-')}")
     plateau = run.params.get("plateau")
     if plateau:

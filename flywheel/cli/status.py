@@ -13,6 +13,7 @@ from flywheel.cli.common import Root, call, out
 from flywheel.cli.jsonout import Json, JsonFlag, batch_json, emit, iso, model_json, run_json, version_json
 from flywheel.cli.train import progress_of
 from flywheel.core.domain import batch_name, model_name, run_name, version_name
+from flywheel.core.events import placement_text
 from flywheel.core.plan import refresh_outlook
 from flywheel.flow.cycle import generations
 
@@ -45,7 +46,7 @@ def status(root: Root = Path("."), as_json: JsonFlag = False) -> None:
             highlight=False,
         )
     out.print(f"refresh: {_refresh(application)}")
-    table = Table("run", "version", "state", "start", "epochs", "model", "error", title="training runs")
+    table = Table("run", "version", "state", "start", "epochs", "model", "where", "error", title="training runs")
     for r in store.runs()[-LAST:]:
         table.add_row(
             run_name(r.id or 0),
@@ -54,6 +55,7 @@ def status(root: Root = Path("."), as_json: JsonFlag = False) -> None:
             r.start_kind,
             progress_of(r),
             model_name(r.model_id) if r.model_id else "-",
+            placement_text(r.environment or {}) or "-",
             r.error or "",
         )
     out.print(table)

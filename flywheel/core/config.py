@@ -97,6 +97,7 @@ class TrainingConfig(_Section):
     refresh_growth: float = Field(4.0, ge=0)  # train from model.base too once the data grew x this; 0: off
     scratch_challenger_after_rejections: int = Field(2, ge=0)
     on_interrupt: str = "resume"
+    executor: Literal["local", "ray"] = "local"  # where trainings run: a child process here, or a Ray job ([ray])
 
     @field_validator("optimizer")
     @classmethod
@@ -125,6 +126,31 @@ class TrainingConfig(_Section):
     def _stride_multiple(cls, value: int) -> int:
         if value < 32 or value % 32:
             raise ValueError("must be a multiple of 32 and at least 32 (YOLO's largest stride)")
+        return value
+
+
+class RayConfig(_Section):
+    """training.executor = "ray": each training is a Ray job (flywheel/training/ray_jobs.py)."""
+
+    address: str = "http://127.0.0.1:8265"  # the cluster's job API (the head's dashboard)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    resource: str = ""  # a custom resource the trainer nodes have; each job asks for 1 of it; "" = none
+    python: str = ""  # the interpreter on the nodes (same path on each); "" = the daemon's own
+    prefix: str = ""  # submission-id prefix: several data roots on one cluster
+
+    @field_validator("address")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^/\s]+/?", value.strip()):
+            raise ValueError('must be the job API\'s URL, http://<head>:<dashboard port>, e.g. "http://127.0.0.1:8265"')
+        return value.strip().rstrip("/")
+
+    @field_validator("prefix", "resource")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError("must be letters, digits, '-', '_' or '.' (it names Ray jobs or a Ray resource)")
         return value
 
 
@@ -204,6 +230,7 @@ class Config(_Section):
     health: HealthConfig = HealthConfig()
     daemon: DaemonConfig = DaemonConfig()
     database: DatabaseConfig = DatabaseConfig()
+    ray: RayConfig = RayConfig()
     log_level: str = "INFO"
 
     @field_validator("log_level")

@@ -10,11 +10,16 @@ child may add one.
 Events come in this order: started, warm_start (a warm start only), then per epoch phase
 (two-phase fine-tune only), progress (a few a second), epoch, plateau (when val fitness
 stalls); trained; evaluated per eval target; bootstrap per eval set; or failed / cancelled.
+
+One kind comes from the trainer, not the child: placed, where the training runs (the local
+machine or a Ray cluster's node and job), sent once the trainer knows it (before or after
+started). It has the same wire format, so a follower replaying a run's events reads it too.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any, ClassVar, TypeAlias, get_args, get_origin, get_type_hints
 
@@ -155,6 +160,30 @@ class ChildCancelled:
     reason: str
 
 
+@dataclass(frozen=True)
+class Placed:
+    """Where the training runs, said by the trainer (not the child) once it knows."""
+
+    kind: ClassVar[str] = "placed"
+    executor: str  # "local" or "ray"
+    node: str  # the local host's name, or the Ray node id the job's entrypoint runs on
+    submission_id: str  # the Ray job (r0007, r0007-2, ...); the child's pid for a local one
+
+
+PLACEMENT = ("executor", "node", "submission_id")  # the run's environment keys a Placed event sets
+
+
+def placement_text(environment: Mapping[str, object]) -> str:
+    """Where a run trained, for a person: "ray job r0007 on node 5f0c2a9e..." or "local, pid 4242
+    on host gpu1"; "" when the run has no placement recorded (trained before there was one)."""
+    executor, node, sid = (str(environment.get(k, "")) for k in PLACEMENT)
+    if not executor:
+        return ""
+    if executor == "ray":
+        return f"ray job {sid or '?'} on node {node or '?'}"
+    return f"{executor}, pid {sid or '?'} on host {node or '?'}"
+
+
 TrainingEvent: TypeAlias = (
     ChildStarted
     | WarmStarted
@@ -167,6 +196,7 @@ TrainingEvent: TypeAlias = (
     | BootstrapInterval
     | ChildFailed
     | ChildCancelled
+    | Placed
 )
 
 KINDS: dict[str, type[Any]] = {cls.kind: cls for cls in get_args(TrainingEvent)}

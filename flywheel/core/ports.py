@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from flywheel.core.domain import ManifestItem, RunState
 from flywheel.core.events import TrainingEvent
@@ -20,6 +20,20 @@ class Trainer(Protocol):
     def run(self, spec: TrainSpec, on_event: Callable[[TrainingEvent], None]) -> list[TrainingEvent]: ...
 
     def cancel(self) -> None: ...
+
+
+@runtime_checkable
+class RemoteTrainer(Trainer, Protocol):
+    """A trainer whose trainings outlive the daemon (a Ray cluster's jobs): checked before
+    trainings, and followed again after a restart instead of trained twice."""
+
+    def check(self, data_root: Path) -> str:
+        """Where trainings go, or ExecutorUnavailable / DataRootError when they cannot go there."""
+        ...
+
+    def adopts(self, run_id: int) -> bool:
+        """Whether `run` would follow the run's job that runs or finished rather than start one."""
+        ...
 
 
 class Exporter(Protocol):

@@ -17,11 +17,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flywheel.core.domain import RunState, model_name, run_name, version_name
-from flywheel.core.errors import FlywheelError, TrainingCancelled
+from flywheel.core.errors import ExecutorUnavailable, FlywheelError, TrainingCancelled
 from flywheel.core.events import BootstrapInterval, Evaluated, Trained, TrainingEvent
 from flywheel.core.faults import crash_point
 from flywheel.core.plan import CANDIDATE, Start, build_spec, resolve_params
-from flywheel.core.ports import StorePort
+from flywheel.core.ports import RemoteTrainer, StorePort
 from flywheel.core.records import Model, Run
 from flywheel.core.spec import EvalTarget, TrainSpec
 from flywheel.flow.deps import FlowDeps, Workspace
@@ -112,7 +112,9 @@ def _open_run(
     params = resolve_params(config, start, budget) | (resume.params if resume is not None else {})  # as planned
     sample = None if resume is not None else replay_sample_for(deps, start, version_id)
     if resume is not None:
-        run, last = reopen(store, ws.runs, resume, config.training.on_interrupt)
+        assert resume.id is not None
+        adopted = isinstance(deps.trainer, RemoteTrainer) and deps.trainer.adopts(resume.id)
+        run, last = reopen(store, ws.runs, resume, config.training.on_interrupt, adopted)
     else:
         run, last = (
             store.create_run(
@@ -180,6 +182,11 @@ def _train(deps: FlowDeps, turn: _Turn, run: Run, spec: TrainSpec) -> list[Train
     except TrainingCancelled as exc:
         store.update_run(run.id, RunState.CANCELLED, error=str(exc))
         observer.training_finished("cancelled", time.monotonic() - started)
+        raise
+    except ExecutorUnavailable as exc:  # not the run's fault: it waits, interrupted, for the cluster
+        resumed = max(run.resumed - 1, 0)  # this try does not count against MAX_RESUMES
+        store.update_run(run.id, RunState.INTERRUPTED, error=f"waiting for the executor: {exc}", resumed=resumed)
+        observer.training_finished("interrupted", time.monotonic() - started)
         raise
     except FlywheelError as exc:
         store.update_run(run.id, RunState.FAILED, error=str(exc))

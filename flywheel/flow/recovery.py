@@ -64,7 +64,10 @@ def mark_interrupted(store: StorePort, registry: Registry | None = None) -> list
 def stop_orphan(run: Run, grace_seconds: float = ORPHAN_GRACE_SECONDS) -> bool:
     """Stop the training child a dead process left behind, if it still runs (it stops by itself
     after its current batch, but must not write last.pt under a resumed run). True if one ran."""
-    pid = (run.environment or {}).get("pid")
+    environment = run.environment or {}
+    if environment.get("executor", "local") != "local":  # a Ray job: the restarted daemon follows it
+        return False
+    pid = environment.get("pid")
     if not isinstance(pid, int) or not _is_training_child(pid):
         return False
     log.warning(
@@ -118,13 +121,18 @@ def finish_decided(store: StorePort, registry: Registry, run: Run) -> bool:
     return True
 
 
-def reopen(store: StorePort, runs: Path, run: Run, mode: str) -> tuple[Run, str]:
-    """INTERRUPTED -> QUEUED again; returns the run and the last.pt to resume ('' = restart)."""
+def reopen(store: StorePort, runs: Path, run: Run, mode: str, adopted: bool = False) -> tuple[Run, str]:
+    """INTERRUPTED -> QUEUED again; returns the run and the last.pt to resume ('' = restart).
+    `adopted`: the trainer follows the job that still runs (or finished) for this run rather
+    than training again (a Ray job outlives the daemon): its folder is left as that job has it,
+    and the epochs it reports again replace those recorded (one row per epoch)."""
     assert run.id is not None
     out_dir = runs / run_name(run.id)
     last = out_dir / "train" / "weights" / "last.pt"
     resume_from = str(last) if mode == "resume" and last.is_file() else ""
-    if resume_from:
+    if adopted:
+        log.info("run %s: its job on the cluster is followed again, not trained a second time", run_name(run.id))
+    elif resume_from:
         backfill_epochs(store, run.id, out_dir / "train" / "results.csv")
     else:
         shutil.rmtree(out_dir / "train", ignore_errors=True)

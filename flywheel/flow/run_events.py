@@ -8,14 +8,17 @@ import logging
 
 from flywheel.core.domain import run_name
 from flywheel.core.events import (
+    PLACEMENT,
     BackboneUnfrozen,
     BatchProgress,
     ChildStarted,
     EpochEnded,
     Evaluated,
+    Placed,
     PlateauReached,
     TrainingEvent,
     WarmStarted,
+    placement_text,
 )
 from flywheel.core.faults import crash_point
 from flywheel.core.ports import StorePort
@@ -54,7 +57,13 @@ def record_event(store: StorePort, spec: TrainSpec, event: TrainingEvent) -> Non
     elif isinstance(event, ChildStarted):  # what reproducing the run needs, and which process ran it
         environment: dict[str, object] = {"versions": event.versions, "dataset_sha256": spec.dataset_sha256}
         environment |= {"replay_sha256": spec.replay_sha256, "pid": event.pid}
-        store.update_run(run_id, environment=environment | {"resumed_from_epoch": event.resumed_from_epoch})
+        environment |= {"resumed_from_epoch": event.resumed_from_epoch}
+        placed = {k: v for k, v in store.run(run_id).environment.items() if k in PLACEMENT}  # it may come first
+        store.update_run(run_id, environment=placed | environment)
+    elif isinstance(event, Placed):
+        placement = {"executor": event.executor, "node": event.node, "submission_id": event.submission_id}
+        store.update_run(run_id, environment=store.run(run_id).environment | placement)
+        log.info("run %s placed: %s", run_name(run_id), placement_text(placement))
     elif isinstance(event, PlateauReached):
         plateau = {"epoch": event.epoch, "best_epoch": event.best_epoch, "epochs": event.epochs}
         store.update_run(run_id, params=store.run(run_id).params | {"plateau": plateau})

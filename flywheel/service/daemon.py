@@ -21,7 +21,15 @@ from apscheduler.triggers.cron import CronTrigger
 
 from flywheel.app import App, DaemonAdapters
 from flywheel.core.domain import batch_name, run_name, version_name
-from flywheel.core.errors import ExitCode, FlywheelError, IntegrityError, TrainingCancelled
+from flywheel.core.errors import (
+    DataRootError,
+    ExecutorUnavailable,
+    ExitCode,
+    FlywheelError,
+    IntegrityError,
+    TrainingCancelled,
+)
+from flywheel.core.ports import RemoteTrainer
 from flywheel.flow.recovery import mark_interrupted
 from flywheel.service import train_queue
 from flywheel.service.health import storage_message, storage_problem
@@ -52,6 +60,7 @@ class Daemon:
         self.notifier = adapters.notifier
         self.heartbeat = adapters.heartbeat
         self.status = adapters.status
+        self._executor_where = ""
 
     def wake(self) -> None:
         self._wake.set()
@@ -130,6 +139,9 @@ class Daemon:
                 self._step()
             except TrainingCancelled as exc:
                 log.info("%s", exc)
+            except ExecutorUnavailable as exc:  # the cluster: said once, trainings wait, retried at the next rescan
+                self.live.executor_up.labels(self.app.config.training.executor).set(0)
+                self.degraded.set(str(exc))
             except IntegrityError as exc:  # said once (Degraded logs changes only), on /readyz and the gauge
                 self.degraded.set(str(exc))
             except (FlywheelError, OSError) as exc:
@@ -151,12 +163,28 @@ class Daemon:
         if restored:
             log.warning("production model restored: %s", restored)
 
+    def _check_executor(self) -> None:
+        """Before trainings: the place they run takes them (a Ray cluster answers and, once, a
+        trainer node sees the data root at its path); else ExecutorUnavailable, and nothing
+        trains this step: the waiting versions and interrupted runs stay as they are."""
+        trainer, executor = self.app.trainer, self.app.config.training.executor
+        if isinstance(trainer, RemoteTrainer):
+            try:
+                where = trainer.check(self.app.paths.root)
+            except DataRootError as exc:  # the shared file system is not mounted right: the same wait
+                raise ExecutorUnavailable(str(exc)) from None
+            if where != self._executor_where:
+                self._executor_where = where
+                log.info("trainings run on the %s", where)
+        self.live.executor_up.labels(executor).set(1)
+
     def _step(self) -> None:
         for batch_dir in self.tracker.complete():  # ingest needs no production model: it goes on
             if self.stopping.is_set():
                 return
             self._ingest(batch_dir)
         self._check_production()  # a damaged production model: degraded, nothing trains from it
+        self._check_executor()  # a cluster that cannot be reached: degraded, the versions wait
         if not self.stopping.is_set():
             self.app.resume_interrupted()  # resume or restart per training.on_interrupt
         self.trigger.asked(self.stopping)  # `flywheel train` while the daemon runs, then the schedule

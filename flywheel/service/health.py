@@ -216,8 +216,9 @@ def storage_message(exc: OSError) -> str:
 
 class Degraded:
     """The daemon is alive but cannot do its work (disk full, read-only data root, database
-    refusing writes): /readyz says why, the `flywheel_degraded` gauge is 1, the reason is logged
-    once (not at every retry), and the first step that works again clears it."""
+    refusing writes, a Ray cluster that cannot be reached): /readyz says why, the
+    `flywheel_degraded` gauge is 1, the reason is logged once (not at every retry), and the
+    first step that works again clears it."""
 
     def __init__(self, gauge: Callable[[bool], None] | None = None):
         self._gauge = gauge or (lambda on: None)
@@ -235,7 +236,7 @@ class Degraded:
         with self._lock:
             was, self.reason = self.reason, ""
         if was:
-            log.info("recovered: the data root and the database take writes again")
+            log.info("recovered: no longer degraded (it was: %s)", was.splitlines()[0])
         self._gauge(False)
 
     def check(self) -> Check:

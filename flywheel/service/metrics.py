@@ -28,7 +28,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from flywheel import __version__
 from flywheel.core.errors import FlywheelError
-from flywheel.core.events import BatchProgress, EpochEnded, TrainingEvent
+from flywheel.core.events import BatchProgress, EpochEnded, Placed, TrainingEvent
 from flywheel.service.metrics_families import RUN_OUTCOMES, SCORE_METRICS, START_KINDS
 from flywheel.service.metrics_state import StateCollector
 from flywheel.store import ObjectStore, Store
@@ -64,6 +64,18 @@ class LiveMetrics:
         self.degraded = Gauge(
             "flywheel_degraded",
             "1 while the daemon cannot write its data root or database (disk full, read-only); /readyz says why",
+            registry=registry,
+        )
+        self.executor_up = Gauge(
+            "flywheel_executor_up",
+            "1 while the place trainings run (training.executor) takes them, 0 while it cannot be reached; "
+            "/readyz says why",
+            ["executor"],
+            registry=registry,
+        )
+        self.placement = Info(
+            "flywheel_training_placement",
+            "Where the running (or last) training runs: executor, node, and the Ray job or local pid",
             registry=registry,
         )
         self.run_id = Gauge("flywheel_training_run_id", "Id of the running (or last) training run", registry=registry)
@@ -135,6 +147,8 @@ class LiveMetrics:
             self.epoch_seconds.set(seconds)
             if seconds > 0 and self._train_images:
                 self.images_per_second.set(self._train_images / seconds)
+        elif isinstance(event, Placed):
+            self.placement.info({"executor": event.executor, "node": event.node, "submission_id": event.submission_id})
         elif isinstance(event, BatchProgress) and event.batches:
             self.batch_progress.set(event.batch / event.batches)
 

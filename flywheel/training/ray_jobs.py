@@ -46,7 +46,7 @@ from flywheel.core.errors import (
     TrainingCancelled,
     TrainingError,
 )
-from flywheel.core.events import ChildCancelled, ChildFailed, TrainingEvent, parse_event
+from flywheel.core.events import ChildCancelled, ChildFailed, Placed, TrainingEvent, parse_event
 from flywheel.core.spec import TrainSpec
 from flywheel.training.runner import CANCEL_FILE, KILL_AFTER_SECONDS
 
@@ -60,11 +60,14 @@ from flywheel.training.ray_client import (
     POLL_SECONDS,
     TERMINAL,
     RayJob,
+    check_shared_root,
     connect,
     submission_id,
 )
 
 log = logging.getLogger("flywheel.training")
+
+ADOPTED = {"PENDING", "RUNNING", "SUCCEEDED"}  # a run's newest job in these states is followed, not resubmitted
 
 
 class RayJobTrainer:
@@ -108,18 +111,21 @@ class RayJobTrainer:
         self._cancelled = threading.Event()
         self._wake = threading.Event()
         self._reason = ""
+        self._root_node: str | None = None  # a node that passed the shared data root check
 
     # -- the Trainer interface ---------------------------------------------------------------
 
     def run(self, spec: TrainSpec, on_event: Callable[[TrainingEvent], None]) -> list[TrainingEvent]:
         """Submit the run's next attempt and follow it to the end; every event goes to
-        `on_event` and is returned in order. When the run's newest attempt is still going
-        (a daemon that restarted), it is followed instead: never two jobs for one attempt."""
+        `on_event` and is returned in order. When the run's newest attempt is still going, or
+        succeeded (a daemon that died while its job ran, restarted and resumes the run), that
+        job is followed instead, its events replayed from the start: never a second training
+        for one the cluster ran or runs. Only a failed or stopped attempt gets a next one."""
         client = self._connect()
         self._begin()
         try:
             latest = self._latest(client, spec.run_id)
-            if latest is not None and latest.status not in TERMINAL:
+            if latest is not None and latest.status in ADOPTED:
                 log.warning(
                     "run %s already has Ray job %s %s: following it instead of submitting another",
                     run_name(spec.run_id),
@@ -149,6 +155,24 @@ class RayJobTrainer:
             return self._follow(client, spec, latest, on_event)
         finally:
             self._end()
+
+    def adopts(self, run_id: int) -> bool:
+        """Whether `run` would follow the run's newest job rather than submit one (it runs, or it
+        succeeded): the run's folder must then be kept as that job left it."""
+        latest = self._latest(self._connect(), run_id)
+        return latest is not None and latest.status in ADOPTED
+
+    def check(self, data_root: Path) -> str:
+        """Before trainings: the job API answers (a fresh probe each call), and once per trainer a
+        trainer node sees `data_root` at the same path (ray_client.check_shared_root). Returns a
+        line saying where trainings go; ExecutorUnavailable or DataRootError when they cannot."""
+        self._client = None
+        client = self._connect()
+        if self._root_node is None:
+            self._root_node = check_shared_root(
+                client, data_root, self.resources, python=self.python, num_cpus=self.num_cpus, env=self.env
+            )
+        return f"Ray cluster at {self.address} (data root seen by node {self._root_node})"
 
     def cancel(self) -> None:
         """Stop the running job (the child stops after its current batch); `run` then raises
@@ -267,6 +291,7 @@ class RayJobTrainer:
         started = time.monotonic()
         lost_since: float | None = None
         stop_sent = False
+        placed = False
         self.job = job
         while True:
             try:
@@ -285,6 +310,11 @@ class RayJobTrainer:
             if details is not None:
                 job = self._job(details, job.attempt)
                 self.job = job
+                if job.node_id and not placed:  # the node is known once the job's entrypoint runs
+                    placed = True
+                    place = Placed("ray", job.node_id, job.submission_id)
+                    events.append(place)
+                    on_event(place)
             try:
                 offset = _read_events(out / EVENTS_FILE, offset, events, on_event)
             except EventError as exc:  # the child and this daemon disagree on the format: stop it

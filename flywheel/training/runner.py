@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from flywheel.core.domain import run_name
 from flywheel.core.errors import EventError, TrainingCancelled, TrainingError
-from flywheel.core.events import ChildCancelled, ChildFailed, TrainingEvent, parse_event
+from flywheel.core.events import ChildCancelled, ChildFailed, Placed, TrainingEvent, parse_event
 from flywheel.core.spec import TrainSpec
 
 log = logging.getLogger("flywheel.training")
@@ -86,6 +87,9 @@ class SubprocessTrainer:
                 )
             finally:
                 os.close(write_fd)  # the child holds the only writer: EOF when it exits
+            placed = Placed("local", socket.gethostname(), str(self._proc.pid))
+            events.append(placed)
+            on_event(placed)
             timer = None
             if self.timeout_seconds:
                 timer = threading.Timer(self.timeout_seconds, self.cancel)
