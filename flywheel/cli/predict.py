@@ -1,7 +1,9 @@
 """`flywheel predict PATH...` (pre-labels for the labeling tool) and `flywheel suggest PATH...`
 (which images to label next, most useful first, with their pre-labels). Registered on the
 main CLI by `register(app)`. The model runs in a child process (flywheel.training.predict);
-this process only reads images with Pillow, shows progress and writes files."""
+this process only reads images with Pillow, shows progress and writes files.
+Over 300 lines: two commands that share one pass of the child, its progress bar and the
+output folder rules; suggest is predict plus a ranking."""
 
 from __future__ import annotations
 
