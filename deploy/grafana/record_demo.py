@@ -168,13 +168,13 @@ def main() -> int:
                 return len(runs) >= n and runs[n - 1].state not in (RunState.QUEUED, RunState.RUNNING)
 
             wait(f"training {i}", trained)
+            time.sleep(15)  # a few scrapes of the gate's outcome
             production = app.store.production()
             pid = production.id if production and production.id else 0
             score = query("query", {"query": 'flywheel_model_score{role="production",metric=~"map50|map50_95"}'})
             scores = ", ".join(f"{s['metric']['metric']} {float(s['value'][1]):.3f}" for s in score)
             run = app.store.runs()[i - 1]
             print(f"batch {i}: run {run.state}, production m{pid:04d} ({scores})", flush=True)
-            time.sleep(15)
         rollback = subprocess.run(
             [*FLYWHEEL, "rollback", "--root", str(root), "--reason", "recording the demo"],
             capture_output=True,
