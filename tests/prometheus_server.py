@@ -6,14 +6,17 @@ run by `make test-slow`). Nothing here reaches beyond 127.0.0.1.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,6 +27,19 @@ PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 GRAFANA_DIR = REPO / "deploy" / "grafana"
 DASHBOARD = GRAFANA_DIR / "dashboards" / "flywheel.json"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
+
+
+def _render() -> ModuleType:
+    """deploy/grafana/render.py, which is not in a package."""
+    spec = importlib.util.spec_from_file_location("flywheel_render", GRAFANA_DIR / "render.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+render = _render()
 
 
 def tool(name: str) -> str:
@@ -214,10 +230,11 @@ def conditions(expr: str) -> list[str]:
     return out
 
 
-def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(panel title, panel type, expr) of every query of every panel."""
+def panel_queries(dashboard: dict[str, Any], rate_interval: str | None = None) -> list[tuple[str, str, str]]:
+    """(panel title, panel type, expr) of every query of every panel; with `rate_interval`, the
+    expr as Grafana sends it to Prometheus, variables given values (render.expand)."""
     return [
-        (p["title"], p["type"], t["expr"])
+        (p["title"], p["type"], t["expr"] if rate_interval is None else render.expand(t["expr"], rate_interval))
         for p in dashboard["panels"]
         if p["type"] != "row"
         for t in p.get("targets", [])

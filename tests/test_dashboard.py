@@ -62,10 +62,20 @@ def test_the_committed_json_is_what_the_generator_builds():
     assert module.render_json(module.build()) == DASHBOARD.read_text(), "run deploy/grafana/dashboard.py"
 
 
-def test_panels_are_laid_out_and_wired_to_the_provisioned_datasource(board):
+VARIABLE_DS = {"type": "prometheus", "uid": "${datasource}"}
+SCOPE = 'job=~"$job", instance=~"$instance"'
+
+
+def targets(board: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(panel title, target) of every query of every panel, and of every annotation."""
+    found = [(p["title"], t) for p in board["panels"] for t in p.get("targets", [])]
+    return found + [(a["name"], a) for a in board["annotations"]["list"]]
+
+
+def test_panels_are_laid_out_and_read_the_datasource_variable(board):
     datasource = yaml.safe_load((GRAFANA_DIR / "provisioning" / "datasources" / "flywheel.yaml").read_text())
     (ds,) = datasource["datasources"]
-    assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090"
+    assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090" and ds["isDefault"]
     panels = [p for p in board["panels"] if p["type"] != "row"]
     assert len(panels) == 30
     assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
@@ -78,16 +88,77 @@ def test_panels_are_laid_out_and_wired_to_the_provisioned_datasource(board):
         cells |= mine
     for p in panels:
         assert p["type"] in {"timeseries", "stat", "bargauge"}
-        assert p["datasource"] == {"type": "prometheus", "uid": ds["uid"]}, p["title"]
+        assert p["datasource"] == VARIABLE_DS, p["title"]
         assert p["targets"] and p["description"], p["title"]
         refs = [t["refId"] for t in p["targets"]]
         assert len(set(refs)) == len(refs) and all(refs), p["title"]
-        for t in p["targets"]:
-            assert t["datasource"]["uid"] == ds["uid"] and t["expr"].strip()
-            assert "$" not in t["expr"], "no Grafana variables: the same text must run in Prometheus"
-    for ann in board["annotations"]["list"]:
-        assert ann["datasource"]["uid"] == ds["uid"] and ann["expr"]
+    for title, t in targets(board):
+        assert t["datasource"] == VARIABLE_DS and t["expr"].strip(), title
     assert {a["name"] for a in board["annotations"]["list"]} == {"Promotions", "Rollbacks"}
+
+
+def test_the_datasource_job_and_instance_are_variables(board):
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert list(variables) == ["datasource", "job", "instance"]
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert variables["job"]["query"] == "label_values(flywheel_build_info, job)"
+    assert variables["instance"]["query"] == 'label_values(flywheel_build_info{job=~"$job"}, instance)'
+    for name in ("job", "instance"):
+        v = variables[name]
+        assert v["type"] == "query" and v["datasource"] == VARIABLE_DS, name
+        assert v["multi"] and v["includeAll"] and v["current"]["value"] == "$__all", name
+        assert v["refresh"] == 2, f"{name}: refreshed with the time range, so new daemons show up"
+
+
+def test_no_datasource_uid_is_hard_coded(board):
+    """The dashboard imports into any Grafana: the only datasource it names is the variable,
+    whatever uid provisioning gives the datasource."""
+    datasource = yaml.safe_load((GRAFANA_DIR / "provisioning" / "datasources" / "flywheel.yaml").read_text())
+    (ds,) = datasource["datasources"]
+    assert ds["uid"] not in DASHBOARD.read_text()
+
+    def refs(node: Any) -> list[Any]:
+        if isinstance(node, dict):
+            here = [node["datasource"]] if "datasource" in node else []
+            return here + [r for value in node.values() for r in refs(value)]
+        return [r for value in node for r in refs(value)] if isinstance(node, list) else []
+
+    found = refs(board)
+    assert len(found) > 60 and all(r == VARIABLE_DS for r in found), [r for r in found if r != VARIABLE_DS]
+
+
+def test_every_selector_is_scoped_to_the_job_and_instance_variables(board):
+    """Each metric selector of each query carries {job=~"$job", instance=~"$instance"}, merged
+    with its own matchers: as many scopes as metric names, and none without a selector."""
+    for title, t in targets(board):
+        expr = t["expr"]
+        names = re.findall(r"\b(?:(?:flywheel|process)_[a-z0-9_]+|up)\b(?!\s*\()", expr)
+        scoped = re.findall(r"\b(?:(?:flywheel|process)_[a-z0-9_]+|up)\{" + re.escape(SCOPE) + r"[,}]", expr)
+        assert names and len(scoped) == len(names), f"{title}: {expr}"
+
+
+def test_every_panel_has_a_unit(board):
+    units = {"s", "bytes", "percentunit", "short", "ops", "reqps"}
+    for p in board["panels"]:
+        if p["type"] != "row":
+            assert p["fieldConfig"]["defaults"].get("unit") in units, p["title"]
+            for override in p["fieldConfig"].get("overrides", []):
+                for prop in override["properties"]:
+                    assert prop["id"] != "unit" or prop["value"] in units, p["title"]
+
+
+def test_every_quantile_reads_a_rate_of_the_buckets(board):
+    """histogram_quantile over `sum by (le) (rate(..._bucket[$__rate_interval]))`: a quantile
+    of the buckets' counters themselves would be of everything since the daemon started."""
+    quantiles = 0
+    for title, t in targets(board):
+        for m in re.finditer(r"histogram_quantile\(", t["expr"]):
+            quantiles += 1
+            rest = t["expr"][m.end() :]
+            assert re.match(
+                r"[0-9.]+, sum by \(le\) \(rate\([a-z0-9_]+_bucket\{[^}]*\}\[\$__rate_interval\]\)\)\)", rest
+            ), f"{title}: {t['expr']}"
+    assert quantiles == 3
 
 
 def test_every_metric_a_query_names_is_exported(board):

@@ -8,14 +8,22 @@ Python; tests/test_dashboard.py fails when the two differ.
     .venv/bin/python deploy/grafana/dashboard.py            # rewrite dashboards/flywheel.json
     .venv/bin/python deploy/grafana/dashboard.py --check    # exit 1 if it is out of date
 
+Nothing names a datasource uid: a `datasource` variable (any Prometheus) feeds every panel,
+query and variable, so the dashboard imports into a Grafana whatever its datasource is called.
+`job` and `instance` variables (from `flywheel_build_info`, several or all) pick the daemons,
+and every metric selector gets `{job=~"$job", instance=~"$instance"}`: the expressions below
+are written without it and `scoped` adds it, merged with their own label matchers.
+`histogram_quantile` always reads `sum by (le) (rate(..._bucket[$__rate_interval]))`.
+
 Every PromQL expression here is evaluated against a real Prometheus scraping a real daemon
-by tests/test_prometheus_server.py. Queries use fixed windows (no Grafana variables), so
-the same text runs in Grafana, in that test and in render.py.
+by tests/test_prometheus_server.py, with the variables given values as render.py's `expand`
+does (`$job`, `$instance` -> `.*`, `$__rate_interval` -> a fixed window).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,9 +37,27 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as models
 
 OUT = Path(__file__).resolve().parent / "dashboards" / "flywheel.json"
-DATASOURCE_UID = "flywheel-prometheus"  # provisioning/datasources/flywheel.yaml gives it this uid
-DS = models.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
-JOB = 'job="flywheel"'
+DS = models.DataSourceRef(type_val="prometheus", uid="${datasource}")  # the datasource variable
+SCOPE = 'job=~"$job", instance=~"$instance"'
+# A metric name in a selector: flywheel's own, the client's process_*, and `up`; not a
+# function's name (followed by "("), with its label matchers if it has any.
+SELECTOR = re.compile(r"\b((?:flywheel|process)_[a-z0-9_]+|up)\b(?!\s*\()(\{[^}]*\})?")
+RATE = "$__rate_interval"
+
+
+def scoped(expr: str) -> str:
+    """`expr` with the job and instance variables' matcher in every metric selector."""
+
+    def scope(m: re.Match[str]) -> str:
+        own = (m.group(2) or "{}")[1:-1].strip()
+        return f"{m.group(1)}{{{SCOPE}{', ' + own if own else ''}}}"
+
+    return SELECTOR.sub(scope, expr)
+
+
+def p90(bucket: str) -> str:
+    """The 90th percentile of the observations of a histogram in the rate window."""
+    return f"histogram_quantile(0.9, sum by (le) (rate({bucket}[{RATE}])))"
 
 
 class Panels:
@@ -46,7 +72,7 @@ class Panels:
 
 
 def query(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> prom.Dataquery:
-    q = prom.Dataquery().expr(expr).ref_id(ref).datasource(DS)
+    q = prom.Dataquery().expr(scoped(expr)).ref_id(ref).datasource(DS)
     if legend:
         q = q.legend_format(legend)
     return q.instant() if instant else q.range()
@@ -78,7 +104,7 @@ def thresholds(*steps: tuple[float | None, str]) -> builders.ThresholdsConfig:
 
 
 def series(
-    ids: Panels, title: str, description: str, targets: list[prom.Dataquery], w: int, h: int = 8, unit: str = ""
+    ids: Panels, title: str, description: str, targets: list[prom.Dataquery], w: int, h: int = 8, *, unit: str
 ) -> timeseries.Panel:
     p = (
         timeseries.Panel()
@@ -95,7 +121,7 @@ def series(
         .show_points(common.VisibilityMode.AUTO)
         .span_nulls(True)
     )
-    return p.unit(unit) if unit else p
+    return p.unit(unit)
 
 
 def big(
@@ -105,7 +131,8 @@ def big(
     targets: list[prom.Dataquery],
     w: int = 4,
     h: int = 4,
-    unit: str = "",
+    *,
+    unit: str,
     text_mode: common.BigValueTextMode = common.BigValueTextMode.AUTO,
 ) -> stat.Panel:
     p = (
@@ -122,11 +149,11 @@ def big(
         .text_mode(text_mode)
         .color_mode(common.BigValueColorMode.VALUE)
     )
-    return p.unit(unit) if unit else p
+    return p.unit(unit)
 
 
 def bars(
-    ids: Panels, title: str, description: str, targets: list[prom.Dataquery], w: int, h: int = 8, unit: str = ""
+    ids: Panels, title: str, description: str, targets: list[prom.Dataquery], w: int, h: int = 8, *, unit: str
 ) -> bargauge.Panel:
     p = (
         bargauge.Panel()
@@ -142,11 +169,40 @@ def bars(
         .display_mode(common.BarGaugeDisplayMode.GRADIENT)
         .show_unfilled(True)
     )
-    return p.unit(unit) if unit else p
+    return p.unit(unit)
+
+
+def variables() -> list[Any]:
+    """The datasource (any Prometheus), then the jobs and instances that run flywheel."""
+    every = models.VariableOption(selected=True, text="All", value="$__all")
+    datasource = builders.DatasourceVariable("datasource").label("Data source").type("prometheus")
+    job = (
+        builders.QueryVariable("job")
+        .label("Job")
+        .datasource(DS)
+        .query("label_values(flywheel_build_info, job)")
+        .refresh(models.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(models.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .current(every)
+    )
+    instance = (
+        builders.QueryVariable("instance")
+        .label("Instance")
+        .datasource(DS)
+        .query('label_values(flywheel_build_info{job=~"$job"}, instance)')
+        .refresh(models.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(models.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .current(every)
+    )
+    return [datasource, job, instance]
 
 
 def annotation(name: str, expr: str, color: str) -> builders.AnnotationQuery:
-    return builders.AnnotationQuery().name(name).datasource(DS).enable(True).icon_color(color).expr(expr)
+    return builders.AnnotationQuery().name(name).datasource(DS).enable(True).icon_color(color).expr(scoped(expr))
 
 
 def build() -> dict[str, Any]:
@@ -160,6 +216,7 @@ def build() -> dict[str, Any]:
         .time("now-7d", "now")
         .timezone("browser")
         .tooltip(models.DashboardCursorSync.CROSSHAIR)
+        .variables(variables())
         .annotation(
             annotation("Promotions", "changes(flywheel_promotions_total[2m]) > 0", "green"),
         )
@@ -175,6 +232,7 @@ def build() -> dict[str, Any]:
             "Production model",
             "The model in production and the dataset version it was trained on",
             [query("flywheel_production_model_info", "{{id}} on {{version}}", instant=True)],
+            unit="short",
             text_mode=common.BigValueTextMode.NAME,
         )
     )
@@ -203,6 +261,7 @@ def build() -> dict[str, Any]:
             "Images waiting",
             "New images in versions no training has been tried on yet",
             [query("flywheel_images_waiting", instant=True)],
+            unit="short",
         )
     )
     d = d.with_panel(
@@ -210,7 +269,8 @@ def build() -> dict[str, Any]:
             ids,
             "Daemon",
             "Whether Prometheus can scrape the daemon",
-            [query(f"up{{{JOB}}}", "{{instance}}", instant=True)],
+            [query("up", "{{instance}}", instant=True)],
+            unit="short",
         )
         .mappings(
             [
@@ -262,6 +322,7 @@ def build() -> dict[str, Any]:
                 ("flywheel_gate_forgetting", "forgetting ({{measure}})"),
             ),
             w=12,
+            unit="percentunit",
         )
     )
     d = d.with_panel(
@@ -271,6 +332,7 @@ def build() -> dict[str, Any]:
             "Decisions by outcome and the rule that decided",
             [query("sum by (outcome, rule) (flywheel_gate_decisions_total)", "{{outcome}}: {{rule}}", instant=True)],
             w=6,
+            unit="short",
         ).decimals(0)
     )
     d = d.with_panel(
@@ -296,6 +358,7 @@ def build() -> dict[str, Any]:
                 ("flywheel_rollbacks_total", "rollbacks"),
             ),
             w=8,
+            unit="short",
         ).decimals(0)
     )
 
@@ -311,6 +374,7 @@ def build() -> dict[str, Any]:
                 ("flywheel_training_running", "running"),
             ),
             w=8,
+            unit="short",
         )
     )
     d = d.with_panel(
@@ -320,6 +384,7 @@ def build() -> dict[str, Any]:
             "Last epoch's mean train losses, streamed from the training process",
             [query("flywheel_training_loss", "{{kind}} loss")],
             w=8,
+            unit="short",
         )
     )
     d = d.with_panel(
@@ -342,7 +407,14 @@ def build() -> dict[str, Any]:
                 ("flywheel_training_images_per_second", "images/s"),
             ),
             w=8,
-        ).override_by_name("images/s", [models.DynamicConfigValue(id_val="custom.axisPlacement", value="right")])
+            unit="s",
+        ).override_by_name(
+            "images/s",
+            [
+                models.DynamicConfigValue(id_val="unit", value="ops"),
+                models.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+            ],
+        )
     )
     d = d.with_panel(
         bars(
@@ -355,22 +427,21 @@ def build() -> dict[str, Any]:
                 instant=True,
             ),
             w=8,
+            unit="short",
         ).decimals(0)
     )
     d = d.with_panel(
         series(
             ids,
             "Training duration",
-            "Mean and 90th percentile wall time of the runs since the daemon started",
+            "Mean wall time of the runs since the daemon started, and the 90th percentile of the runs that "
+            "ended in the rate window",
             queries(
                 (
                     "flywheel_training_duration_seconds_sum / (flywheel_training_duration_seconds_count > 0)",
                     "mean, {{outcome}}",
                 ),
-                (
-                    "histogram_quantile(0.9, sum by (le) (flywheel_training_duration_seconds_bucket))",
-                    "p90, all outcomes",
-                ),
+                (p90("flywheel_training_duration_seconds_bucket"), "p90, all outcomes"),
             ),
             w=8,
             unit="s",
@@ -383,17 +454,14 @@ def build() -> dict[str, Any]:
             ids,
             "Batch arrival to gate decision",
             "From a batch's arrival to the promotion or rejection of the first model trained on it: "
-            "the newest, the mean and the 90th percentile over all batches",
+            "the newest, the mean over all batches and the 90th percentile of those decided in the rate window",
             queries(
                 ("flywheel_last_batch_to_decision_seconds", "newest batch"),
                 (
                     "sum(flywheel_batch_to_decision_seconds_sum) / sum(flywheel_batch_to_decision_seconds_count)",
                     "mean",
                 ),
-                (
-                    "histogram_quantile(0.9, sum by (le) (flywheel_batch_to_decision_seconds_bucket))",
-                    "p90",
-                ),
+                (p90("flywheel_batch_to_decision_seconds_bucket"), "p90"),
             ),
             w=16,
             unit="s",
@@ -406,6 +474,7 @@ def build() -> dict[str, Any]:
             "Batches whose first covering gate decision promoted or rejected the model",
             [query("sum by (outcome) (flywheel_batch_to_decision_seconds_count)", "{{outcome}}", instant=True)],
             w=8,
+            unit="short",
         ).decimals(0)
     )
 
@@ -420,6 +489,7 @@ def build() -> dict[str, Any]:
                 ("increase(flywheel_batches_received_total[1h])", "batches"),
             ),
             w=9,
+            unit="short",
         )
     )
     d = d.with_panel(
@@ -445,16 +515,18 @@ def build() -> dict[str, Any]:
             "Quarantined files by reason code, all time",
             [query("sum by (reason) (flywheel_quarantine_reasons_total)", "{{reason}}", instant=True)],
             w=8,
+            unit="short",
         ).decimals(0)
     )
     d = d.with_panel(
         series(
             ids,
             "Batch processing time",
-            "Mean and 90th percentile time to ingest a batch, since the daemon started",
+            "Mean time to ingest a batch since the daemon started, and the 90th percentile of the batches "
+            "ingested in the rate window",
             queries(
                 ("flywheel_batch_processing_seconds_sum / (flywheel_batch_processing_seconds_count > 0)", "mean"),
-                ("histogram_quantile(0.9, sum by (le) (flywheel_batch_processing_seconds_bucket))", "p90"),
+                (p90("flywheel_batch_processing_seconds_bucket"), "p90"),
             ),
             w=12,
             unit="s",
@@ -471,6 +543,7 @@ def build() -> dict[str, Any]:
                 ("flywheel_images_waiting", "waiting for training"),
             ),
             w=12,
+            unit="short",
         )
     )
 
@@ -486,6 +559,7 @@ def build() -> dict[str, Any]:
                 ("flywheel_dataset_version", "version"),
             ),
             w=12,
+            unit="short",
         ).override_by_name("version", [models.DynamicConfigValue(id_val="custom.axisPlacement", value="right")])
     )
     d = d.with_panel(
@@ -495,6 +569,7 @@ def build() -> dict[str, Any]:
             "Boxes of each class per split in the newest version",
             [query("flywheel_dataset_class_boxes", "{{class}} {{split}}", instant=True)],
             w=6,
+            unit="short",
         ).decimals(0)
     )
     d = d.with_panel(
@@ -504,6 +579,7 @@ def build() -> dict[str, Any]:
             "Images holding at least one box of the class, per split, in the newest version",
             [query("flywheel_dataset_class_images", "{{class}} {{split}}", instant=True)],
             w=6,
+            unit="short",
         ).decimals(0)
     )
 
@@ -513,7 +589,7 @@ def build() -> dict[str, Any]:
             ids,
             "Daemon memory",
             "Resident memory of the daemon process (training runs in a child process, not counted here)",
-            [query(f"process_resident_memory_bytes{{{JOB}}}", "{{instance}}")],
+            [query("process_resident_memory_bytes", "{{instance}}")],
             w=8,
             unit="bytes",
         )
@@ -522,9 +598,10 @@ def build() -> dict[str, Any]:
         series(
             ids,
             "Daemon CPU",
-            "CPU seconds per second used by the daemon process",
-            [query(f"rate(process_cpu_seconds_total{{{JOB}}}[5m])", "{{instance}}")],
+            "CPU seconds per second used by the daemon process (100% is one core)",
+            [query(f"rate(process_cpu_seconds_total[{RATE}])", "{{instance}}")],
             w=8,
+            unit="percentunit",
         )
     )
     d = d.with_panel(

@@ -3,7 +3,8 @@
 Grafana itself cannot run here, so this reads `dashboards/flywheel.json`, runs every panel's
 and annotation's query against a Prometheus HTTP API over a time range, and lays the panels
 out on the dashboard's own 24-column grid: time series as lines (promotions and rollbacks as
-vertical lines), stats as big numbers, bar gauges as horizontal bars.
+vertical lines), stats as big numbers, bar gauges as horizontal bars. The dashboard's
+variables get the values Grafana would give them with "All" picked (`expand`).
 
     .venv/bin/python deploy/grafana/render.py --prometheus http://127.0.0.1:9090 \\
         --start 2026-11-23T10:00:00Z --end 2026-11-23T10:10:00Z --out docs/dashboard.png
@@ -28,6 +29,17 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 DASHBOARD = HERE / "dashboards" / "flywheel.json"
 Query = Callable[[str, dict[str, str]], list[dict[str, Any]]]
+RATE_INTERVAL = "1m"
+
+
+def expand(expr: str, rate_interval: str = RATE_INTERVAL) -> str:
+    """The PromQL Grafana sends for `expr` with every job and instance picked ("All"), and
+    `$__rate_interval` as a fixed window (Grafana's is at least 4 scrape intervals)."""
+    for name, value in (("job", ".*"), ("instance", ".*"), ("__rate_interval", rate_interval)):
+        expr = re.sub(rf"\$(?:{name}\b|\{{{name}\}})", value, expr)
+    if "$" in expr:
+        raise ValueError(f"a variable render.py does not know: {expr}")
+    return expr
 
 
 def prometheus(base_url: str) -> Query:
@@ -79,7 +91,13 @@ class Drawn:
 
 
 def render(
-    query: Query, start: float, end: float, out: Path, dashboard: dict[str, Any] | None = None, step: float = 0
+    query: Query,
+    start: float,
+    end: float,
+    out: Path,
+    dashboard: dict[str, Any] | None = None,
+    step: float = 0,
+    rate_interval: str = RATE_INTERVAL,
 ) -> Drawn:
     import matplotlib
 
@@ -97,7 +115,7 @@ def render(
     marks: list[tuple[float, str]] = []
     for ann in board.get("annotations", {}).get("list", []):
         color = {"green": "#73bf69", "red": "#f2495c"}.get(ann.get("iconColor", ""), ann.get("iconColor", "white"))
-        for series in query("query_range", {"query": ann["expr"], **rng}):
+        for series in query("query_range", {"query": expand(ann["expr"], rate_interval), **rng}):
             previous = -math.inf
             for t, _ in series["values"]:  # a mark where each run of points starts, as Grafana's region
                 if float(t) - previous > step * 1.5:
@@ -128,7 +146,7 @@ def render(
         count = 0
         if p["type"] == "timeseries":
             for target in p["targets"]:
-                for series in query("query_range", {"query": target["expr"], **rng}):
+                for series in query("query_range", {"query": expand(target["expr"], rate_interval), **rng}):
                     pts = [(float(t), float(v)) for t, v in series["values"] if not math.isnan(float(v))]
                     if not pts:
                         continue
@@ -149,7 +167,7 @@ def render(
         else:
             values = []
             for target in p["targets"]:
-                for series in query("query", {"query": target["expr"], "time": f"{end:.3f}"}):
+                for series in query("query", {"query": expand(target["expr"], rate_interval), "time": f"{end:.3f}"}):
                     name = legend(target.get("legendFormat", ""), series["metric"], p["title"])
                     values.append((name, float(series["value"][1])))
             count = len(values)
