@@ -62,7 +62,7 @@ class ModelConfig(_Section):
 class TrainingConfig(_Section):
     epochs_scratch: int = Field(50, ge=1)
     epochs_warm: int = Field(10, ge=1)  # the budget of a warm start when warm_budget = "fixed"
-    # A warm start's budget (flywheel/training/budget.py): "auto" follows the share of new
+    # A warm start's budget (flywheel/core/budget.py): "auto" follows the share of new
     # images and how converged the parent was; "fixed" trains epochs_warm epochs.
     warm_budget: Literal["auto", "fixed"] = "auto"
     warm_budget_factor: float = Field(1.0, gt=0, le=10)
@@ -80,7 +80,7 @@ class TrainingConfig(_Section):
     seed: int = 0
     patience: int = Field(100, ge=1)
     timeout_seconds: float = Field(0, ge=0)
-    # Transfer: how a run that starts from a registered model trains (flywheel/training/plan.py).
+    # Transfer: how a run that starts from a registered model trains (flywheel/core/plan.py).
     optimizer: str = "auto"
     lr0: float = Field(0.01, gt=0)
     lrf: float = Field(0.01, gt=0, le=1)
@@ -184,7 +184,7 @@ class GateConfig(_Section):
     class_bootstrap: bool = True  # a class drop refuses only if its paired-bootstrap interval is below 0
     bootstrap_samples: int = Field(1000, ge=100)
     bootstrap_confidence: float = Field(0.95, gt=0.5, lt=1)
-    golden_dir: str = ""  # a labeled folder scored beside val (flywheel/golden.py); "" = none
+    golden_dir: str = ""  # a labeled folder scored beside val (flywheel/flow/golden.py); "" = none
 
 
 class ProductionConfig(_Section):

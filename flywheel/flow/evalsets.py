@@ -3,7 +3,7 @@
 - `val`: the new version's val split (gated);
 - `val_old` / `val_new`: that split cut into the images the parent version already had and
   the ones this version added (reported: a drop on `val_old` is forgetting);
-- `golden`: the configured golden set (gated; flywheel/golden.py);
+- `golden`: the configured golden set (gated; flywheel/flow/golden.py);
 Each is identified by the hash of its items, so a score computed once is reused (cache key:
 model sha256 + eval-set hash). The subsets are image lists beside the version's folder, which
 Ultralytics reads like a folder (labels found by swapping /images/ for /labels/).

@@ -39,7 +39,7 @@ def warm_budget_for(
     store: StorePort, config: Config, start: Start, manifest: dict[str, ManifestItem], train_images: int
 ) -> Budget | None:
     """A warm start's auto budget: from the share of train images its parent never saw and the
-    parent's own val curve (flywheel/training/budget.py)."""
+    parent's own val curve (flywheel/core/budget.py)."""
     if start.kind is not StartKind.WARM or start.model_id is None:
         return None
     parent = store.model(start.model_id)

@@ -55,7 +55,7 @@ class VersionRow(SQLModel, table=True):
     val_images: int = 0
     boxes: int = 0
     val_boxes: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # of `boxes`, in val
-    manifest_sha256: str  # hash of the manifest: equal manifests, equal datasets (flywheel/manifests.py)
+    manifest_sha256: str  # hash of the manifest: equal manifests, equal datasets (flywheel/core/manifests.py)
     val_sha256: str  # hash of the val split alone: the eval-set identity for the gate
     # "delta": its items are its changes over the parent; "full": all of them (made before 0002)
     manifest_form: str = Field(default="delta", sa_column_kwargs={"server_default": "full"})
@@ -91,7 +91,7 @@ class RunRow(SQLModel, table=True):
     model_id: int | None = None
     error: str | None = None
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    # Transfer (flywheel/training/plan.py): why the run exists, what it trained on, how to redo it.
+    # Transfer (flywheel/core/plan.py): why the run exists, what it trained on, how to redo it.
     purpose: str = "candidate"  # or "scratch_challenger": the negative-transfer guard's run
     challenger_for: int | None = None  # the warm-started run a scratch challenger was trained beside
     guard: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # reason, winner
@@ -177,7 +177,7 @@ class GateRow(SQLModel, table=True):
 
 class LedgerRow(SQLModel, table=True):
     """Every production change and gate refusal: who, when, why. Append-only, hash-chained
-    (see flywheel/ledger.py): each entry's hash covers its fields and the previous hash."""
+    (see flywheel/core/ledger.py): each entry's hash covers its fields and the previous hash."""
 
     __tablename__ = "production_ledger"
     id: int | None = Field(default=None, primary_key=True)

@@ -1,5 +1,5 @@
 """Dataset versions in the database: rows for a version's changes, manifests read back by
-folding its ancestors' rows (flywheel/manifests.py says why and how).
+folding its ancestors' rows (flywheel/core/manifests.py says why and how).
 
 Plain rows, not ORM objects, on the item table: a large manifest loads ~5x faster, and one
 executemany writes a version's items at ~10x the speed of an ORM object per item.
@@ -68,7 +68,7 @@ def insert_version(
         start = Totals()
     elif parent.manifest_form == FULL:  # its hashes are the old sorted-list kind: work them out anew, once
         start = Totals.of(manifest(s, parent.id))
-    else:  # the row holds every total (flywheel/manifests.py Totals), under the same names
+    else:  # the row holds every total (flywheel/core/manifests.py Totals), under the same names
         start = Totals(**{f.name: getattr(parent, f.name) for f in fields(Totals)})
     totals = start.apply(changed, replaced)
     row = VersionRow(parent_id=parent.id if parent else None, manifest_form=DELTA, **asdict(totals), **version_fields)

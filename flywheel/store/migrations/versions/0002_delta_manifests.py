@@ -3,7 +3,7 @@
 `dataset_version.manifest_form` says how a version's items and hashes are kept: "full" (every
 row of its manifest, sorted-list hashes: every version made before this revision, hence the
 server default) or "delta" (only its changes over the parent, additive hashes; see
-flywheel/manifests.py). `val_boxes` (filled in here for the versions there are) keeps the
+flywheel/core/manifests.py). `val_boxes` (filled in here for the versions there are) keeps the
 boxes per split on the version row, which a delta's own items cannot tell. The index on
 `dataset_version_item.image_sha256` lets an ingest look up the parent's items for just the
 images of its batch.
