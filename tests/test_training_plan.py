@@ -172,3 +172,19 @@ def test_the_daemon_side_never_imports_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_threads_0_is_one_fewer_than_the_cores_and_at_least_one(monkeypatch):
+    """docs/benchmarks.md, "Training threads": every core collapses under a competing load."""
+    from flywheel.core.plan import training_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert training_threads(0) == 7 and training_threads(3) == 3
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert training_threads(0) == 1
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert training_threads(0) == 1
+    config = parse({"training": {"threads": 0}})
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    start = Start(StartKind.SCRATCH, "yolov8n.yaml", None)
+    assert resolve_params(config, start)["threads"] == 3

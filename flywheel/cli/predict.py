@@ -26,6 +26,7 @@ from flywheel.cli.common import Root, call, err, out
 from flywheel.cli.jsonout import Json, JsonFlag, emit
 from flywheel.core.domain import model_name
 from flywheel.core.errors import UsageError
+from flywheel.core.plan import training_threads
 from flywheel.core.predict_events import ImageFailed, ImagePredicted, PredictEvent, PredictStarted
 from flywheel.flow.compare import resolve
 from flywheel.ingest import archives
@@ -290,7 +291,7 @@ def _run(
             imgsz=imgsz or 0,
             fallback_imgsz=training.imgsz,
             device=device or training.device,
-            threads=training.threads or os.cpu_count() or 1,
+            threads=training_threads(training.threads),
         )
         bar = Progress(
             TextColumn("{task.description}"),

@@ -34,6 +34,14 @@ CANDIDATE = "candidate"  # a run whose model the gate compares with production
 CHALLENGER = "scratch_challenger"  # the negative-transfer guard's run from model.base, same version
 
 
+def training_threads(configured: int) -> int:
+    """torch threads for a training: `training.threads`, or for 0 one fewer than the cores (at
+    least one). Measured (docs/benchmarks.md, "Training threads"): on 2 cores, every core was
+    17% faster on an idle machine but 2.1x slower while one other process kept a core busy;
+    one fewer than the cores held its idle time under that load. A daemon shares its host."""
+    return configured or max(1, (os.cpu_count() or 1) - 1)
+
+
 @dataclass(frozen=True)
 class Start:
     kind: StartKind
@@ -123,7 +131,7 @@ def resolve_params(config: Config, start: Start, budget: Budget | None = None) -
         "nbs": t.nbs,
         "amp": t.amp,
         "device": t.device,
-        "threads": t.threads or os.cpu_count() or 1,
+        "threads": training_threads(t.threads),
         "seed": t.seed,
         "patience": t.patience,
         "optimizer": t.optimizer,

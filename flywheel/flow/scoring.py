@@ -8,7 +8,6 @@ and never computed twice.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from flywheel.core.config import Config
 from flywheel.core.domain import ManifestItem
 from flywheel.core.events import Evaluated
 from flywheel.core.gate import Score
+from flywheel.core.plan import training_threads
 from flywheel.core.ports import Datasets, StorePort
 from flywheel.core.records import Evaluation, Version
 from flywheel.core.spec import EvalTarget, TrainSpec
@@ -97,7 +97,7 @@ def evaluation_spec(
         imgsz=t.imgsz,
         batch=t.batch,
         device=t.device,
-        threads=t.threads or os.cpu_count() or 1,
+        threads=training_threads(t.threads),
         seed=t.seed,
         patience=t.patience,
         class_names=class_names,
