@@ -11,9 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from flywheel.core.domain import RunState
 from flywheel.flow.waiting import waiting
 from flywheel.service import train_queue
 from tests.fakes import FakeTrainer
+from tests.test_disk_full import get
 from tests.test_end_to_end import wait_for
 
 FLYWHEEL = [sys.executable, "-m", "flywheel"]
@@ -50,22 +48,6 @@ threads = 2
 [metrics]
 port = 0
 """
-
-
-def wait_until(predicate: Callable[[], bool], why: str = "", timeout: float = 60) -> None:
-    """Poll a condition; the test's only use of time is this deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, why or "timed out"
-        time.sleep(0.05)
-
-
-def healthz(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
-            return str(answer.read().decode())
-    except urllib.error.HTTPError as exc:
-        return str(exc.read().decode())
 
 
 def start(tmp_path: Path, **settings: object) -> tuple[Path, subprocess.Popen[bytes], Path]:
@@ -115,7 +97,9 @@ def test_flywheel_train_while_the_daemon_runs_is_queued_and_served_by_it(tmp_pat
         # the daemon looked at the schedule and said why it does not train (its /healthz detail)
         port = int(re.search(r"metrics on http://127.0.0.1:(\d+)/", log.read_text()).group(1))  # type: ignore[union-attr]
         wait_for(
-            "the schedule's answer", lambda: "12 of min_new_images 1000 new images waiting" in healthz(port), daemon
+            "the schedule's answer",
+            lambda: "12 of min_new_images 1000 new images waiting" in get(port, "/healthz")[1],
+            daemon,
         )
         assert app.store.runs() == []  # 12 of min_new_images 1000: nothing trains by itself
         other = train_queue.submit(root, None, None, "bo")  # someone else's request, queued before ours
@@ -150,13 +134,17 @@ def test_the_cron_schedule_trains_what_waits_and_only_then(tmp_path):
     thread.start()
     try:
         assert daemon.ready.wait(60)
-        wait_until(lambda: "12 new images waiting; next chance: the schedule" in daemon.trigger.note)
+        until(
+            "the schedule's answer",
+            lambda: "12 new images waiting; next chance: the schedule" in daemon.trigger.note,
+            thread,
+        )
         assert trainer.specs == []
         daemon.trigger.cron_fired()  # what APScheduler's CronTrigger job calls at 03:00 on 1 January
         runs = daemon.app.store.runs
-        wait_until(lambda: bool(runs()) and runs()[0].state == RunState.SUCCEEDED, "the schedule did not train")
+        until("the schedule to train", lambda: bool(runs()) and runs()[0].state == RunState.SUCCEEDED, thread)
         daemon.trigger.cron_fired()  # nothing waits now: no training
-        wait_until(lambda: not daemon.trigger.cron_due)  # the schedule came, found nothing, and was reset
+        until("the cron state reset", lambda: not daemon.trigger.cron_due, thread)  # came, found nothing
         assert waiting(daemon.app.store, datetime.now(UTC)).version_id is None
     finally:
         daemon.stop()
