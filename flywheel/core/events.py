@@ -19,9 +19,10 @@ started). It has the same wire format, so a follower replaying a run's events re
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, is_dataclass
-from typing import Any, ClassVar, TypeAlias, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, TypeAlias, TypeVar, get_args, get_origin, get_type_hints
 
 from flywheel.core.errors import EventError
 
@@ -212,6 +213,28 @@ def parse_event(line_or_dict: str | bytes | dict[str, Any]) -> TrainingEvent:
     not one this daemon knows, with every key it needs, of the right type."""
     event: TrainingEvent = parse_record(KINDS, line_or_dict, "training event")
     return event
+
+
+E = TypeVar("E")
+
+
+def read_stream(
+    lines: Iterable[str], parse: Callable[[str], E], on_event: Callable[[E], None], who: str
+) -> EventError | None:
+    """Hand each line a child wrote to `on_event`, parsed; stop at the first line that is not an
+    event and return its EventError (None: the stream ended well). A last line without its
+    newline is the child dying mid-write: logged and skipped, its exit code tells the rest.
+    Shared by both children's runners (training and prediction)."""
+    for line in lines:
+        try:
+            event = parse(line)
+        except EventError as exc:
+            if not line.endswith("\n"):
+                logging.getLogger("flywheel.events").warning("ignored %s's last, unfinished line: %s", who, exc)
+                continue
+            return exc
+        on_event(event)
+    return None
 
 
 def parse_record(kinds: dict[str, type[Any]], line_or_dict: str | bytes | dict[str, Any], what: str) -> Any:

@@ -6,7 +6,6 @@ log, never as a traceback here."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flywheel.core.errors import EventError, TrainingError
+from flywheel.core.events import read_stream
 from flywheel.core.predict_events import (
     ImageFailed,
     ImagePredicted,
@@ -26,8 +26,6 @@ from flywheel.core.predict_events import (
 )
 from flywheel.prelabel.inputs import Found
 from flywheel.prelabel.records import Box, Prediction
-
-log = logging.getLogger("flywheel.prelabel")
 
 
 @dataclass
@@ -78,7 +76,6 @@ def predict(
     }
     outcome = Outcome()
     events: list[PredictEvent] = []
-    malformed: EventError | None = None
     with log_path.open("ab") as log_file:
         try:
             proc = subprocess.Popen(
@@ -92,19 +89,14 @@ def predict(
         finally:
             os.close(write_fd)  # the child holds the only writer: EOF when it exits
         try:
+
+            def take(event: PredictEvent) -> None:
+                events.append(event)
+                _take(event, images, outcome)
+                on_event(event)
+
             with os.fdopen(read_fd, "r") as pipe:
-                for line in pipe:
-                    try:
-                        event = parse_predict_event(line)
-                    except EventError as exc:
-                        if not line.endswith("\n"):  # torn: the child died while writing it
-                            log.warning("ignored the predict child's last, unfinished line: %s", exc)
-                            continue
-                        malformed = exc
-                        break
-                    events.append(event)
-                    _take(event, images, outcome)
-                    on_event(event)
+                malformed = read_stream(pipe, parse_predict_event, take, "the predict child")
             if malformed is not None:  # its pipe is closed too: its next write stops it
                 proc.terminate()
             code = proc.wait()

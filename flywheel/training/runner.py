@@ -22,7 +22,7 @@ from pathlib import Path
 
 from flywheel.core.domain import run_name
 from flywheel.core.errors import EventError, TrainingCancelled, TrainingError
-from flywheel.core.events import ChildCancelled, ChildFailed, Placed, TrainingEvent, parse_event
+from flywheel.core.events import ChildCancelled, ChildFailed, Placed, TrainingEvent, parse_event, read_stream
 from flywheel.core.spec import TrainSpec
 
 log = logging.getLogger("flywheel.training")
@@ -74,7 +74,6 @@ class SubprocessTrainer:
         self._reason = ""
         (out / CANCEL_FILE).unlink(missing_ok=True)  # a request from an earlier attempt of this run
         events: list[TrainingEvent] = []
-        malformed: EventError | None = None
         with log_path.open("ab") as log_file:
             try:
                 self._proc = subprocess.Popen(
@@ -98,18 +97,13 @@ class SubprocessTrainer:
             watcher = threading.Thread(target=self._watch, args=(out / CANCEL_FILE, watching), daemon=True)
             watcher.start()
             try:
+
+                def take(event: TrainingEvent) -> None:
+                    events.append(event)
+                    on_event(event)
+
                 with os.fdopen(read_fd, "r") as pipe:
-                    for line in pipe:
-                        try:
-                            event = parse_event(line)
-                        except EventError as exc:
-                            if not line.endswith("\n"):  # torn: the child died while writing it
-                                log.warning("ignored the training child's last, unfinished line: %s", exc)
-                                continue
-                            malformed = exc
-                            break
-                        events.append(event)
-                        on_event(event)
+                    malformed = read_stream(pipe, parse_event, take, "the training child")
                 if malformed is not None:  # its pipe is closed too: its next write stops it
                     self._proc.terminate()
                     threading.Thread(target=self._kill_later, args=(self._proc,), daemon=True).start()
