@@ -14,7 +14,7 @@ import pytest
 
 from flywheel.app import App
 
-pytestmark = pytest.mark.slow  # two real trainings: about two minutes on 2 cores
+pytestmark = pytest.mark.slow  # two real trainings: under a minute on 2 idle cores, more under load
 
 
 def test_the_demo_learns_and_shows_what_the_gate_saw(tmp_path: Path):

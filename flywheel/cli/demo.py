@@ -1,4 +1,4 @@
-"""`flywheel demo`: two turns of the flywheel on this machine in about two minutes.
+"""`flywheel demo`: two turns of the flywheel on this machine in under a minute (2 idle cores).
 
 Creates a data root with small, fast settings, runs the daemon in this process, and drops two
 generated batches into the inbox: red and blue rectangles on noise, then a batch that adds a
