@@ -22,7 +22,7 @@ lint: $(STAMP)
 test: lint postgres
 	$(BIN)/pytest
 
-test-slow: $(STAMP) prometheus compose-v1
+test-slow: $(STAMP) prometheus compose-v1 labelstudio
 	$(BIN)/pytest -m slow
 
 # Compose v1 (docker-compose 1.29.2, what Debian ships) in its own venv, to check that
@@ -36,6 +36,16 @@ $(COMPOSE_V1):
 	.compose-v1/bin/pip install --quiet --disable-pip-version-check "cython<3" wheel setuptools
 	.compose-v1/bin/pip install --quiet --disable-pip-version-check --no-build-isolation "pyyaml==5.4.1"
 	.compose-v1/bin/pip install --quiet --disable-pip-version-check "docker-compose==1.29.2"
+
+# Label Studio in its own venv too: it pins Django 5.2, a dozen django-* packages and more,
+# which must not meet flywheel's dependencies; tests/test_labelstudio_import.py imports
+# `flywheel predict --format labelstudio` output into it, started on loopback.
+LABEL_STUDIO := .labelstudio/bin/label-studio
+.PHONY: labelstudio
+labelstudio: $(LABEL_STUDIO)
+$(LABEL_STUDIO):
+	$(PYTHON) -m venv .labelstudio
+	.labelstudio/bin/pip install --quiet --disable-pip-version-check "label-studio==1.23.2"
 
 # Debian's Prometheus server and promtool, for the slow tests of the dashboard and alerts
 # (tests/test_prometheus_server.py); installs only when missing (needs root and apt).
