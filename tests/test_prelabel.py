@@ -1,8 +1,9 @@
 """`flywheel predict` and `flywheel suggest`: pre-labels in each labeling tool's format, read
 back by the tool's own rules (YOLO by flywheel's ingest, COCO by flywheel's COCO reader, CVAT
-XML by its documented structure, Label Studio by the fields its import needs), and the
-uncertainty ranking. The CLI tests run a real tiny production model (trained once per module)
-through the real command, in a subprocess."""
+XML by its documented structure, Label Studio by the fields its import needs; a real Label
+Studio imports it in tests/test_labelstudio_import.py), and the uncertainty ranking. The CLI
+tests run a real tiny production model (trained once per module) through the real command,
+in a subprocess."""
 
 from __future__ import annotations
 
