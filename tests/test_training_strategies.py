@@ -8,13 +8,14 @@ parameter groups held at every batch, when mosaic closed, what reached Ultralyti
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flywheel.core.events import BackboneUnfrozen, ChildStarted, EpochEnded, PlateauReached, TrainingEvent, WarmStarted
+from flywheel.training import precision
 from tests.training_support import Abort, checkpoint_model, checkpoint_state, dataset, spec_for, train
 
 torch = pytest.importorskip("torch")
@@ -50,12 +51,14 @@ class Watch:
     buffers_after_epoch: dict[int, dict[str, Any]] = field(default_factory=dict)
     mosaic: dict[int, bool] = field(default_factory=dict)
     backbone_group_params: set[str] = field(default_factory=set)
+    autocast: bool | None = None  # the trainer's own amp flag at train start
 
     def callbacks(self) -> dict[str, list[Any]]:
         def on_pretrain_routine_start(trainer: Any) -> None:
             self.args = vars(trainer.args).copy()  # as passed (the optimizer setup rewrites "auto")
 
         def on_train_start(trainer: Any) -> None:
+            self.autocast = bool(trainer.amp)
             names = {id(p): n for n, p in trainer.model.named_parameters()}
             for g in trainer.optimizer.param_groups:
                 if g.get("part") == "backbone":
@@ -130,8 +133,10 @@ def test_the_warm_spec_is_resolved_from_the_warm_settings(two_phase: Watch, pare
 
 def test_every_resolved_argument_reaches_ultralytics(two_phase: Watch):
     spec, args = two_phase.spec, two_phase.args
-    for key in ("epochs", "imgsz", "batch", "nbs", "amp", "patience", "optimizer", "lrf", "cos_lr", "warmup_epochs"):
+    for key in ("epochs", "imgsz", "batch", "nbs", "patience", "optimizer", "lrf", "cos_lr", "warmup_epochs"):
         assert args[key] == getattr(spec, key), key
+    # amp: what training/precision.py decided for spec.amp on this machine's CPU
+    assert args["amp"] == precision.for_this_machine(spec.amp, spec.device).amp
     assert args["close_mosaic"] == spec.close_mosaic and args["seed"] == spec.seed
     assert args["freeze"] == list(range(10))  # phase one: the backbone, layers 0-9
 
@@ -198,6 +203,8 @@ def test_spec_with_library_versions_is_written_beside_the_weights(two_phase: Wat
     record = json.loads((two_phase.best.parent / "spec.json").read_text())
     assert record["spec"]["start"] == two_phase.spec.start and record["spec"]["freeze_epochs"] == 1
     assert record["versions"]["ultralytics"] == "8.4.190" and record["versions"]["torch"].startswith("2.")
+    assert record["precision"] == asdict(precision.for_this_machine(True, "cpu"))
+    assert two_phase.autocast is record["precision"]["amp"]  # what the trainer really ran with
     (started,) = [e for e in two_phase.events if isinstance(e, ChildStarted)]
     assert started.versions == record["versions"]
 

@@ -48,7 +48,7 @@ class TrainSpec:
     lrf: float = 0.01
     cos_lr: bool = False
     nbs: int = 64
-    amp: bool = True  # mixed precision: float16 on a GPU, bfloat16 autocast on CPU; False: fp32
+    amp: bool = True  # mixed precision where native (training/precision.py decides, in the child); False: fp32
     warmup_epochs: float = 3.0
     close_mosaic: int = 10
     freeze_epochs: int = 0  # two-phase fine-tune: epochs with the backbone frozen first

@@ -22,6 +22,7 @@ from flywheel.core.events import (
     WarmStarted,
 )
 from flywheel.core.spec import TrainSpec
+from flywheel.training.precision import for_this_machine
 from flywheel.training.process import STOP, Reporter
 from flywheel.training.train_args import INTEGRATIONS, ultralytics_args
 
@@ -83,10 +84,12 @@ def train(spec: TrainSpec, report: Reporter, extra_callbacks: dict[str, list[Any
     torch_utils.NUM_THREADS = spec.threads  # Ultralytics uses one thread less than the cores
     torch.set_num_threads(spec.threads)
     # Ultralytics' AMP self-check downloads yolo26n.pt on a GPU (flywheel never downloads) and
-    # turns AMP off on CPU. With training.amp (the default) flywheel keeps it on: on CPU that is
-    # bfloat16 autocast, 1.5x faster per batch on the 2-core machine of docs/benchmarks.md, at
-    # the same mAP there. training.amp = false trains in fp32, as Ultralytics does on CPU.
+    # turns AMP off on CPU. flywheel decides instead (training/precision.py): bfloat16 autocast
+    # on a CPU only where it has bfloat16 instructions (1.5x faster per batch there), fp32 on
+    # one without (emulated bfloat16 was 9x slower), float16 on a GPU.
     engine_trainer.check_amp = lambda *_a, **_k: True
+    precision = for_this_machine(spec.amp, spec.device)
+    print(f"flywheel: precision: {precision.why}", flush=True)
     out = Path(spec.out_dir)
     weights_dir = out / "train" / "weights"
     resume_from, resume_epoch = "", 0
@@ -109,7 +112,9 @@ def train(spec: TrainSpec, report: Reporter, extra_callbacks: dict[str, list[Any
     first = resume_epoch + 1 if resume_from else 0
     report.send(ChildStarted(pid=os.getpid(), versions=versions, resumed_from_epoch=first))
     weights_dir.mkdir(parents=True, exist_ok=True)
-    (weights_dir / "spec.json").write_text(json.dumps({"spec": asdict(spec), "versions": versions}, indent=2) + "\n")
+    (weights_dir / "spec.json").write_text(
+        json.dumps({"spec": asdict(spec), "versions": versions, "precision": asdict(precision)}, indent=2) + "\n"
+    )
 
     model = YOLO(resume_from or spec.start)
     source = model.model if spec.start.endswith(".pt") and not resume_from else None
@@ -201,7 +206,9 @@ def train(spec: TrainSpec, report: Reporter, extra_callbacks: dict[str, list[Any
             model.add_callback(event, fn)
     started = time.monotonic()
     try:
-        model.train(trainer=trainer_class, **ultralytics_args(spec, strategy.backbone_layers, resume_from))
+        model.train(
+            trainer=trainer_class, **ultralytics_args(spec, strategy.backbone_layers, precision.amp, resume_from)
+        )
     finally:
         STOP.in_loop = False
     best = Path(model.trainer.best)

@@ -10,15 +10,16 @@ from flywheel.core.spec import TrainSpec
 INTEGRATIONS = {"sync", "hub", "clearml", "comet", "dvc", "mlflow", "neptune", "raytune", "tensorboard", "wandb"}
 
 
-def ultralytics_args(spec: TrainSpec, backbone: int, resume: str = "") -> dict[str, Any]:
-    """Every training argument, explicitly: a warm start otherwise gets Ultralytics' defaults."""
+def ultralytics_args(spec: TrainSpec, backbone: int, amp: bool, resume: str = "") -> dict[str, Any]:
+    """Every training argument, explicitly: a warm start otherwise gets Ultralytics' defaults.
+    `amp`: what training/precision.py decided for spec.amp on this machine."""
     args: dict[str, Any] = {
         "data": spec.data_yaml,
         "epochs": spec.epochs,
         "imgsz": spec.imgsz,
         "batch": spec.batch,
         "nbs": spec.nbs,
-        "amp": spec.amp,
+        "amp": amp,
         "device": spec.device,
         "seed": spec.seed,
         "deterministic": True,
