@@ -18,9 +18,10 @@ from flywheel.ingest.reasons import BatchRefused, Problem
 class Found:
     name: str  # POSIX relpath the package will use
     path: Path
-    width: int
+    width: int  # as displayed, i.e. after the EXIF rotation: the frame of the written boxes
     height: int
     origin: str  # where it was found, for people: a path, or ARCHIVE:MEMBER
+    orientation: int = 1  # EXIF orientation, 1 = as stored
 
 
 @dataclass
@@ -93,4 +94,4 @@ def _consider(
         unique = str(rel.with_name(f"{rel.stem}_{n}{rel.suffix}"))
         n += 1
     taken.add(unique)
-    found.images.append(Found(unique, path, info.width, info.height, origin))
+    found.images.append(Found(unique, path, info.width, info.height, origin, info.orientation))
