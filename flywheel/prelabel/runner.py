@@ -118,7 +118,22 @@ def _take(event: PredictEvent, images: list[Found], outcome: Outcome) -> None:
         outcome.imgsz = event.imgsz
     elif isinstance(event, ImagePredicted):
         found = images[event.index]
+        if (event.width, event.height) != (found.width, found.height):
+            outcome.failed.append((found.name, _other_frame(found, event.width, event.height)))
+            return
         boxes = tuple(Box(d.cls, d.conf, d.x1, d.y1, d.x2, d.y2) for d in event.boxes)
-        outcome.predictions.append(Prediction(found.name, found.path, event.width, event.height, boxes))
+        outcome.predictions.append(Prediction(found.name, found.path, found.width, found.height, boxes))
     elif isinstance(event, ImageFailed):
         outcome.failed.append((images[event.index].name, event.error))
+
+
+def _other_frame(found: Found, width: int, height: int) -> str:
+    """Why boxes the model placed on a frame other than the displayed one are not written: every
+    labeling tool, and ingest, shows the image with its EXIF rotation applied (inputs.collect's
+    size), so such boxes would land turned or stretched (a decoder that ignores the EXIF tag, or
+    a file changed while the model ran)."""
+    exif = f" (EXIF orientation {found.orientation})" if found.orientation != 1 else ""
+    return (
+        f"the model read it as {width}x{height}, but shown upright{exif} it is {found.width}x{found.height}, "
+        "so its boxes would be misplaced; re-save it with the rotation applied to the pixels"
+    )
