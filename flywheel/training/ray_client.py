@@ -1,6 +1,7 @@
 """The Ray job API as flywheel uses it: submission ids, the job record, a connection that fails
 fast and clearly when the cluster cannot be reached, and the start-up check that a trainer node
-sees the data root at the same path (flywheel.training.ray_jobs follows the jobs)."""
+sees the data root at the same path (flywheel.training.ray_jobs runs the jobs: ray_submit.py
+submits them, ray_follow.py follows them)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flywheel.core.domain import run_name
@@ -51,6 +52,17 @@ class RayJob:
     status: str = ""
     node_id: str = ""  # the node the entrypoint (the training child) ran on: JobDetails.driver_node_id
     message: str = ""
+
+
+def job_record(details: Any, attempt: int) -> RayJob:
+    """The record of one attempt's job from Ray's JobDetails (its status is an enum or a string)."""
+    return RayJob(
+        details.submission_id or "",
+        attempt,
+        str(details.status.value if hasattr(details.status, "value") else details.status),
+        details.driver_node_id or "",
+        details.message or "",
+    )
 
 
 def connect(address: str, timeout: float = 5.0) -> JobSubmissionClient:
