@@ -17,10 +17,12 @@ import pytest
 from typer.testing import CliRunner
 
 from flywheel.app import App, init_data_root
-from flywheel.cli import predict as predict_cli
 from flywheel.cli.demo import synthetic_batch
 from flywheel.cli.jsonout import iso
 from flywheel.cli.main import app
+from flywheel.cli.predict import predict_data
+from flywheel.cli.predict_pass import PredictPass
+from flywheel.cli.suggest import suggest_data
 from flywheel.core.domain import batch_name, model_name, run_name, version_name
 from flywheel.prelabel import uncertainty
 from flywheel.prelabel.inputs import Inputs
@@ -185,13 +187,13 @@ def test_the_summaries_on_fixed_data(tmp_path: Path):
         Prediction("a.png", tmp_path / "a.png", 64, 64, (Box(0, 0.9, 1, 1, 9, 9), Box(1, 0.3, 2, 2, 8, 8))),
         Prediction("b.png", tmp_path / "b.png", 64, 64, ()),
     ]
-    run = predict_cli._Run(
+    run = PredictPass(
         inputs=Inputs(images=[], skipped=[("x.txt.jpg", "not an image")]),
         outcome=Outcome(predictions=preds, failed=[("c.png", "the model could not read it")], names=["red", "blue"]),
         model="m0007",
         out=tmp_path / "out",
     )
-    doc = predict_cli.predict_data(run, "coco", 0.25, 0.7, preds, tmp_path / "out" / "annotations.json")
+    doc = predict_data(run, "coco", 0.25, 0.7, preds, tmp_path / "out" / "annotations.json")
     assert doc["model"] == "m0007" and doc["format"] == "coco" and doc["out"] == str(tmp_path / "out")
     assert (doc["images"], doc["boxes"], doc["boxes_per_class"]) == (2, 2, {"red": 1, "blue": 1})
     assert doc["skipped"] == [
@@ -199,7 +201,7 @@ def test_the_summaries_on_fixed_data(tmp_path: Path):
         {"image": "c.png", "reason": "the model could not read it"},
     ]
     rows = [{"rank": i, "image": n, "source": n, "score": s, "why": {}} for i, (n, s) in enumerate([("b.png", 0.5)], 1)]
-    doc = predict_cli.suggest_data(run, "yolo", 0.25, 0.7, 1, 0.01, rows, preds[1:], tmp_path / "out" / "x")
+    doc = suggest_data(run, "yolo", 0.25, 0.7, 1, 0.01, rows, preds[1:], tmp_path / "out" / "x")
     assert (doc["images"], doc["top"], doc["prelabeled"], doc["boxes"]) == (1, 1, 1, 0)
     assert doc["ranking"] == rows and doc["ranking_csv"] == str(tmp_path / "out" / "ranking.csv")
 
@@ -269,10 +271,10 @@ def test_the_docs_show_each_shape_with_the_keys_the_commands_print(root: Path, d
         real = run_json(*args, schema=f"flywheel.{schema}/1")
         same_keys(examples[real["schema"]], real, schema)
     preds = [Prediction("a.png", tmp_path / "a.png", 64, 64, (Box(0, 0.9, 1, 1, 9, 9),))]
-    run = predict_cli._Run(Inputs(), Outcome(predictions=preds, names=["red"]), "m0001", tmp_path)
-    real = {"schema": "flywheel.predict/1", **predict_cli.predict_data(run, "yolo", 0.25, 0.7, preds, tmp_path)}
+    run = PredictPass(Inputs(), Outcome(predictions=preds, names=["red"]), "m0001", tmp_path)
+    real = {"schema": "flywheel.predict/1", **predict_data(run, "yolo", 0.25, 0.7, preds, tmp_path)}
     same_keys(examples["flywheel.predict/1"], real, "predict")
     why = uncertainty.score_image([0.9]).why()
     rows = [{"rank": 1, "image": "a.png", "source": "a.png", "score": 0.5, "why": why}]
-    real = predict_cli.suggest_data(run, "yolo", 0.25, 0.7, 1, 0.01, rows, preds, tmp_path)
+    real = suggest_data(run, "yolo", 0.25, 0.7, 1, 0.01, rows, preds, tmp_path)
     same_keys(examples["flywheel.suggest/1"], {"schema": "flywheel.suggest/1", **real}, "suggest")
