@@ -208,8 +208,8 @@ def report(data: dict[str, Any]) -> str:
         )
     t = data["settings"]["training"]
     lines = [
-        f"{data['data']} train split in {len(data['flywheel'])} batches, seed {data['seed']}, yolov8n, imgsz {t['imgsz']}; "
-        f"mAP50-95 on the held-out split ({data['heldout_images']} images)",
+        f"{data['data']} train split in {len(data['flywheel'])} batches, seed {data['seed']}, yolov8n, "
+        f"imgsz {t['imgsz']}; mAP50-95 on the held-out split ({data['heldout_images']} images)",
         "",
         table(
             [
@@ -230,9 +230,12 @@ def report(data: dict[str, Any]) -> str:
             rows,
         ),
         "",
-        f"cumulative compute flywheel / scratch: {fly_compute / scratch_compute:.3f}; wall: {fly_wall / scratch_wall:.3f}",
+        f"cumulative compute flywheel / scratch: {fly_compute / scratch_compute:.3f}; "
+        f"wall: {fly_wall / scratch_wall:.3f}",
         "gate rules against held-out truth (decisions, of them contradicted by held-out): "
-        + ", ".join(f"{k} {v['decisions']} ({v['contradicted']})" for k, v in data.get("gate_vs_heldout", {}).items()),
+        + ", ".join(
+            f"{k} {v['decisions']} ({v['contradicted']})" for k, v in data.get("gate_vs_heldout", {}).items()
+        ),
     ]
     return "\n".join(lines)
 
