@@ -20,15 +20,11 @@ class Precision:
     why: str
 
 
-def is_cpu(device: str) -> bool:
-    return device.strip().lower() in ("cpu", "")
-
-
 def decide(requested: bool, device: str, cpu_bf16: bool, capability: str) -> Precision:
     """Mixed precision or fp32, and why (pure: the probe's answers come in as arguments)."""
     if not requested:
         return Precision(False, "fp32: training.amp = false")
-    if not is_cpu(device):
+    if device != "cpu":  # training.device is validated: "cpu", GPU indices or "mps"
         return Precision(True, f"mixed precision on device {device!r} (float16 autocast)")
     if cpu_bf16:
         return Precision(True, f"bfloat16 autocast: this CPU ({capability}) has bfloat16 instructions")

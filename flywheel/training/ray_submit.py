@@ -17,7 +17,7 @@ from flywheel.core.domain import run_name
 from flywheel.core.spec import TrainSpec
 from flywheel.training.ray_client import EVENT_FD, EVENTS_FILE, RayJob, job_record, submission_id
 from flywheel.training.ray_errors import call_job_api
-from flywheel.training.runner import CANCEL_FILE
+from flywheel.training.runner import CANCEL_FILE, child_environment
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -67,13 +67,7 @@ class JobSubmission:
     def environment(self, spec: TrainSpec) -> dict[str, str]:
         """The child's environment (runner.py's), plus Ray's stop grace period for the supervisor."""
         return {
-            "FLYWHEEL_EVENT_FD": str(EVENT_FD),
-            "YOLO_CONFIG_DIR": str(self.config_dir),
-            "MPLCONFIGDIR": str(self.config_dir / "matplotlib"),
-            "YOLO_OFFLINE": "true",
-            "YOLO_AUTOINSTALL": "false",
-            "OMP_NUM_THREADS": str(spec.threads),
-            "PYTHONUNBUFFERED": "1",
+            **child_environment(EVENT_FD, self.config_dir, spec.threads),
             "RAY_JOB_STOP_WAIT_TIME_S": str(max(1, round(self.stop_wait_seconds))),
             **self.env,
         }

@@ -32,6 +32,20 @@ KILL_AFTER_SECONDS = 60.0
 POLL_SECONDS = 0.5
 
 
+def child_environment(event_fd: int, config_dir: Path, threads: int) -> dict[str, str]:
+    """What the training child needs in its environment, whichever executor starts it: its
+    event pipe's descriptor, Ultralytics' settings in the data root, offline, and its threads."""
+    return {
+        "FLYWHEEL_EVENT_FD": str(event_fd),
+        "YOLO_CONFIG_DIR": str(config_dir),
+        "MPLCONFIGDIR": str(config_dir / "matplotlib"),
+        "YOLO_OFFLINE": "true",
+        "YOLO_AUTOINSTALL": "false",
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def request_cancel(out_dir: Path, reason: str) -> Path:
     """Ask whichever process runs the run in `out_dir` to stop it (see module docstring)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -60,16 +74,7 @@ class SubprocessTrainer:
         spec.write(spec_path)
         log_path = out / "train.log"
         read_fd, write_fd = os.pipe()
-        env = {
-            **os.environ,
-            "FLYWHEEL_EVENT_FD": str(write_fd),
-            "YOLO_CONFIG_DIR": str(self.config_dir),
-            "MPLCONFIGDIR": str(self.config_dir / "matplotlib"),
-            "YOLO_OFFLINE": "true",
-            "YOLO_AUTOINSTALL": "false",
-            "OMP_NUM_THREADS": str(spec.threads),
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = {**os.environ, **child_environment(write_fd, self.config_dir, spec.threads)}
         self._cancelled.clear()
         self._reason = ""
         (out / CANCEL_FILE).unlink(missing_ok=True)  # a request from an earlier attempt of this run
