@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -47,6 +50,22 @@ def test_a_folder_that_is_not_a_data_root_exits_2_and_says_how_to_make_one(tmp_p
     result = runner.invoke(app, ["status", "--root", str(tmp_path)])
     assert result.exit_code == 2
     assert "flywheel init" in result.output
+
+
+def test_an_error_keeps_a_long_path_on_one_line_in_a_narrow_terminal(tmp_path):
+    """The message is pasted back into a shell or grepped for: Rich must not break the path.
+
+    CI caught this: `flywheel predict` named its predict.log, wrapped at 80 columns mid-name."""
+    deep = tmp_path / ("a-folder-name-long-enough-to-wrap-" * 3) / "not-a-data-root"
+    deep.mkdir(parents=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "flywheel", "status", "--root", str(deep)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "40"},
+    )
+    assert done.returncode == 2
+    assert str(deep) in done.stderr, done.stderr
 
 
 def test_a_bad_config_key_stops_start_up_naming_the_key(data_root: Path):

@@ -10,11 +10,14 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from flywheel.core.errors import ExitCode, FlywheelError
 
 out = Console()
-err = Console(stderr=True)
+# soft_wrap: an error names files, and a path broken over two lines cannot be pasted back
+# (nor found by grep); the terminal wraps long lines itself.
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 Root = Annotated[
@@ -41,7 +44,8 @@ def call(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except FlywheelError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        # The message goes in as Text, not markup: a path or a foreign error's "[...]" stays as written.
+        err.print(Text.assemble(("error:", "red"), " ", str(exc)), highlight=False)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         raise typer.Exit(ExitCode.INTERRUPTED) from None
