@@ -1,9 +1,11 @@
 """The benchmarks still run and still report their figures (benchmarks/*.py).
 
-Each runs its `--quick` form as a user would (FLYWHEEL_BENCH_FORM=smoke: the smaller cut, for
-a fast check while working on them), and the test checks the JSON it writes: the figures
-docs/benchmarks.md quotes must be there and sane. Not a speed test: timings depend on the
-machine and its load. The quick forms take about 15 minutes in all on 2 idle cores.
+Each runs its `--smoke` form as a user would, the cut each script's --help calls "the test":
+every arm's code path at 96-128 px in a few minutes, and the test checks the JSON it writes:
+the figures docs/benchmarks.md quotes must be there and sane. Not a speed or quality test:
+timings depend on the machine and its load, and a smoke run's mAP says nothing.
+FLYWHEEL_BENCH_FORM=quick runs the larger quick forms instead (about 16 minutes in all on 2
+idle cores; CI ran them until they brought the slow suite to 38 minutes of CI's 60).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BCCD = REPO.parent / "shared" / "datasets" / "bccd" / "yolo"
 
-FORM = os.environ.get("FLYWHEEL_BENCH_FORM", "quick")
+FORM = os.environ.get("FLYWHEEL_BENCH_FORM", "smoke")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 needs_bccd = pytest.mark.skipif(not (BCCD / "data.yaml").is_file(), reason=f"BCCD not found at {BCCD}")
 
@@ -95,7 +97,12 @@ def test_generations_reports_map_decisions_and_compute_for_both(tmp_path: Path) 
     assert fly[1]["image_epochs"] == sum(r["epochs"] * r["train_images"] for r in fly[1]["runs"])
     assert scratch[1]["image_epochs"] == scratch[1]["train_images"] * t["epochs_scratch"]
     c = data["cumulative"]
-    assert c["flywheel_image_epochs"] < c["scratch_image_epochs"]
+    # the totals the docs quote are the generations' sums (whether flywheel's is the smaller is
+    # the benchmark's finding, not a property of the code: at smoke size the budget's ceiling,
+    # epochs_scratch 2, makes the warm run as long as the scratch one)
+    assert c["flywheel_image_epochs"] == sum(g["image_epochs"] for g in fly)
+    assert c["scratch_image_epochs"] == sum(s["image_epochs"] for s in scratch)
+    assert c["compute_ratio"] == round(c["flywheel_image_epochs"] / c["scratch_image_epochs"], 4)
     rules = data["gate_vs_heldout"]  # how often held-out truth contradicts each rule's decisions
     assert rules["first_model"] == {"decisions": 1, "contradicted": 0}
     assert sum(r["decisions"] for r in rules.values()) == sum(len(g["decisions"]) for g in fly)
