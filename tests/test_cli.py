@@ -52,7 +52,7 @@ def test_a_folder_that_is_not_a_data_root_exits_2_and_says_how_to_make_one(tmp_p
     assert "flywheel init" in result.output
 
 
-def test_an_error_keeps_a_long_path_on_one_line_in_a_narrow_terminal(tmp_path):
+def test_messages_keep_a_long_path_on_one_line_in_a_narrow_terminal(tmp_path):
     """The message is pasted back into a shell or grepped for: Rich must not break the path.
 
     CI caught this: `flywheel predict` named its predict.log, wrapped at 80 columns mid-name."""
@@ -66,6 +66,13 @@ def test_an_error_keeps_a_long_path_on_one_line_in_a_narrow_terminal(tmp_path):
     )
     assert done.returncode == 2
     assert str(deep) in done.stderr, done.stderr
+    made = subprocess.run(
+        [sys.executable, "-m", "flywheel", "init", str(deep / "root")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "40"},
+    )
+    assert made.returncode == 0 and f"flywheel run --root {deep / 'root'}" in made.stdout, made.stdout
 
 
 def test_a_bad_config_key_stops_start_up_naming_the_key(data_root: Path):

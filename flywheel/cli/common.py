@@ -14,9 +14,9 @@ from rich.text import Text
 
 from flywheel.core.errors import ExitCode, FlywheelError
 
-out = Console()
-# soft_wrap: an error names files, and a path broken over two lines cannot be pasted back
-# (nor found by grep); the terminal wraps long lines itself.
+# soft_wrap: messages name files, and a path broken over two lines cannot be pasted back (nor
+# found by grep); the terminal wraps long lines itself. Tables still fit the terminal's width.
+out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 

@@ -63,7 +63,6 @@ def predict(
         f"{len(predictions)} images pre-labeled by {run.model} (imgsz {run.outcome.imgsz}, conf {conf}): "
         f"{boxes} boxes -> {written}",
         highlight=False,
-        soft_wrap=True,
     )
     report_skipped(run)
 

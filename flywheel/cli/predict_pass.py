@@ -80,7 +80,6 @@ def checked_format(fmt: str) -> str:
         err.print(
             f"[red]error:[/red] --format {fmt}: expected one of {', '.join(writers.FORMATS)}",
             highlight=False,
-            soft_wrap=True,
         )
         raise typer.Exit(UsageError.exit_code)
     return fmt
@@ -123,7 +122,7 @@ def run_pass(
         )
         if not found.images:
             for name, why in found.skipped:
-                err.print(f"  [yellow]skipped[/yellow] {name}: {why}", highlight=False, soft_wrap=True)
+                err.print(f"  [yellow]skipped[/yellow] {name}: {why}", highlight=False)
             err.print("error: no readable image to run on")
             raise typer.Exit(1)
         request = runner.Request(
@@ -203,4 +202,4 @@ def pass_summary(run: PredictPass, fmt: str, conf: float, iou: float, prediction
 
 def report_skipped(run: PredictPass) -> None:
     for name, why in [*run.inputs.skipped, *run.outcome.failed]:
-        out.print(f"  [yellow]skipped[/yellow] {name}: {why}", highlight=False, soft_wrap=True)
+        out.print(f"  [yellow]skipped[/yellow] {name}: {why}", highlight=False)

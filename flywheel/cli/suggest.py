@@ -66,12 +66,10 @@ def suggest(
     if as_json:
         emit("suggest", suggest_data(run, fmt, conf, iou, top, scoring, rows, chosen, written))
         return
-    out.print(
-        f"ranked {len(ranking)} images by uncertainty under {run.model}: {run.out / 'ranking.csv'}", soft_wrap=True
-    )
+    out.print(f"ranked {len(ranking)} images by uncertainty under {run.model}: {run.out / 'ranking.csv'}")
     for i, (name, u) in enumerate(ranking[: min(5, top)], start=1):
-        out.print(f"  {i:>3}. {name}  score {u.score:.3f}", highlight=False, soft_wrap=True)
-    out.print(f"top {len(chosen)} pre-labeled (conf {conf}) -> {written}", highlight=False, soft_wrap=True)
+        out.print(f"  {i:>3}. {name}  score {u.score:.3f}", highlight=False)
+    out.print(f"top {len(chosen)} pre-labeled (conf {conf}) -> {written}", highlight=False)
     report_skipped(run)
 
 
