@@ -56,7 +56,8 @@ def test_messages_keep_a_long_path_on_one_line_in_a_narrow_terminal(tmp_path):
     """The message is pasted back into a shell or grepped for: Rich must not break the path.
 
     CI caught this: `flywheel predict` named its predict.log, wrapped at 80 columns mid-name."""
-    deep = tmp_path / ("a-folder-name-long-enough-to-wrap-" * 3) / "not-a-data-root"
+    # "[bold]" in the name: Rich markup would eat it from the message, were it read as markup
+    deep = tmp_path / ("a-folder-name-long-enough-to-wrap-" * 3) / "not-a-[bold]-data-root"
     deep.mkdir(parents=True)
     done = subprocess.run(
         [sys.executable, "-m", "flywheel", "status", "--root", str(deep)],
