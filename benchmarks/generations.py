@@ -233,9 +233,7 @@ def report(data: dict[str, Any]) -> str:
         f"cumulative compute flywheel / scratch: {fly_compute / scratch_compute:.3f}; "
         f"wall: {fly_wall / scratch_wall:.3f}",
         "gate rules against held-out truth (decisions, of them contradicted by held-out): "
-        + ", ".join(
-            f"{k} {v['decisions']} ({v['contradicted']})" for k, v in data.get("gate_vs_heldout", {}).items()
-        ),
+        + ", ".join(f"{k} {v['decisions']} ({v['contradicted']})" for k, v in data.get("gate_vs_heldout", {}).items()),
     ]
     return "\n".join(lines)
 

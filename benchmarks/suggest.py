@@ -5,8 +5,10 @@ every training for its own val, never labelled), a labelled seed set, and an unl
 A seed model trains from scratch on the seed set. It scores the pool with the predict child at
 the scoring threshold, exactly as `flywheel suggest` does (flywheel.prelabel.uncertainty.rank),
 and two arms then label K more images each, the top K of the ranking or K drawn at random from
-the same pool, and warm-start from the seed model on seed set + K for the same epochs. Both
-arms are scored on the data set's held-out split (never trained on, never used to choose).
+the same pool, and warm-start from the seed model on seed set + K for the same epochs. A third
+arm, diverse, labels the K that `flywheel suggest --pick diverse` picks from the same pass (the
+most uncertain of K clusters of look-alikes, flywheel.prelabel.diversity). Every arm is scored
+on the data set's held-out split (never trained on, never used to choose).
 
     .venv/bin/python benchmarks/suggest.py --data bccd --seeds 0 1
     .venv/bin/python benchmarks/suggest.py --data aquarium --seeds 0 1
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import datasets
 
+ARMS = ("suggest", "random", "diverse")  # suggest: the top K; diverse: --pick diverse's K
 SIZES = {  # val, seed set, K; the rest of train is the pool
     "bccd": (30, 40, 30),
     "aquarium": (50, 60, 40),
@@ -89,8 +92,10 @@ def train(
     }
 
 
-def rank_pool(work: Path, checkpoint: str, pool: list[Path], imgsz: int, threads: int) -> list[str]:
-    """The pool ranked by `flywheel suggest`'s score, most uncertain first (image paths)."""
+def rank_pool(work: Path, checkpoint: str, pool: list[Path], imgsz: int, threads: int, k: int) -> dict[str, list[str]]:
+    """What `flywheel suggest` would pick from the pool (image paths) with --pick top and with
+    --pick diverse, from one pass of the model, as the CLI does."""
+    from flywheel.cli.suggest import picked
     from flywheel.ingest.images import check_image
     from flywheel.prelabel.inputs import Found
     from flywheel.prelabel.runner import Request, predict
@@ -100,12 +105,15 @@ def rank_pool(work: Path, checkpoint: str, pool: list[Path], imgsz: int, threads
     for path in pool:
         info = check_image(path, 10**9)  # the data sets' images all decode; a Problem here is a bug
         found.append(Found(str(path), path, info.width, info.height, str(path)))
-    request = Request(Path(checkpoint), SCORING_CONF, 0.7, imgsz, imgsz, "cpu", threads)
+    request = Request(Path(checkpoint), SCORING_CONF, 0.7, imgsz, imgsz, "cpu", threads, embed=True)
     outcome = predict(request, found, work / "predict", work / ".ultralytics", lambda _e: None)
-    return [name for name, _u in rank({p.name: [b.conf for b in p.boxes] for p in outcome.predictions})]
+    ranking = rank({p.name: [b.conf for b in p.boxes] for p in outcome.predictions})
+    return {pick: picked(ranking, outcome.embeddings, k, pick) for pick in ("top", "diverse")}
 
 
-def run(data_name: str, seed: int, work: Path, settings: dict[str, Any], threads: int) -> dict[str, Any]:
+def run(
+    data_name: str, seed: int, work: Path, settings: dict[str, Any], threads: int, arm_names: list[str]
+) -> dict[str, Any]:
     data = datasets.copy(work, data_name)
     val_n, seed_n, k = SIZES[data_name]
     order = sorted(data.train)
@@ -118,22 +126,27 @@ def run(data_name: str, seed: int, work: Path, settings: dict[str, Any], threads
     base = train(
         folder, "seed", data_yaml(folder, "seed", seeded, val, data.names), data.names, first, "yolov8n.yaml", heldout
     )
-    ranked = rank_pool(folder, base["checkpoint"], pool, settings["imgsz"], threads)
+    picks = rank_pool(folder, base["checkpoint"], pool, settings["imgsz"], threads, k)
     by_name = {p.resolve().as_posix(): p for p in pool}
-    suggested = [by_name[Path(n).resolve().as_posix()] for n in ranked[:k]]
-    randomly = random.Random(1000 + seed).sample(pool, k)
+    chosen = {
+        "suggest": [by_name[Path(n).resolve().as_posix()] for n in picks["top"]],
+        "random": random.Random(1000 + seed).sample(pool, k),
+        "diverse": [by_name[Path(n).resolve().as_posix()] for n in picks["diverse"]],
+    }
     arms = {}
-    for arm, picked in (("suggest", suggested), ("random", randomly)):
+    for arm in arm_names:
+        picked = chosen[arm]
         yaml_path = data_yaml(folder, arm, seeded + picked, val, data.names)
         arms[arm] = train(folder, arm, yaml_path, data.names, first, base["checkpoint"], heldout)
         arms[arm]["picked"] = sorted(p.name for p in picked)
-    overlap = len(set(arms["suggest"]["picked"]) & set(arms["random"]["picked"]))
+    overlap = len(set(chosen["suggest"]) & set(chosen["random"]))
     return {
         "seed": seed,
         "sizes": {"val": val_n, "seed": seed_n, "pool": len(pool), "k": k},
         "base": base,
         **arms,
         "overlap": overlap,
+        "diverse_top_overlap": len(set(chosen["diverse"]) & set(chosen["suggest"])),
     }
 
 
@@ -145,6 +158,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="the seed model's, and each arm's")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work", type=Path, default=Path("/tmp/flywheel-bench-suggest"))
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="which labelled K to train on")
     args = parser.parse_args()
     os.environ.setdefault("YOLO_CONFIG_DIR", str(args.work / ".ultralytics"))
     # The demo's recipe (docs/benchmarks.md, "The demo"): with Ultralytics' defaults a seed model
@@ -164,21 +178,15 @@ def main() -> None:
         "close_mosaic": args.epochs,
         "close_mosaic_warm": args.epochs,
     }
-    results = [run(args.data, seed, args.work, settings, args.threads) for seed in args.seeds]
+    results = [run(args.data, seed, args.work, settings, args.threads, args.arms) for seed in args.seeds]
     rows = []
     for r in results:
-        s, rnd = r["suggest"], r["random"]
-        rows.append(
-            [
-                r["seed"],
-                r["base"]["map50_95"],
-                s["map50_95"],
-                rnd["map50_95"],
-                f"{s['map50_95'] / max(rnd['map50_95'], 1e-9):.3f}",
-                r["overlap"],
-            ]
-        )
-    print(common.table(["seed", "seed model", "suggest top-K", "random K", "suggest / random", "overlap"], rows))
+        scores = {arm: r[arm]["map50_95"] for arm in args.arms}
+        baseline = max(scores.get("random", 0.0), 1e-9)
+        ratios = [f"{scores[a] / baseline:.3f}" if "random" in scores else "-" for a in args.arms if a != "random"]
+        rows.append([r["seed"], r["base"]["map50_95"], *scores.values(), *ratios, r["overlap"]])
+    others = [f"{a} / random" for a in args.arms if a != "random"]
+    print(common.table(["seed", "seed model", *(f"{a} K" for a in args.arms), *others, "top/random overlap"], rows))
     path = common.write_json(
         args.work, f"suggest-{args.data}.json", {"data": args.data, "settings": settings, "runs": results}
     )

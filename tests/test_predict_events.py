@@ -19,6 +19,7 @@ from flywheel.core.errors import EventError, TrainingError
 from flywheel.core.predict_events import (
     KINDS,
     Detection,
+    ImageEmbedded,
     ImageFailed,
     ImagePredicted,
     PredictDone,
@@ -44,6 +45,7 @@ ONE_OF_EACH: list[PredictEvent] = [
     ImageFailed(index=4, error="OSError: image file is truncated"),
     PredictDone(seconds=2.5),
     PredictFailed(error="ValueError: m.pt is a segment model; pre-labels need a detection model"),
+    ImageEmbedded(index=3, vector=(0.6, 0.0, 0.8)),
 ]
 
 
@@ -168,6 +170,13 @@ def test_the_runner_turns_the_events_into_an_outcome(tmp_path: Path):
     assert (prediction.name, prediction.width, prediction.height) == ("d.png", 640, 480)
     assert prediction.boxes[0] == Box(0, 0.91234, 10.5, 20.0, 110.25, 220.0)
     assert outcome.failed == [("e.png", "OSError: image file is truncated")]
+
+
+def test_the_runner_keeps_each_embedding_under_its_image_name(tmp_path: Path):
+    lines = [_wire(e) for e in (ONE_OF_EACH[0], ONE_OF_EACH[1], ONE_OF_EACH[5], ONE_OF_EACH[3])]
+    outcome = _run(tmp_path, _child(tmp_path, lines), [])
+    assert outcome.embeddings == {"d.png": (0.6, 0.0, 0.8)}
+    assert [p.name for p in outcome.predictions] == ["d.png"]
 
 
 def test_the_runner_stops_a_child_that_sends_a_malformed_event(tmp_path: Path):

@@ -22,7 +22,7 @@ from flywheel.cli.demo import synthetic_batch
 from flywheel.ingest.formats import read_batch
 from flywheel.ingest.labels import Annotation
 from flywheel.ingest.layout import list_files
-from flywheel.prelabel import inputs, uncertainty, writers
+from flywheel.prelabel import inputs, runner, uncertainty, writers
 from flywheel.prelabel.records import Box, Prediction
 
 FLYWHEEL = [sys.executable, "-m", "flywheel"]
@@ -276,6 +276,55 @@ def test_suggest_ranks_by_score_and_packages_the_top_k(trained_root, unlabeled, 
     root = ET.parse(package / "annotations.xml").getroot()
     assert [i.get("name") for i in root.findall("image")] == [r["image"] for r in rows[:2]]
     assert "skipped broken.jpg" in done.stdout
+
+
+@pytest.mark.slow  # a real model trained once for the module (about a minute), then the real CLI
+def test_suggest_diverse_picks_k_from_one_pass_and_never_two_copies_of_an_image(trained_root, unlabeled, tmp_path):
+    """Two copies of one image look the same to the model, so they fall in one cluster and at
+    most one is picked, whatever their uncertainty; top-K would take both if they ranked high."""
+    first = sorted(unlabeled.glob("*.png"))[0]
+    (unlabeled / "twin.png").write_bytes(first.read_bytes())
+    out = tmp_path / "next"
+    done = flywheel(
+        "suggest", str(unlabeled), "--top", "3", "--pick", "diverse", "--root", str(trained_root), "--out", str(out)
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "diverse 3 pre-labeled" in done.stdout
+    rows = json.loads((out / "ranking.json").read_text())
+    chosen = sorted((r for r in rows if r["pick"] is not None), key=lambda r: r["pick"])
+    assert [r["pick"] for r in chosen] == [1, 2, 3] and [r["rank"] for r in chosen] == sorted(r["rank"] for r in chosen)
+    assert not {first.name, "twin.png"} <= {r["image"] for r in chosen}
+    assert sorted(p.name for p in (out / "prelabels" / "images").iterdir()) == sorted(r["image"] for r in chosen)
+    with (out / "ranking.csv").open() as fh:
+        assert [r["pick"] for r in csv.DictReader(fh)] == ["" if r["pick"] is None else str(r["pick"]) for r in rows]
+
+
+@pytest.mark.slow  # a real model trained once for the module (about a minute)
+def test_the_child_reports_what_the_head_saw_from_the_same_pass(trained_root, unlabeled, tmp_path):
+    """Embeddings: one unit vector per image, all of one length, equal for equal pixels, and
+    none asked for, none sent."""
+    first = sorted(unlabeled.glob("*.png"))[0]
+    (unlabeled / "twin.png").write_bytes(first.read_bytes())
+    found = inputs.collect([unlabeled], tmp_path / "staging", 10**8, 10**9).images
+    app = App(trained_root)
+    production = app.store.production()
+    assert production is not None
+    checkpoint = app.registry.checkpoint(production)
+    request = runner.Request(checkpoint, 0.01, 0.7, 0, 32, "cpu", 1, embed=True)
+    outcome = runner.predict(request, found, tmp_path / "work", tmp_path / "config", lambda _e: None)
+    vectors = outcome.embeddings
+    assert sorted(vectors) == sorted(p.name for p in outcome.predictions) and len(vectors) == 6
+    assert {len(v) for v in vectors.values()} == {64 + 128 + 256}  # yolov8n's three maps into the head
+    assert all(abs(sum(x * x for x in v) - 1) < 1e-3 for v in vectors.values())
+    assert vectors["twin.png"] == vectors[first.name] and len(set(vectors.values())) == 5
+    plain = runner.predict(
+        runner.Request(checkpoint, 0.01, 0.7, 0, 32, "cpu", 1),
+        found,
+        tmp_path / "w2",
+        tmp_path / "config",
+        lambda _e: None,
+    )
+    assert plain.embeddings == {} and [p.boxes for p in plain.predictions] == [p.boxes for p in outcome.predictions]
 
 
 @pytest.mark.slow  # a real model trained once for the module (about a minute), then the real CLI

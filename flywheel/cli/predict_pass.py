@@ -97,9 +97,11 @@ def run_pass(
     out_dir: Path | None,
     root: Path,
     what: str,
+    embed: bool = False,
 ) -> Iterator[PredictPass]:
-    """Resolve the model and the output folder, read the images, run the child; the staging
-    folder of unpacked archives lives until the caller has written the package."""
+    """Resolve the model and the output folder, read the images, run the child (with `embed`,
+    also for what the model saw of each image); the staging folder of unpacked archives lives
+    until the caller has written the package."""
     application = call(lambda: App(root))
     store = application.store
     if model is None:
@@ -133,6 +135,7 @@ def run_pass(
             fallback_imgsz=training.imgsz,
             device=device or training.device,
             threads=training_threads(training.threads),
+            embed=embed,
         )
         bar = Progress(
             TextColumn("{task.description}"),

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flywheel.cli.common import Root, out
+from flywheel.cli.common import Root, err, out
 from flywheel.cli.jsonout import Json, JsonFlag, emit
 from flywheel.cli.predict_pass import (
     Conf,
@@ -32,13 +32,23 @@ from flywheel.cli.predict_pass import (
     report_skipped,
     run_pass,
 )
-from flywheel.prelabel import uncertainty, writers
+from flywheel.core.errors import UsageError
+from flywheel.prelabel import diversity, uncertainty, writers
 from flywheel.prelabel.records import Prediction
 
 
 def suggest(
     paths: Paths,
     top: Annotated[int, typer.Option("--top", help="How many images to pre-label for labeling next.", min=1)] = 50,
+    pick: Annotated[
+        str,
+        typer.Option(
+            "--pick",
+            help="top: the K most uncertain. diverse: the most uncertain of K clusters of look-alike images "
+            "among the 3K most uncertain, so the batch does not repeat itself.",
+            case_sensitive=False,
+        ),
+    ] = "top",
     model: Model = None,
     trust: Trust = False,
     fmt: Format = "yolo",
@@ -56,41 +66,82 @@ def suggest(
     One pass of the model at confidence 0.01 scores each image by its detections' uncertainty
     (mean binary entropy of the boxes, the share of boxes in the 0.1-0.5 band, and 1 - the top
     confidence; see flywheel/prelabel/uncertainty.py). Writes ranking.csv and ranking.json (every
-    image, its score and the terms of it) and prelabels/: the top K, pre-labeled with boxes at
-    --conf, in --format, ready to import.
+    image, its score, the terms of it, and its place in the batch if picked) and prelabels/: the
+    K images picked, pre-labeled with boxes at --conf, in --format, ready to import.
+
+    --pick diverse spreads the K over the pool: the same pass also reads what the model saw of
+    each image, and the K come from K clusters of look-alikes among the 3K most uncertain, the
+    most uncertain of each (flywheel/prelabel/diversity.py).
     """
     fmt = checked_format(fmt)
+    pick = _checked_pick(pick)
     scoring = min(uncertainty.SCORING_CONF, conf)
-    with run_pass(paths, model, trust, scoring, iou, imgsz, device, out_dir, root, "suggest") as run:
-        ranking, rows, written, chosen = _rank_and_write(run, top, fmt, conf, image_prefix)
+    embed = pick == "diverse"
+    with run_pass(paths, model, trust, scoring, iou, imgsz, device, out_dir, root, "suggest", embed) as run:
+        ranking, rows, written, chosen = _rank_and_write(run, top, pick, fmt, conf, image_prefix)
     if as_json:
-        emit("suggest", suggest_data(run, fmt, conf, iou, top, scoring, rows, chosen, written))
+        emit("suggest", suggest_data(run, fmt, conf, iou, top, scoring, rows, chosen, written, pick))
         return
-    out.print(f"ranked {len(ranking)} images by uncertainty under {run.model}: {run.out / 'ranking.csv'}")
-    for i, (name, u) in enumerate(ranking[: min(5, top)], start=1):
-        out.print(f"  {i:>3}. {name}  score {u.score:.3f}", highlight=False)
-    out.print(f"top {len(chosen)} pre-labeled (conf {conf}) -> {written}", highlight=False)
+    out.print(f"ranked {len(ranking)} images by uncertainty under {run.model}: {run.out / 'ranking.csv'}", markup=False)
+    picked = [r for r in rows if r["pick"] is not None]
+    for r in picked[: min(5, top)]:
+        out.print(f"  {r['rank']:>3}. {r['image']}  score {r['score']:.3f}", markup=False, highlight=False)
+    what = "top" if pick == "top" else "diverse"
+    out.print(f"{what} {len(chosen)} pre-labeled (conf {conf}) -> {written}", markup=False, highlight=False)
     report_skipped(run)
 
 
+PICKS = ("top", "diverse")
+
+
+def _checked_pick(pick: str) -> str:
+    pick = pick.lower()
+    if pick not in PICKS:
+        err.print(f"error: --pick {pick}: expected one of {', '.join(PICKS)}", markup=False, highlight=False)
+        raise typer.Exit(UsageError.exit_code)
+    return pick
+
+
+def picked(
+    ranking: Sequence[tuple[str, uncertainty.Uncertainty]],
+    embeddings: dict[str, tuple[float, ...]],
+    top: int,
+    pick: str,
+) -> list[str]:
+    """The K names to pre-label, in rank order: the top K, or diversity.pick's K."""
+    if pick == "diverse":
+        return diversity.pick([(name, u.score) for name, u in ranking], embeddings, top)
+    return [name for name, _u in ranking[:top]]
+
+
 def _rank_and_write(
-    run: PredictPass, top: int, fmt: str, conf: float, image_prefix: str
+    run: PredictPass, top: int, pick: str, fmt: str, conf: float, image_prefix: str
 ) -> tuple[list[tuple[str, uncertainty.Uncertainty]], list[dict[str, Any]], Path, list[Prediction]]:
     by_name = {p.name: p for p in run.outcome.predictions}
     origin = {f.name: f.origin for f in run.inputs.images}
     ranking = uncertainty.rank({p.name: [b.conf for b in p.boxes] for p in run.outcome.predictions})
+    chosen_names = picked(ranking, run.outcome.embeddings, top, pick)
+    order = {name: i for i, name in enumerate(chosen_names, start=1)}
     rows: list[dict[str, Any]] = [
-        {"rank": i, "image": name, "source": origin[name], "score": round(u.score, 4), "why": u.why()}
+        {
+            "rank": i,
+            "image": name,
+            "source": origin[name],
+            "score": round(u.score, 4),
+            "pick": order.get(name),
+            "why": u.why(),
+        }
         for i, (name, u) in enumerate(ranking, start=1)
     ]
     (run.out / "ranking.json").write_text(json.dumps(rows, indent=1))
     with (run.out / "ranking.csv").open("w", newline="") as fh:
         terms = list(rows[0]["why"]) if rows else []
         writer = csv.writer(fh)
-        writer.writerow(["rank", "image", "score", *terms, "source"])
+        writer.writerow(["rank", "image", "score", "pick", *terms, "source"])
         for r in rows:
-            writer.writerow([r["rank"], r["image"], r["score"], *(r["why"][t] for t in terms), r["source"]])
-    chosen = [by_name[name].above(conf) for name, _ in ranking[:top]]
+            pick_cell = "" if r["pick"] is None else r["pick"]
+            writer.writerow([r["rank"], r["image"], r["score"], pick_cell, *(r["why"][t] for t in terms), r["source"]])
+    chosen = [by_name[name].above(conf) for name in chosen_names]
     written = writers.write(fmt, run.out / "prelabels", chosen, run.outcome.names, run.model, image_prefix)
     return ranking, rows, written, chosen
 
@@ -105,21 +156,23 @@ def suggest_data(
     rows: list[dict[str, Any]],
     chosen: Sequence[Prediction],
     written: Path,
+    pick: str = "top",
 ) -> Json:
     """`flywheel suggest --json` (flywheel.suggest/1 in docs/cli-json.md): the summary of the
-    top-K package, with the ranking's top K (every image's row is in ranking.json)."""
+    top-K package, with the rows of the K images picked (every image's row is in ranking.json)."""
     summary = pass_summary(run, fmt, conf, iou, chosen)
     return {
         **summary,
         "images": len(rows),
         "top": top,
+        "pick": pick,
         "prelabeled": len(chosen),
         "scoring_conf": scoring_conf,
         "ranking_csv": str((run.out / "ranking.csv").resolve()),
         "ranking_json": str((run.out / "ranking.json").resolve()),
         "prelabels": str((run.out / "prelabels").resolve()),
         "written": str(written.resolve()),
-        "ranking": rows[:top],
+        "ranking": [r for r in rows if r.get("pick") is not None] if pick != "top" else rows[:top],
     }
 
 

@@ -7,8 +7,9 @@ The same wire format as the training child's (flywheel/core/events.py): one JSON
 and its type, so a key renamed on one side fails at once, naming it. Keys the reader does not
 know are ignored: a newer child may add one.
 
-Events come in this order: started; image or image_failed per image, in the request's order;
-done. Or failed, when the whole run fails (the checkpoint does not load, or is not a detector).
+Events come in this order: started; image or image_failed per image, in the request's order,
+each image followed by its embedding when the request asked for embeddings; done. Or failed,
+when the whole run fails (the checkpoint does not load, or is not a detector).
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ class ImagePredicted:
 
 
 @dataclass(frozen=True)
+class ImageEmbedded:
+    """What the model's detection head saw of an image (request "embed": true): each feature map
+    entering the head, averaged over its pixels, concatenated, L2-normalised (448 numbers for a
+    yolov8n). Images that look alike to the model lie close; `flywheel suggest --pick diverse`
+    uses it to spread a batch over the pool."""
+
+    kind: ClassVar[str] = "embedding"
+    index: int
+    vector: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class ImageFailed:
     """This image only: it is skipped and the others go on."""
 
@@ -74,7 +87,7 @@ class PredictFailed:
     error: str
 
 
-PredictEvent: TypeAlias = PredictStarted | ImagePredicted | ImageFailed | PredictDone | PredictFailed
+PredictEvent: TypeAlias = PredictStarted | ImagePredicted | ImageEmbedded | ImageFailed | PredictDone | PredictFailed
 
 KINDS: dict[str, type[Any]] = {cls.kind: cls for cls in get_args(PredictEvent)}
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from flywheel.core.errors import EventError, TrainingError
 from flywheel.core.events import read_stream
 from flywheel.core.predict_events import (
+    ImageEmbedded,
     ImageFailed,
     ImagePredicted,
     PredictDone,
@@ -34,6 +35,7 @@ class Outcome:
     failed: list[tuple[str, str]] = field(default_factory=list)  # image name, why the model could not read it
     names: list[str] = field(default_factory=list)  # the model's class names, in id order
     imgsz: int = 0
+    embeddings: dict[str, tuple[float, ...]] = field(default_factory=dict)  # image name -> vector (Request.embed)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Request:
     device: str
     threads: int
     max_det: int = 300
+    embed: bool = False  # also report what the head saw of each image (predict_events.ImageEmbedded)
 
 
 def predict(
@@ -123,6 +126,8 @@ def _take(event: PredictEvent, images: list[Found], outcome: Outcome) -> None:
             return
         boxes = tuple(Box(d.cls, d.conf, d.x1, d.y1, d.x2, d.y2) for d in event.boxes)
         outcome.predictions.append(Prediction(found.name, found.path, found.width, found.height, boxes))
+    elif isinstance(event, ImageEmbedded):
+        outcome.embeddings[images[event.index].name] = event.vector
     elif isinstance(event, ImageFailed):
         outcome.failed.append((images[event.index].name, event.error))
 

@@ -5,10 +5,10 @@ JSON line on the file descriptor named by FLYWHEEL_EVENT_FD (stdout when unset);
 stdout/stderr are the log. torch and Ultralytics are imported here only, never by the CLI.
 
 Request: {checkpoint, images: [path, ...], conf, iou, imgsz (0: the model's training imgsz),
-fallback_imgsz, device, threads, max_det}. Events (flywheel/core/predict_events.py), in order:
-PredictStarted; ImagePredicted or ImageFailed (this image is skipped; the others go on) per
-image; PredictDone. Or PredictFailed: the whole run (the checkpoint does not load, or is not a
-detector).
+fallback_imgsz, device, threads, max_det, embed}. Events (flywheel/core/predict_events.py), in
+order: PredictStarted; ImagePredicted (and ImageEmbedded after it, with "embed": true) or
+ImageFailed (this image is skipped; the others go on) per image; PredictDone. Or
+PredictFailed: the whole run (the checkpoint does not load, or is not a detector).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from flywheel.core.predict_events import (
     Detection,
+    ImageEmbedded,
     ImageFailed,
     ImagePredicted,
     PredictDone,
@@ -53,6 +54,9 @@ def predict(request: dict[str, Any], events: _Events) -> None:
     imgsz = int(request.get("imgsz") or model.overrides.get("imgsz") or request.get("fallback_imgsz") or 640)
     names = tuple(str(model.names[i]) for i in sorted(model.names))
     events.send(PredictStarted(names=names, imgsz=imgsz, task=str(model.task)))
+    seen: list[tuple[float, ...]] = []
+    if request.get("embed"):
+        _watch_head(model.model, seen)
     for index, path in enumerate(request["images"]):
         try:
             (result,) = model.predict(
@@ -73,10 +77,27 @@ def predict(request: dict[str, Any], events: _Events) -> None:
                 )
             )
             events.send(ImagePredicted(index=index, width=int(width), height=int(height), boxes=boxes))
+            if request.get("embed"):
+                events.send(ImageEmbedded(index=index, vector=seen[-1]))
         except Exception as exc:  # this image only: report it and go on
             traceback.print_exc()
             events.send(ImageFailed(index=index, error=f"{type(exc).__name__}: {exc}"))
     events.send(PredictDone(seconds=round(time.monotonic() - started, 2)))
+
+
+def _watch_head(network: Any, seen: list[tuple[float, ...]]) -> None:
+    """Keep, from every forward pass, what the detection head receives: each feature map
+    averaged over its pixels, concatenated and L2-normalised. A pre-hook, because the head
+    overwrites its input list in place; the pass is the prediction's own, so embeddings cost
+    no second forward (Ultralytics' `model.embed` would run the images again)."""
+    import torch
+
+    def keep(_head: Any, args: tuple[Any, ...]) -> None:
+        pooled = torch.cat([level.float().mean(dim=(2, 3)) for level in args[0]], dim=1)[0]
+        pooled = pooled / pooled.norm().clamp_min(1e-12)
+        seen[:] = [tuple(round(float(v), 5) for v in pooled.tolist())]
+
+    network.model[-1].register_forward_pre_hook(keep)
 
 
 def main(argv: list[str]) -> int:
