@@ -200,7 +200,10 @@ def test_the_summaries_on_fixed_data(tmp_path: Path):
         {"image": "x.txt.jpg", "reason": "not an image"},
         {"image": "c.png", "reason": "the model could not read it"},
     ]
-    rows = [{"rank": i, "image": n, "source": n, "score": s, "why": {}} for i, (n, s) in enumerate([("b.png", 0.5)], 1)]
+    rows = [
+        {"rank": i, "image": n, "source": n, "score": s, "pick": i, "why": {}}
+        for i, (n, s) in enumerate([("b.png", 0.5)], 1)
+    ]
     doc = suggest_data(run, "yolo", 0.25, 0.7, 1, 0.01, rows, preds[1:], tmp_path / "out" / "x")
     assert (doc["images"], doc["top"], doc["prelabeled"], doc["boxes"]) == (1, 1, 1, 0)
     assert doc["ranking"] == rows and doc["ranking_csv"] == str(tmp_path / "out" / "ranking.csv")
@@ -275,6 +278,6 @@ def test_the_docs_show_each_shape_with_the_keys_the_commands_print(root: Path, d
     real = {"schema": "flywheel.predict/1", **predict_data(run, "yolo", 0.25, 0.7, preds, tmp_path)}
     same_keys(examples["flywheel.predict/1"], real, "predict")
     why = uncertainty.score_image([0.9]).why()
-    rows = [{"rank": 1, "image": "a.png", "source": "a.png", "score": 0.5, "why": why}]
+    rows = [{"rank": 1, "image": "a.png", "source": "a.png", "score": 0.5, "pick": 1, "why": why}]
     real = suggest_data(run, "yolo", 0.25, 0.7, 1, 0.01, rows, preds, tmp_path)
     same_keys(examples["flywheel.suggest/1"], {"schema": "flywheel.suggest/1", **real}, "suggest")
