@@ -74,6 +74,13 @@ def test_messages_keep_a_long_path_on_one_line_in_a_narrow_terminal(tmp_path):
         env={**os.environ, "COLUMNS": "40"},
     )
     assert made.returncode == 0 and f"flywheel run --root {deep / 'root'}" in made.stdout, made.stdout
+    status = subprocess.run(
+        [sys.executable, "-m", "flywheel", "status", "--root", str(deep / "root")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "40"},
+    )
+    assert status.returncode == 0 and f"data root: {deep / 'root'}\n" in status.stdout, status.stdout
 
 
 def test_a_bad_config_key_stops_start_up_naming_the_key(data_root: Path):

@@ -16,8 +16,10 @@ from flywheel.core.errors import ExitCode, FlywheelError
 
 # soft_wrap: messages name files, and a path broken over two lines cannot be pasted back (nor
 # found by grep); the terminal wraps long lines itself. Tables still fit the terminal's width.
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# markup=False: messages interpolate paths, reasons and foreign errors, and a "[bold]" in any
+# of them would be read as Rich markup and vanish; a styled word goes in as Text (`styled`).
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 T = TypeVar("T")
 
 Root = Annotated[
@@ -26,6 +28,12 @@ Root = Annotated[
         "--root", "-r", envvar="FLYWHEEL_ROOT", help="The data root (made by `flywheel init`).", file_okay=False
     ),
 ]
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A message from plain strings and (text, style) pairs: `styled("  ", ("skipped", "yellow"),
+    f" {name}: {why}")`. Only the pairs are styled; every string prints as written."""
+    return Text.assemble(*parts)
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from flywheel.app import App, DataRootLock
-from flywheel.cli.common import Root, call, out, setup_logging
+from flywheel.cli.common import Root, call, out, setup_logging, styled
 from flywheel.cli.jsonout import Json, JsonFlag, emit, version_json
 from flywheel.core.domain import batch_name, version_name
 from flywheel.core.errors import Busy, ExitCode
@@ -46,9 +46,9 @@ def ingest(
         f"{len(result.quarantined)} files quarantined"
     )
     for rel, why in result.quarantined:
-        out.print(f"  [yellow]quarantined[/yellow] {rel}: {why}", highlight=False)
+        out.print(styled("  ", ("quarantined", "yellow"), f" {rel}: {why}"), highlight=False)
     if b.reason:
-        out.print(f"  [red]rejected[/red]: {b.reason}", highlight=False)
+        out.print(styled("  ", ("rejected", "red"), f": {b.reason}"), highlight=False)
     out.print(f"  version: {version_name(result.version.id or 0) if result.version else 'unchanged'}")
     if b.state == "rejected":
         raise typer.Exit(ExitCode.FAILED)

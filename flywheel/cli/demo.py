@@ -24,6 +24,7 @@ from pathlib import Path
 from rich.console import Console
 
 from flywheel.app import App, init_data_root
+from flywheel.cli.common import styled
 from flywheel.core.domain import RunState, model_name, version_name
 from flywheel.core.errors import FlywheelError
 from flywheel.core.records import Run
@@ -170,7 +171,8 @@ def _turn(app: App, batch: Path, root: Path, daemon: threading.Thread, console: 
     """Drop one batch, wait for the daemon to train on it, print what the gate saw."""
     classes = (batch / "classes.txt").read_text().split()
     count = len(list((batch / "images").iterdir()))
-    console.print(f"[bold]{batch.name}[/bold]: {count} images of {', '.join(classes)} dropped into {root / 'inbox'}")
+    dropped = f": {count} images of {', '.join(classes)} dropped into {root / 'inbox'}"
+    console.print(styled((batch.name, "bold"), dropped))
     started = time.monotonic()
     runs_before = len(app.store.runs())
     drop(batch, root / "inbox")
@@ -192,19 +194,25 @@ def _turn(app: App, batch: Path, root: Path, daemon: threading.Thread, console: 
         f"on {version_name(run.version_id)}"
     )
     if gate is None:
-        console.print(f"  [bold]{model.status}[/bold]")
+        console.print(styled("  ", (str(model.status), "bold")))
     elif gate.production_model_id is None:
         score = app.store.evaluation(model.sha256, gate.eval_sha256)
         map50 = f"mAP50 {score.map50:.3f}, " if score is not None else ""
         console.print(
-            f"  {map50}mAP50-95 {gate.candidate_map:.3f} on {version_name(run.version_id)}/val; "
-            f"[bold]{gate.outcome}d[/bold] (the first model)"
+            styled(
+                f"  {map50}mAP50-95 {gate.candidate_map:.3f} on {version_name(run.version_id)}/val; ",
+                (f"{gate.outcome}d", "bold"),
+                " (the first model)",
+            )
         )
     else:
         console.print(
-            f"  mAP50-95 {gate.candidate_map:.3f} vs {model_name(gate.production_model_id)}'s "
-            f"{gate.production_map:.3f} on the same val images ({version_name(run.version_id)}/val): "
-            f"[bold]{gate.outcome}d[/bold] ({gate.rule}, margin {gate.margin:+.3f})"
+            styled(
+                f"  mAP50-95 {gate.candidate_map:.3f} vs {model_name(gate.production_model_id)}'s "
+                f"{gate.production_map:.3f} on the same val images ({version_name(run.version_id)}/val): ",
+                (f"{gate.outcome}d", "bold"),
+                f" ({gate.rule}, margin {gate.margin:+.3f})",
+            )
         )
     return run
 

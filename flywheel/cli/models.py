@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from flywheel.app import App
-from flywheel.cli.common import Root, call, err, out
+from flywheel.cli.common import Root, call, err, out, styled
 from flywheel.cli.jsonout import Json, JsonFlag, emit, iso, ledger_json, model_json, ref, run_json
 from flywheel.core import ledger
 from flywheel.core.domain import model_name, parse_id, run_name, version_name
@@ -84,7 +84,7 @@ def show(
         return
     name = model_name(model.id or 0)
     run = store.run(model.run_id)
-    out.print(f"[bold]{name}[/bold]  {model.status}  sha256 {model.sha256}")
+    out.print(styled((name, "bold"), f"  {model.status}  sha256 {model.sha256}"))
     out.print(
         f"  version {version_name(model.version_id)}, run {run_name(model.run_id)} ({run.start_kind}, "
         f"{run.epochs_done}/{run.epochs} epochs), parent "
@@ -284,7 +284,7 @@ def verify(root: Root = Path(".")) -> None:
     entries = call(lambda: App(root)).store.ledger()
     problems = ledger.verify(entries)
     for p in problems:
-        err.print(f"[red]tampered:[/red] {p}", highlight=False)
+        err.print(styled(("tampered:", "red"), f" {p}"), highlight=False)
     if problems:
         raise typer.Exit(ExitCode.FAILED)
     out.print(f"ledger intact: {len(entries)} entries, head {entries[-1].entry_hash[:12] if entries else '-'}")

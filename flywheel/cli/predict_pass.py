@@ -19,7 +19,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flywheel.app import App
-from flywheel.cli.common import call, err, out
+from flywheel.cli.common import call, err, out, styled
 from flywheel.cli.jsonout import Json
 from flywheel.core.domain import model_name
 from flywheel.core.errors import UsageError
@@ -78,7 +78,7 @@ def checked_format(fmt: str) -> str:
     fmt = fmt.lower()
     if fmt not in writers.FORMATS:
         err.print(
-            f"[red]error:[/red] --format {fmt}: expected one of {', '.join(writers.FORMATS)}",
+            styled(("error:", "red"), f" --format {fmt}: expected one of {', '.join(writers.FORMATS)}"),
             highlight=False,
         )
         raise typer.Exit(UsageError.exit_code)
@@ -124,7 +124,7 @@ def run_pass(
         )
         if not found.images:
             for name, why in found.skipped:
-                err.print(f"  [yellow]skipped[/yellow] {name}: {why}", highlight=False)
+                err.print(styled("  ", ("skipped", "yellow"), f" {name}: {why}"), highlight=False)
             err.print("error: no readable image to run on")
             raise typer.Exit(1)
         request = runner.Request(
@@ -205,4 +205,4 @@ def pass_summary(run: PredictPass, fmt: str, conf: float, iou: float, prediction
 
 def report_skipped(run: PredictPass) -> None:
     for name, why in [*run.inputs.skipped, *run.outcome.failed]:
-        out.print(f"  [yellow]skipped[/yellow] {name}: {why}", highlight=False)
+        out.print(styled("  ", ("skipped", "yellow"), f" {name}: {why}"), highlight=False)

@@ -15,8 +15,7 @@ from flywheel.cli.common import Root, call, out, setup_logging
 def init(directory: Annotated[Path, typer.Argument(help="Folder to create (or complete).")]) -> None:
     """Create a data root: config.toml (every key documented), inbox/, an empty SQLite database."""
     root = call(lambda: init_data_root(directory))
-    # no markup: a folder named "x[bold]" must come out as typed, to be pasted back
-    out.print(f"data root ready: {root}\n  edit {root / 'config.toml'}, then: flywheel run --root {root}", markup=False)
+    out.print(f"data root ready: {root}\n  edit {root / 'config.toml'}, then: flywheel run --root {root}")
 
 
 def run(root: Root = Path(".")) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from flywheel.app import App
-from flywheel.cli.common import Root, call, out
+from flywheel.cli.common import Root, call, out, styled
 from flywheel.cli.jsonout import Json, JsonFlag, batch_json, emit, iso, model_json, run_json, version_json
 from flywheel.cli.train import progress_of
 from flywheel.core.domain import batch_name, model_name, run_name, version_name
@@ -40,9 +40,12 @@ def status(root: Root = Path("."), as_json: JsonFlag = False) -> None:
     problem = application.registry.production_problem()
     if problem:
         out.print(
-            f"[red]production is damaged[/red]: {problem}. The daemon restores a damaged copy from the intact "
-            "one at its next step; if both are damaged, `flywheel rollback --reason '...'` serves the previous "
-            "model, or restore the file from a backup",
+            styled(
+                ("production is damaged", "red"),
+                f": {problem}. The daemon restores a damaged copy from the intact one at its next step; if "
+                "both are damaged, `flywheel rollback --reason '...'` serves the previous model, or restore "
+                "the file from a backup",
+            ),
             highlight=False,
         )
     out.print(f"refresh: {_refresh(application)}")

@@ -82,12 +82,12 @@ def suggest(
     if as_json:
         emit("suggest", suggest_data(run, fmt, conf, iou, top, scoring, rows, chosen, written, pick))
         return
-    out.print(f"ranked {len(ranking)} images by uncertainty under {run.model}: {run.out / 'ranking.csv'}", markup=False)
+    out.print(f"ranked {len(ranking)} images by uncertainty under {run.model}: {run.out / 'ranking.csv'}")
     picked = [r for r in rows if r["pick"] is not None]
     for r in picked[: min(5, top)]:
-        out.print(f"  {r['rank']:>3}. {r['image']}  score {r['score']:.3f}", markup=False, highlight=False)
+        out.print(f"  {r['rank']:>3}. {r['image']}  score {r['score']:.3f}", highlight=False)
     what = "top" if pick == "top" else "diverse"
-    out.print(f"{what} {len(chosen)} pre-labeled (conf {conf}) -> {written}", markup=False, highlight=False)
+    out.print(f"{what} {len(chosen)} pre-labeled (conf {conf}) -> {written}", highlight=False)
     report_skipped(run)
 
 
@@ -97,7 +97,7 @@ PICKS = ("top", "diverse")
 def _checked_pick(pick: str) -> str:
     pick = pick.lower()
     if pick not in PICKS:
-        err.print(f"error: --pick {pick}: expected one of {', '.join(PICKS)}", markup=False, highlight=False)
+        err.print(f"error: --pick {pick}: expected one of {', '.join(PICKS)}", highlight=False)
         raise typer.Exit(UsageError.exit_code)
     return pick
 
