@@ -108,7 +108,10 @@ def rank_pool(work: Path, checkpoint: str, pool: list[Path], imgsz: int, threads
     request = Request(Path(checkpoint), SCORING_CONF, 0.7, imgsz, imgsz, "cpu", threads, embed=True)
     outcome = predict(request, found, work / "predict", work / ".ultralytics", lambda _e: None)
     ranking = rank({p.name: [b.conf for b in p.boxes] for p in outcome.predictions})
-    return {pick: picked(ranking, outcome.embeddings, k, pick) for pick in ("top", "diverse")}
+    diverse = picked(ranking, outcome.embeddings, k, "diverse")
+    if diverse.by_rank:
+        print(f"[rank] diverse: {diverse.by_rank} of {k} filled in by rank", flush=True)
+    return {"top": picked(ranking, outcome.embeddings, k, "top").names, "diverse": diverse.names}
 
 
 def run(

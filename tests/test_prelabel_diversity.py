@@ -7,7 +7,9 @@ from __future__ import annotations
 import math
 import random
 
-from flywheel.prelabel.diversity import pick
+import pytest
+
+from flywheel.prelabel.diversity import Picked, pick
 
 
 def _unit(v: list[float]) -> list[float]:
@@ -34,35 +36,42 @@ GROUPS = {"a": ([1, 0, 0, 0], 0.90), "b": ([0, 1, 0, 0], 0.60), "c": ([0, 0, 1, 
 def test_it_takes_the_most_uncertain_of_each_group_where_top_k_takes_one_group():
     ranked, vectors = _pool(GROUPS)
     assert [n for n, _s in ranked[:3]] == ["a0", "a1", "a2"]  # top-K: three look-alikes
-    assert pick(ranked, vectors, 3, prefilter=8) == ["a0", "b0", "c0"]
+    assert pick(ranked, vectors, 3, prefilter=8) == Picked(["a0", "b0", "c0"], by_rank=0)
 
 
 def test_uncertainty_still_chooses_the_region_the_batch_comes_from():
     """The confident group d is never a candidate: only the 3K most uncertain are clustered."""
     ranked, vectors = _pool(GROUPS, size=2)  # a0 a1 b0 b1 c0 c1 d0 d1
     for k, prefilter in ((2, 3), (3, 2)):  # both: the 6 most uncertain (a0 a1 b0 b1 c0 c1) are candidates
-        chosen = pick(ranked, vectors, k, prefilter=prefilter)
+        chosen = pick(ranked, vectors, k, prefilter=prefilter).names
         assert chosen[0] == "a0" and not {"d0", "d1"} & set(chosen) and len({n[0] for n in chosen}) == k
 
 
-def test_the_pick_repeats_and_does_not_depend_on_the_order_vectors_come_in():
-    ranked, vectors = _pool(GROUPS)
-    first = pick(ranked, vectors, 4, prefilter=8)
-    shuffled = dict(sorted(vectors.items(), key=lambda _item: random.random()))
-    assert pick(ranked, shuffled, 4, prefilter=8) == first == ["a0", "b0", "c0", "d0"]
-
-
-def test_without_vectors_or_with_too_few_candidates_it_is_the_top_k():
+def test_without_vectors_or_with_too_few_candidates_it_is_the_top_k_and_says_so():
     ranked, vectors = _pool(GROUPS, size=2)
     top = [n for n, _s in ranked[:3]]
-    assert pick(ranked, {}, 3) == top
-    assert pick(ranked, {n: vectors[n] for n, _s in ranked[:2]}, 3) == top  # 2 candidates for 3: filled by rank
-    assert pick(ranked, vectors, 20) == [n for n, _s in ranked]  # K over the pool: every image
-    assert pick([], {}, 5) == []
+    assert pick(ranked, {}, 3) == Picked(top, by_rank=3)
+    assert pick(ranked, {n: vectors[n] for n, _s in ranked[:2]}, 3) == Picked(top, by_rank=1)  # 2 for 3
+    assert pick(ranked, vectors, 20).names == [n for n, _s in ranked]  # K over the pool: every image
+    assert pick([], {}, 5) == Picked([], by_rank=0)
+
+
+def test_a_vector_that_is_not_finite_counts_as_none_instead_of_collapsing_the_clusters():
+    ranked, vectors = _pool(GROUPS)
+    vectors["a1"] = [math.nan, 0.0, 0.0, 0.0]
+    vectors["a2"] = [0.0, 0.0, 0.0, 0.0]  # nothing to normalise
+    assert pick(ranked, vectors, 3, prefilter=8) == Picked(["a0", "b0", "c0"], by_rank=0)
+
+
+def test_vectors_of_two_models_are_refused():
+    ranked, vectors = _pool(GROUPS)
+    vectors["b0"] = [1.0, 0.0]
+    with pytest.raises(ValueError, match="different lengths"):
+        pick(ranked, vectors, 3, prefilter=8)
 
 
 def test_the_batch_comes_back_in_rank_order_with_no_image_twice():
     ranked, vectors = _pool(GROUPS, size=5)
-    chosen = pick(ranked, vectors, 6)
+    chosen = pick(ranked, vectors, 6).names
     order = [n for n, _s in ranked]
     assert len(set(chosen)) == 6 and chosen == sorted(chosen, key=order.index)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from flywheel.cli.common import Root, err, out
+from flywheel.cli.common import Root, err, out, styled
 from flywheel.cli.jsonout import Json, JsonFlag, emit
 from flywheel.cli.predict_pass import (
     Conf,
@@ -78,16 +79,24 @@ def suggest(
     scoring = min(uncertainty.SCORING_CONF, conf)
     embed = pick == "diverse"
     with run_pass(paths, model, trust, scoring, iou, imgsz, device, out_dir, root, "suggest", embed) as run:
-        ranking, rows, written, chosen = _rank_and_write(run, top, pick, fmt, conf, image_prefix)
+        batch = _rank_and_write(run, top, pick, fmt, conf, image_prefix)
+    if batch.by_rank:
+        err.print(
+            styled(
+                ("warning:", "yellow"),
+                f" --pick diverse: {batch.by_rank} of the {len(batch.chosen)} came by rank, not from a cluster "
+                "(images without an embedding from the model, or too few candidates); see predict.log if all did",
+            ),
+            highlight=False,
+        )
     if as_json:
-        emit("suggest", suggest_data(run, fmt, conf, iou, top, scoring, rows, chosen, written, pick))
+        emit("suggest", suggest_data(run, fmt, conf, iou, top, scoring, batch.rows, batch.chosen, batch.written, pick))
         return
-    out.print(f"ranked {len(ranking)} images by uncertainty under {run.model}: {run.out / 'ranking.csv'}")
-    picked = [r for r in rows if r["pick"] is not None]
-    for r in picked[: min(5, top)]:
+    out.print(f"ranked {len(batch.rows)} images by uncertainty under {run.model}: {run.out / 'ranking.csv'}")
+    in_batch = [r for r in batch.rows if r["pick"] is not None]
+    for r in in_batch[: min(5, top)]:
         out.print(f"  {r['rank']:>3}. {r['image']}  score {r['score']:.3f}", highlight=False)
-    what = "top" if pick == "top" else "diverse"
-    out.print(f"{what} {len(chosen)} pre-labeled (conf {conf}) -> {written}", highlight=False)
+    out.print(f"{pick} {len(batch.chosen)} pre-labeled (conf {conf}) -> {batch.written}", highlight=False)
     report_skipped(run)
 
 
@@ -97,7 +106,7 @@ PICKS = ("top", "diverse")
 def _checked_pick(pick: str) -> str:
     pick = pick.lower()
     if pick not in PICKS:
-        err.print(f"error: --pick {pick}: expected one of {', '.join(PICKS)}", highlight=False)
+        err.print(styled(("error:", "red"), f" --pick {pick}: expected one of {', '.join(PICKS)}"), highlight=False)
         raise typer.Exit(UsageError.exit_code)
     return pick
 
@@ -107,21 +116,27 @@ def picked(
     embeddings: dict[str, tuple[float, ...]],
     top: int,
     pick: str,
-) -> list[str]:
+) -> diversity.Picked:
     """The K names to pre-label, in rank order: the top K, or diversity.pick's K."""
     if pick == "diverse":
         return diversity.pick([(name, u.score) for name, u in ranking], embeddings, top)
-    return [name for name, _u in ranking[:top]]
+    return diversity.Picked([name for name, _u in ranking[:top]], 0)
 
 
-def _rank_and_write(
-    run: PredictPass, top: int, pick: str, fmt: str, conf: float, image_prefix: str
-) -> tuple[list[tuple[str, uncertainty.Uncertainty]], list[dict[str, Any]], Path, list[Prediction]]:
+@dataclass(frozen=True)
+class _Batch:
+    rows: list[dict[str, Any]]  # every image, in rank order
+    chosen: list[Prediction]  # the K picked, with their boxes at --conf
+    written: Path  # the package's annotation file
+    by_rank: int  # --pick diverse: how many of the K came by rank, not from a cluster
+
+
+def _rank_and_write(run: PredictPass, top: int, pick: str, fmt: str, conf: float, image_prefix: str) -> _Batch:
     by_name = {p.name: p for p in run.outcome.predictions}
     origin = {f.name: f.origin for f in run.inputs.images}
     ranking = uncertainty.rank({p.name: [b.conf for b in p.boxes] for p in run.outcome.predictions})
-    chosen_names = picked(ranking, run.outcome.embeddings, top, pick)
-    order = {name: i for i, name in enumerate(chosen_names, start=1)}
+    batch = picked(ranking, run.outcome.embeddings, top, pick)
+    order = {name: i for i, name in enumerate(batch.names, start=1)}
     rows: list[dict[str, Any]] = [
         {
             "rank": i,
@@ -137,13 +152,13 @@ def _rank_and_write(
     with (run.out / "ranking.csv").open("w", newline="") as fh:
         terms = list(rows[0]["why"]) if rows else []
         writer = csv.writer(fh)
-        writer.writerow(["rank", "image", "score", "pick", *terms, "source"])
+        writer.writerow(["rank", "image", "score", *terms, "source", "pick"])
         for r in rows:
             pick_cell = "" if r["pick"] is None else r["pick"]
-            writer.writerow([r["rank"], r["image"], r["score"], pick_cell, *(r["why"][t] for t in terms), r["source"]])
-    chosen = [by_name[name].above(conf) for name in chosen_names]
+            writer.writerow([r["rank"], r["image"], r["score"], *(r["why"][t] for t in terms), r["source"], pick_cell])
+    chosen = [by_name[name].above(conf) for name in batch.names]
     written = writers.write(fmt, run.out / "prelabels", chosen, run.outcome.names, run.model, image_prefix)
-    return ranking, rows, written, chosen
+    return _Batch(rows, chosen, written, batch.by_rank)
 
 
 def suggest_data(

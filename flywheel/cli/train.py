@@ -103,7 +103,7 @@ class TrainProgress(NullObserver):
 
     def __init__(self, console: Console):
         self.bar = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),

@@ -5,21 +5,25 @@ The top K by uncertainty alone are often look-alikes: on BCCD at 320 px, 24 of t
 them taught no more than 30 random images (docs/benchmarks.md, "Suggest vs random"). A batch
 of near-duplicates teaches about what one of them would.
 
-`pick` is diverse mini-batch active learning (Zhdanov 2019, arXiv:1901.05954): keep the
-PREFILTER x K most uncertain images, group them into K clusters by what the model saw of each
-(the head's input features, predict_events.ImageEmbedded; cosine geometry, as the vectors are
-L2-normalised), with each image weighted by its uncertainty score, and take the most uncertain
-image of every cluster. Uncertainty chooses the region of the pool, the clusters spread the
-batch over it.
+`pick` is a variant of diverse mini-batch active learning (Zhdanov 2019, arXiv:1901.05954):
+keep the PREFILTER x K most uncertain images, group them into K clusters by what the model saw
+of each (the head's input features, predict_events.ImageEmbedded, unit vectors; spherical
+k-means, so cosine similarity), each image weighted by its uncertainty score, and take the most
+uncertain image of every cluster (Zhdanov takes the one nearest the centre, from a wider
+prefilter; here uncertainty keeps the last word within a cluster). Uncertainty chooses the
+region of the pool, the clusters spread the batch over it.
 
-Deterministic, so a ranking repeats for a given model: k-means starts from a farthest-first
-traversal that begins at the most uncertain image (no random seed), and ties go to the better
-rank. Pure: names, scores and vectors in, names out; numpy only.
+Deterministic for given vectors (the same model, machine and settings): k-means starts from a
+farthest-first traversal that begins at the most uncertain image (no random seed), and ties go
+to the better rank. Farthest-first seeds odd images (a blank slide) as their own clusters, so
+an outlier among the candidates tends to be picked: it is at least uncertain. Pure: names,
+scores and vectors in, names out; numpy only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # numpy is imported when a pick is made, not when the CLI starts
@@ -30,61 +34,74 @@ PREFILTER = 3  # candidates per pick: 3K keeps the batch among the more uncertai
 ROUNDS = 50  # Lloyd iterations at most; a few hundred candidates settle in well under that
 
 
+@dataclass(frozen=True)
+class Picked:
+    names: list[str]  # K names, in rank order
+    by_rank: int  # of them, how many were filled in by rank, not chosen from a cluster
+
+
 def pick(
     ranked: Sequence[tuple[str, float]],
     vectors: Mapping[str, Sequence[float]],
     k: int,
     prefilter: int = PREFILTER,
-) -> list[str]:
+) -> Picked:
     """K names of `ranked` (name, score), most uncertain first, spread over the clusters of
-    their `vectors`; returned in rank order. Images without a vector are not clustered; when
-    fewer than K candidates have one, or clusters come out empty, the next best ranked fill in."""
+    their `vectors`; returned in rank order. An image without a vector, or with a non-finite
+    one, is not clustered; when too few candidates have one, or a cluster comes out empty, the
+    next best ranked fill in, and `by_rank` counts them (all K: the pick is plain top-K)."""
     import numpy as np
 
     k = min(k, len(ranked))
-    candidates = [(i, name, score) for i, (name, score) in enumerate(ranked[: prefilter * k]) if name in vectors]
+    candidates = []
+    for i, (name, score) in enumerate(ranked[: prefilter * k]):
+        vector = np.asarray(vectors.get(name, ()), dtype=np.float64)
+        if vector.size and np.isfinite(vector).all() and np.linalg.norm(vector) > 0:
+            candidates.append((i, score, vector / np.linalg.norm(vector)))
     if len(candidates) <= k:
-        return _fill([name for _i, name, _s in candidates], ranked, k)
-    points = np.array([vectors[name] for _i, name, _s in candidates], dtype=np.float64)
-    weights = np.array([max(score, 0.0) for _i, _n, score in candidates]) + 1e-6
-    groups = _weighted_kmeans(points, weights, k)
+        return _fill([i for i, _s, _v in candidates], ranked, k)
+    sizes = {len(v) for _i, _s, v in candidates}
+    if len(sizes) > 1:  # vectors from two models cannot be compared
+        raise ValueError(f"embeddings of different lengths {sorted(sizes)}: one model's vectors only")
+    points = np.stack([v for _i, _s, v in candidates])
+    weights = np.array([max(score, 0.0) for _i, score, _v in candidates]) + 1e-6
+    groups = _spherical_kmeans(points, weights, k)
     chosen = []
     for group in range(k):
         members = np.flatnonzero(groups == group)
         if members.size:  # candidates are in rank order: the first member is the most uncertain
             chosen.append(candidates[int(members[0])][0])
-    return _fill([ranked[i][0] for i in sorted(chosen)], ranked, k)
+    return _fill(chosen, ranked, k)
 
 
-def _weighted_kmeans(x: NDArray[np.float64], w: NDArray[np.float64], k: int) -> NDArray[np.intp]:
-    """Each point's cluster (0..k-1). Centres start at a farthest-first traversal from point 0."""
+def _spherical_kmeans(x: NDArray[np.float64], w: NDArray[np.float64], k: int) -> NDArray[np.intp]:
+    """Each unit vector's cluster (0..k-1) by cosine similarity to weighted, renormalised
+    centres. Centres start at a farthest-first traversal from point 0 (the most uncertain)."""
     import numpy as np
 
-    norms = (x * x).sum(axis=1)
     first = [0]
-    nearest = norms - 2 * x @ x[0] + norms[0]
+    nearest = x @ x[0]  # similarity to the closest centre so far
     for _ in range(1, k):
-        far = int(np.argmax(nearest))  # argmax takes the first of equals: the better ranked
+        far = int(np.argmin(nearest))  # argmin takes the first of equals: the better ranked
         first.append(far)
-        nearest = np.minimum(nearest, norms - 2 * x @ x[far] + norms[far])
+        nearest = np.maximum(nearest, x @ x[far])
     centres = x[first].copy()
     groups = np.full(len(x), -1, dtype=np.intp)
     for _round in range(ROUNDS):
-        distances = norms[:, None] - 2 * x @ centres.T + (centres * centres).sum(axis=1)[None, :]
-        new_groups = distances.argmin(axis=1)
+        new_groups = (x @ centres.T).argmax(axis=1)
         if np.array_equal(new_groups, groups):
             break
         groups = new_groups
         for g in range(k):
             members = groups == g
             if members.any():
-                centres[g] = (w[members, None] * x[members]).sum(axis=0) / w[members].sum()
+                centre = (w[members, None] * x[members]).sum(axis=0)
+                centres[g] = centre / max(float(np.linalg.norm(centre)), 1e-12)
     return groups
 
 
-def _fill(chosen: list[str], ranked: Sequence[tuple[str, float]], k: int) -> list[str]:
-    """`chosen`, topped up to K with the best ranked names not in it, in rank order."""
-    order = {name: i for i, (name, _s) in enumerate(ranked)}
+def _fill(chosen: list[int], ranked: Sequence[tuple[str, float]], k: int) -> Picked:
+    """The names at ranks `chosen`, topped up to K with the best ranked others, in rank order."""
     taken = set(chosen)
-    extra = [name for name, _s in ranked if name not in taken][: k - len(chosen)]
-    return sorted([*chosen, *extra], key=order.__getitem__)
+    extra = [i for i in range(len(ranked)) if i not in taken][: k - len(chosen)]
+    return Picked([ranked[i][0] for i in sorted([*chosen, *extra])], len(extra))

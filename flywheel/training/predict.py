@@ -55,9 +55,9 @@ def predict(request: dict[str, Any], events: _Events) -> None:
     names = tuple(str(model.names[i]) for i in sorted(model.names))
     events.send(PredictStarted(names=names, imgsz=imgsz, task=str(model.task)))
     seen: list[tuple[float, ...]] = []
-    if request.get("embed"):
-        _watch_head(model.model, seen)
+    embed = bool(request.get("embed")) and _watch_head(model.model, seen)
     for index, path in enumerate(request["images"]):
+        seen.clear()  # a pass that skips the head must not send the previous image's vector
         try:
             (result,) = model.predict(
                 source=path,
@@ -76,28 +76,37 @@ def predict(request: dict[str, Any], events: _Events) -> None:
                     result.boxes.cls.tolist(), result.boxes.conf.tolist(), result.boxes.xyxy.tolist(), strict=True
                 )
             )
-            events.send(ImagePredicted(index=index, width=int(width), height=int(height), boxes=boxes))
-            if request.get("embed"):
-                events.send(ImageEmbedded(index=index, vector=seen[-1]))
         except Exception as exc:  # this image only: report it and go on
             traceback.print_exc()
             events.send(ImageFailed(index=index, error=f"{type(exc).__name__}: {exc}"))
+            continue
+        events.send(ImagePredicted(index=index, width=int(width), height=int(height), boxes=boxes))
+        if embed and seen:  # the last pass is the image's (a GPU's first call warms up before it)
+            events.send(ImageEmbedded(index=index, vector=seen[-1]))
     events.send(PredictDone(seconds=round(time.monotonic() - started, 2)))
 
 
-def _watch_head(network: Any, seen: list[tuple[float, ...]]) -> None:
-    """Keep, from every forward pass, what the detection head receives: each feature map
-    averaged over its pixels, concatenated and L2-normalised. A pre-hook, because the head
-    overwrites its input list in place; the pass is the prediction's own, so embeddings cost
-    no second forward (Ultralytics' `model.embed` would run the images again)."""
+def _watch_head(network: Any, seen: list[tuple[float, ...]]) -> bool:
+    """Append, at every forward pass, what the detection head receives: each feature map
+    averaged over its pixels, concatenated and L2-normalised (non-finite maps are skipped). A
+    hook on the prediction's own pass, so embeddings cost no second forward (Ultralytics'
+    `model.embed` would run every image again). False when the checkpoint has no PyTorch head to
+    hook (an exported model): then no embedding is sent, and suggest says its pick fell back."""
     import torch
+
+    head = getattr(getattr(network, "model", None), "__getitem__", None)
+    if not isinstance(network, torch.nn.Module) or head is None:
+        print(f"no embeddings: {type(network).__name__} is not a PyTorch detection model", flush=True)
+        return False
 
     def keep(_head: Any, args: tuple[Any, ...]) -> None:
         pooled = torch.cat([level.float().mean(dim=(2, 3)) for level in args[0]], dim=1)[0]
-        pooled = pooled / pooled.norm().clamp_min(1e-12)
-        seen[:] = [tuple(round(float(v), 5) for v in pooled.tolist())]
+        if bool(torch.isfinite(pooled).all()):
+            pooled = pooled / pooled.norm().clamp_min(1e-12)
+            seen.append(tuple(round(float(v), 5) for v in pooled.tolist()))
 
     network.model[-1].register_forward_pre_hook(keep)
+    return True
 
 
 def main(argv: list[str]) -> int:
