@@ -175,7 +175,8 @@ def test_the_runner_turns_the_events_into_an_outcome(tmp_path: Path):
 def test_the_runner_keeps_each_embedding_under_its_image_name(tmp_path: Path):
     lines = [_wire(e) for e in (ONE_OF_EACH[0], ONE_OF_EACH[1], ONE_OF_EACH[5], ONE_OF_EACH[3])]
     outcome = _run(tmp_path, _child(tmp_path, lines), [])
-    assert outcome.embeddings == {"d.png": (0.6, 0.0, 0.8)}
+    assert list(outcome.embeddings) == ["d.png"]
+    assert list(outcome.embeddings["d.png"]) == pytest.approx([0.6, 0.0, 0.8], abs=1e-7)  # kept as float32
     assert [p.name for p in outcome.predictions] == ["d.png"]
 
 

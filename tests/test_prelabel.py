@@ -325,7 +325,7 @@ def test_the_child_reports_what_the_head_saw_from_the_same_pass(trained_root, un
     assert sorted(vectors) == sorted(p.name for p in outcome.predictions) and len(vectors) == 6
     assert {len(v) for v in vectors.values()} == {64 + 128 + 256}  # yolov8n's three maps into the head
     assert all(abs(sum(x * x for x in v) - 1) < 1e-3 for v in vectors.values())
-    assert vectors["twin.png"] == vectors[first.name] and len(set(vectors.values())) == 5
+    assert vectors["twin.png"] == vectors[first.name] and len({tuple(v) for v in vectors.values()}) == 5
     plain = runner.predict(
         runner.Request(checkpoint, 0.01, 0.7, 0, 32, "cpu", 1),
         found,

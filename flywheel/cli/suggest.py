@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -113,7 +113,7 @@ def _checked_pick(pick: str) -> str:
 
 def picked(
     ranking: Sequence[tuple[str, uncertainty.Uncertainty]],
-    embeddings: dict[str, tuple[float, ...]],
+    embeddings: Mapping[str, Sequence[float]],
     top: int,
     pick: str,
 ) -> diversity.Picked:
