@@ -181,7 +181,12 @@ def main() -> None:
         "close_mosaic": args.epochs,
         "close_mosaic_warm": args.epochs,
     }
-    results = [run(args.data, seed, args.work, settings, args.threads, args.arms) for seed in args.seeds]
+    results: list[dict[str, Any]] = []
+    for seed in args.seeds:  # written after each seed: a run stopped on a deadline keeps what it finished
+        results.append(run(args.data, seed, args.work, settings, args.threads, args.arms))
+        document = {"data": args.data, "settings": settings, "runs": results}
+        common.write_json(args.work, f"suggest-{args.data}.json", document)
+        print(f"[seed {seed}] " + ", ".join(f"{a} {results[-1][a]['map50_95']}" for a in args.arms), flush=True)
     rows = []
     for r in results:
         scores = {arm: r[arm]["map50_95"] for arm in args.arms}
