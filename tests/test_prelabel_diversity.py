@@ -52,7 +52,8 @@ def test_without_vectors_or_with_too_few_candidates_it_is_the_top_k_and_says_so(
     top = [n for n, _s in ranked[:3]]
     assert pick(ranked, {}, 3) == Picked(top, by_rank=3)
     assert pick(ranked, {n: vectors[n] for n, _s in ranked[:2]}, 3) == Picked(top, by_rank=1)  # 2 for 3
-    assert pick(ranked, vectors, 20).names == [n for n, _s in ranked]  # K over the pool: every image
+    assert pick(ranked, vectors, 20) == Picked([n for n, _s in ranked], by_rank=0)  # K over the pool: every image
+    assert pick(ranked, {}, 20) == Picked([n for n, _s in ranked], by_rank=0)  # no choice made, so no fallback
     assert pick([], {}, 5) == Picked([], by_rank=0)
 
 

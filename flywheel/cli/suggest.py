@@ -84,8 +84,9 @@ def suggest(
         err.print(
             styled(
                 ("warning:", "yellow"),
-                f" --pick diverse: {batch.by_rank} of the {len(batch.chosen)} came by rank, not from a cluster "
-                "(images without an embedding from the model, or too few candidates); see predict.log if all did",
+                f" --pick diverse: {batch.by_rank} of the {len(batch.chosen)} were taken by rank, not from a "
+                "cluster: the model gave no usable embedding for enough images (an exported, non-PyTorch model "
+                "gives none; pass its .pt)",
             ),
             highlight=False,
         )

@@ -52,7 +52,8 @@ def pick(
     next best ranked fill in, and `by_rank` counts them (all K: the pick is plain top-K)."""
     import numpy as np
 
-    k = min(k, len(ranked))
+    if k >= len(ranked):  # every image is in the batch: nothing to choose, nothing fell back
+        return Picked([name for name, _s in ranked], 0)
     candidates = []
     for i, (name, score) in enumerate(ranked[: prefilter * k]):
         vector = np.asarray(vectors.get(name, ()), dtype=np.float64)
