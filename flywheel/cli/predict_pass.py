@@ -75,14 +75,15 @@ class PredictPass:
 
 
 def checked_format(fmt: str) -> str:
-    fmt = fmt.lower()
-    if fmt not in writers.FORMATS:
-        err.print(
-            styled(("error:", "red"), f" --format {fmt}: expected one of {', '.join(writers.FORMATS)}"),
-            highlight=False,
-        )
-        raise typer.Exit(UsageError.exit_code)
-    return fmt
+    """--format, lower-cased; a UsageError through `call` (message, exit code) if unknown."""
+    return call(lambda: checked_choice("--format", fmt, writers.FORMATS))
+
+
+def checked_choice(option: str, value: str, choices: Sequence[str]) -> str:
+    value = value.lower()
+    if value not in choices:
+        raise UsageError(f"{option} {value}: expected one of {', '.join(choices)}")
+    return value
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flywheel.cli.common import Root, err, out, styled
+from flywheel.cli.common import Root, call, err, out, styled
 from flywheel.cli.jsonout import Json, JsonFlag, emit
 from flywheel.cli.predict_pass import (
     Conf,
@@ -28,12 +28,12 @@ from flywheel.cli.predict_pass import (
     PredictPass,
     Prefix,
     Trust,
+    checked_choice,
     checked_format,
     pass_summary,
     report_skipped,
     run_pass,
 )
-from flywheel.core.errors import UsageError
 from flywheel.prelabel import diversity, uncertainty, writers
 from flywheel.prelabel.records import Prediction
 
@@ -105,11 +105,7 @@ PICKS = ("top", "diverse")
 
 
 def _checked_pick(pick: str) -> str:
-    pick = pick.lower()
-    if pick not in PICKS:
-        err.print(styled(("error:", "red"), f" --pick {pick}: expected one of {', '.join(PICKS)}"), highlight=False)
-        raise typer.Exit(UsageError.exit_code)
-    return pick
+    return call(lambda: checked_choice("--pick", pick, PICKS))
 
 
 def picked(
