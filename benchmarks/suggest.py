@@ -12,6 +12,7 @@ on the data set's held-out split (never trained on, never used to choose).
 
     .venv/bin/python benchmarks/suggest.py --data bccd --seeds 0 1
     .venv/bin/python benchmarks/suggest.py --data aquarium --seeds 0 1
+    .venv/bin/python benchmarks/suggest.py --data aquarium --sizes 50 150 40  # a seed model that sees more
 
 mAP and compute repeat exactly for a seed; wall times are printed with the load average.
 Results: <work>/suggest-<data>.json and docs/benchmarks.md ("Suggest vs random").
@@ -115,10 +116,16 @@ def rank_pool(work: Path, checkpoint: str, pool: list[Path], imgsz: int, threads
 
 
 def run(
-    data_name: str, seed: int, work: Path, settings: dict[str, Any], threads: int, arm_names: list[str]
+    data_name: str,
+    seed: int,
+    work: Path,
+    settings: dict[str, Any],
+    threads: int,
+    arm_names: list[str],
+    sizes: tuple[int, int, int],
 ) -> dict[str, Any]:
     data = datasets.copy(work, data_name)
-    val_n, seed_n, k = SIZES[data_name]
+    val_n, seed_n, k = sizes
     order = sorted(data.train)
     random.Random(seed).shuffle(order)
     val, seeded, pool = order[:val_n], order[val_n : val_n + seed_n], order[val_n + seed_n :]
@@ -162,7 +169,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work", type=Path, default=Path("/tmp/flywheel-bench-suggest"))
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="which labelled K to train on")
+    parser.add_argument(
+        "--sizes", type=int, nargs=3, metavar=("VAL", "SEED", "K"), help="the cut (default: per data set, SIZES)"
+    )
     args = parser.parse_args()
+    sizes = (args.sizes[0], args.sizes[1], args.sizes[2]) if args.sizes else SIZES[args.data]
     os.environ.setdefault("YOLO_CONFIG_DIR", str(args.work / ".ultralytics"))
     # The demo's recipe (docs/benchmarks.md, "The demo"): with Ultralytics' defaults a seed model
     # on 40 images spends its few optimizer steps in the LR warm-up and scores 0, and a ranking
@@ -181,9 +192,10 @@ def main() -> None:
         "close_mosaic": args.epochs,
         "close_mosaic_warm": args.epochs,
     }
+    print(f"cut: val {sizes[0]}, seed set {sizes[1]}, K {sizes[2]}; the rest of train is the pool", flush=True)
     results: list[dict[str, Any]] = []
     for seed in args.seeds:  # written after each seed: a run stopped on a deadline keeps what it finished
-        results.append(run(args.data, seed, args.work, settings, args.threads, args.arms))
+        results.append(run(args.data, seed, args.work, settings, args.threads, args.arms, sizes))
         document = {"data": args.data, "settings": settings, "runs": results}
         common.write_json(args.work, f"suggest-{args.data}.json", document)
         print(f"[seed {seed}] " + ", ".join(f"{a} {results[-1][a]['map50_95']}" for a in args.arms), flush=True)
