@@ -185,6 +185,23 @@ def test_unreadable_images_are_named_with_a_reason_and_skipped(tmp_path):
     assert next(f for f in found.images if f.name == "more/x/one.png").origin == f"{archive}:x/one.png"
 
 
+def test_predict_with_no_model_or_no_readable_image_says_so_and_exits_with_its_code(tmp_path, unlabeled):
+    root = init_data_root(tmp_path / "root", TINY)
+    done = flywheel("suggest", str(unlabeled), "--root", str(root))
+    assert done.returncode == 3, done.stdout + done.stderr  # ExitCode.NOT_FOUND: production names nothing
+    assert "error: no production model yet" in done.stderr and "--model m0003" in done.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.jpg").write_bytes(b"not a jpeg")
+    weights = tmp_path / "mine.pt"
+    weights.write_bytes(b"never loaded: no image to run it on")
+    done = flywheel("predict", str(broken), "--root", str(root), "--model", str(weights), "--trust")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "skipped a.jpg: " in done.stderr
+    assert f"error: no readable image in {broken} (1 file(s) skipped" in done.stderr.replace("\n", "")
+    assert ".jpg" in done.stderr and not list(tmp_path.glob("broken-*"))  # no empty output folder left
+
+
 # --- through the real command, with a real tiny model --------------------------------------
 
 

@@ -22,11 +22,13 @@ from flywheel.app import App
 from flywheel.cli.common import call, err, out, styled
 from flywheel.cli.jsonout import Json
 from flywheel.core.domain import model_name
-from flywheel.core.errors import UsageError
+from flywheel.core.errors import FlywheelError, NotFound, UsageError
 from flywheel.core.plan import training_threads
+from flywheel.core.ports import StorePort
 from flywheel.core.predict_events import ImageFailed, ImagePredicted, PredictEvent, PredictStarted
 from flywheel.flow.compare import resolve
 from flywheel.ingest import archives
+from flywheel.ingest.images import IMAGE_SUFFIXES
 from flywheel.prelabel import inputs as inputs_mod
 from flywheel.prelabel import runner, writers
 from flywheel.prelabel.inputs import Inputs
@@ -105,13 +107,8 @@ def run_pass(
     until the caller has written the package."""
     application = call(lambda: App(root))
     store = application.store
-    if model is None:
-        production = store.production()
-        if production is None:
-            err.print("error: no production model yet: train one first, or pass --model m0003 (or a .pt with --trust)")
-            raise typer.Exit(1)
-        model = model_name(production.id or 0)
-    contender = call(lambda: resolve(store, application.registry, model, trust))
+    ref = model if model is not None else call(lambda: _production_name(store))
+    contender = call(lambda: resolve(store, application.registry, ref, trust))
     label = Path(contender.label).name if contender.label.endswith(".pt") else contender.label
     target = call(lambda: _out_dir(paths, out_dir, what))
     work = application.paths.runs / f"predict-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -126,8 +123,7 @@ def run_pass(
         if not found.images:
             for name, why in found.skipped:
                 err.print(styled("  ", ("skipped", "yellow"), f" {name}: {why}"), highlight=False)
-            err.print("error: no readable image to run on")
-            raise typer.Exit(1)
+            call(lambda: _no_images(paths, len(found.skipped)))
         request = runner.Request(
             checkpoint=contender.checkpoint,
             conf=child_conf,
@@ -161,6 +157,19 @@ def run_pass(
         shutil.rmtree(work, ignore_errors=True)  # done: nothing in it is needed any more
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # after a failure, predict.log stays in `work`
+
+
+def _production_name(store: StorePort) -> str:
+    production = store.production()
+    if production is None:
+        raise NotFound("no production model yet: train one first, or pass --model m0003 (or a .pt with --trust)")
+    return model_name(production.id or 0)
+
+
+def _no_images(paths: list[Path], skipped: int) -> None:
+    where = ", ".join(str(p) for p in paths)
+    why = f"{skipped} file(s) skipped, each named above with its reason" if skipped else "no image files in it"
+    raise FlywheelError(f"no readable image in {where} ({why}); give images in {', '.join(sorted(IMAGE_SUFFIXES))}")
 
 
 def _out_dir(paths: list[Path], given: Path | None, what: str) -> Path:
