@@ -76,3 +76,19 @@ def test_the_batch_comes_back_in_rank_order_with_no_image_twice():
     chosen = pick(ranked, vectors, 6).names
     order = [n for n, _s in ranked]
     assert len(set(chosen)) == 6 and chosen == sorted(chosen, key=order.index)
+
+
+def test_a_large_k_is_scored_in_chunks_with_the_same_pick(monkeypatch):
+    """`--top` in the thousands: the candidates meet the centres CHUNK rows at a time, so memory
+    stays CHUNK x K; the pick must not depend on the chunk size."""
+    from flywheel.prelabel import diversity
+
+    rng = random.Random(3)
+    directions = {f"g{j}_": ([rng.gauss(0, 1) for _ in range(16)], 0.9 - j * 0.01) for j in range(40)}
+    ranked, vectors = _pool(directions, size=5)
+    whole = pick(ranked, vectors, 40)
+    monkeypatch.setattr(diversity, "CHUNK", 7)  # 120 candidates: 18 chunks, the last one short
+    assert pick(ranked, vectors, 40) == whole
+    # the 3K = 120 candidates are the first 24 groups of 5: every one of them is in the pick
+    assert whole.by_rank == 0 and len(whole.names) == 40
+    assert {n.split("_")[0] for n in whole.names} == {f"g{j}" for j in range(24)}

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # numpy is imported when a pick is made, not when the CLI sta
 
 PREFILTER = 3  # candidates per pick: 3K keeps the batch among the more uncertain images
 ROUNDS = 50  # Lloyd iterations at most; a few hundred candidates settle in well under that
+CHUNK = 2048  # candidates scored against every centre at once (memory: CHUNK x K floats)
 
 
 @dataclass(frozen=True)
@@ -88,17 +89,26 @@ def _spherical_kmeans(x: NDArray[np.float64], w: NDArray[np.float64], k: int) ->
         nearest = np.maximum(nearest, x @ x[far])
     centres = x[first].copy()
     groups = np.full(len(x), -1, dtype=np.intp)
+    weighted = w[:, None] * x
     for _round in range(ROUNDS):
-        new_groups = (x @ centres.T).argmax(axis=1)
+        new_groups = _nearest(x, centres)
         if np.array_equal(new_groups, groups):
             break
         groups = new_groups
-        for g in range(k):
-            members = groups == g
-            if members.any():
-                centre = (w[members, None] * x[members]).sum(axis=0)
-                centres[g] = centre / max(float(np.linalg.norm(centre)), 1e-12)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, groups, weighted)  # one pass for every centre: `--top` may be in the thousands
+        norms = np.linalg.norm(sums, axis=1)
+        filled = norms > 0  # an empty cluster keeps its centre
+        centres[filled] = sums[filled] / norms[filled, None]
     return groups
+
+
+def _nearest(x: NDArray[np.float64], centres: NDArray[np.float64]) -> NDArray[np.intp]:
+    """Each point's most similar centre, CHUNK rows at a time: 3K points by K centres at once
+    would be 2.4 GB of float64 for K = 10000."""
+    import numpy as np
+
+    return np.concatenate([(x[i : i + CHUNK] @ centres.T).argmax(axis=1) for i in range(0, len(x), CHUNK)])
 
 
 def _fill(chosen: list[int], ranked: Sequence[tuple[str, float]], k: int) -> Picked:
