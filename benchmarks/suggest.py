@@ -149,6 +149,10 @@ def run(
         yaml_path = data_yaml(folder, arm, seeded + picked, val, data.names)
         arms[arm] = train(folder, arm, yaml_path, data.names, first, base["checkpoint"], heldout)
         arms[arm]["picked"] = sorted(p.name for p in picked)
+        # each arm as it ends (an Aquarium arm is 15 min here): a run stopped on a deadline keeps it
+        partial = {"seed": seed, "base": base, **arms}
+        common.write_json(work, f"suggest-{data_name}-s{seed}-partial.json", partial)
+        print(f"[{arm}] held-out mAP50-95 {arms[arm]['map50_95']} (mAP50 {arms[arm]['map50']})", flush=True)
     overlap = len(set(chosen["suggest"]) & set(chosen["random"]))
     return {
         "seed": seed,
