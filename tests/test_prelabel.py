@@ -200,6 +200,12 @@ def test_predict_with_no_model_or_no_readable_image_says_so_and_exits_with_its_c
     assert "skipped a.jpg: " in done.stderr
     assert f"error: no readable image in {broken} (1 file(s) skipped" in done.stderr.replace("\n", "")
     assert ".jpg" in done.stderr and not list(tmp_path.glob("broken-*"))  # no empty output folder left
+    files = [broken / f"{n}.jpg" for n in "bcde"]
+    for f in files:
+        f.write_bytes(b"not a jpeg either")
+    done = flywheel("predict", *map(str, files), "--root", str(root), "--model", str(weights), "--trust")
+    said = done.stderr.replace("\n", "")
+    assert done.returncode == 1 and f"in {files[0]}, {files[1]}, {files[2]} and 1 more (4 file(s)" in said, said
 
 
 # --- through the real command, with a real tiny model --------------------------------------
