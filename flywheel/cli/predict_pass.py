@@ -168,7 +168,7 @@ def _production_name(store: StorePort) -> str:
 
 def _no_images(paths: list[Path], skipped: int) -> None:
     where = ", ".join(str(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-    why = f"{skipped} file(s) skipped, each named above with its reason" if skipped else "no image files in it"
+    why = f"{skipped} file(s) skipped, each named above with its reason" if skipped else "no image file found"
     raise FlywheelError(f"no readable image in {where} ({why}); give images in {', '.join(sorted(IMAGE_SUFFIXES))}")
 
 
