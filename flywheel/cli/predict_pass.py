@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from flywheel.app import App
 from flywheel.cli.common import call, err, out, styled
@@ -122,7 +123,7 @@ def run_pass(
         )
         if not found.images:
             for name, why in found.skipped:
-                err.print(styled("  ", ("skipped", "yellow"), f" {name}: {why}"), highlight=False)
+                err.print(_skipped_line(name, why), highlight=False)
             call(lambda: _no_images(paths, len(found.skipped)))
         request = runner.Request(
             checkpoint=contender.checkpoint,
@@ -215,4 +216,8 @@ def pass_summary(run: PredictPass, fmt: str, conf: float, iou: float, prediction
 
 def report_skipped(run: PredictPass) -> None:
     for name, why in [*run.inputs.skipped, *run.outcome.failed]:
-        out.print(styled("  ", ("skipped", "yellow"), f" {name}: {why}"), highlight=False)
+        out.print(_skipped_line(name, why), highlight=False)
+
+
+def _skipped_line(name: str, why: str) -> Text:
+    return styled("  ", ("skipped", "yellow"), f" {name}: {why}")
