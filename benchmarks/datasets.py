@@ -10,6 +10,7 @@ the same way here.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import sys
@@ -21,7 +22,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+# FLYWHEEL_BENCH_DATASETS: the data sets elsewhere (a lent machine, a copy with smaller photos)
+SHARED = Path(os.environ.get("FLYWHEEL_BENCH_DATASETS") or Path(__file__).resolve().parents[2] / "shared" / "datasets")
 KNOWN = ("bccd", "aquarium")
 
 

@@ -23,7 +23,8 @@ the gate's decisions and which start won, the budget each run chose and why, com
     .venv/bin/python benchmarks/generations.py --data bccd --batches 8  # 320 px, flywheel's defaults
     .venv/bin/python benchmarks/generations.py --data aquarium --batches 4 --seed 1
 
-`--arms scratch` trains only the references, `--arms flywheel` only the chain. Both arms
+`--arms scratch` trains only the references, `--arms flywheel` only the chain; run side by side
+(on a machine with room for both), `--merge SCRATCH_JSON FLYWHEEL_JSON` reports them together. Both arms
 train with the same thread count, `--threads` (default 1, so wall times compare on a shared
 machine; 0 = every core). `--set key=value` overrides a [training] key, `--gate key=value` a
 [gate] key. Writes `<out>/generations.json` and `.md` (default out:
@@ -36,6 +37,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -128,16 +130,7 @@ def run_flywheel(
                     "complete": complete,
                     "wall_s": round(decided - complete, 2),
                     "production_model": production[0]["id"] if production else None,
-                    "decisions": [
-                        {
-                            "model": d["candidate_model_id"],
-                            "outcome": d["outcome"],
-                            "rule": d["rule"],
-                            "candidate_map_val": round(d["candidate_map"], 4),
-                            "production_map_val": d["production_map"] and round(d["production_map"], 4),
-                        }
-                        for d in decisions
-                    ],
+                    "decisions": [decision_record(d) for d in decisions],
                 }
             )
             g = generations[-1]
@@ -146,6 +139,21 @@ def run_flywheel(
         code = stop_daemon(proc)
     if code != 0:
         raise RuntimeError(f"the daemon exited with {code}; see {log}")
+    return read_back(root, generations)
+
+
+def decision_record(d: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": d["candidate_model_id"],
+        "outcome": d["outcome"],
+        "rule": d["rule"],
+        "candidate_map_val": round(d["candidate_map"], 4),
+        "production_map_val": d["production_map"] and round(d["production_map"], 4),
+    }
+
+
+def read_back(root: Path, generations: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs, versions and checkpoints of a finished chain, from the daemon's database."""
     runs = query(root, "SELECT * FROM training_run ORDER BY id")
     versions = {v["id"]: v for v in query(root, "SELECT * FROM dataset_version")}
     models = {m["id"]: m for m in query(root, "SELECT * FROM model")}
@@ -158,6 +166,37 @@ def run_flywheel(
         g["manifest_sha256"] = versions[g["generation"]]["manifest_sha256"]
     checkpoints = {m["id"]: root / "models" / m["sha256"][:2] / f"{m['sha256']}.pt" for m in models.values()}
     return {"root": str(root), "generations": generations, "checkpoints": checkpoints}
+
+
+def recover(root: Path, log: Path | None) -> dict[str, Any]:
+    """The chain a daemon root holds, when the benchmark that drove it was stopped after the
+    daemon had finished (a lent machine's time limit, say): each version's decisions and the
+    production model after it, read from the database. Wall and load per generation come from
+    the benchmark's own log (its "[gen k] dropping ... load" and "[gen k] 70.5s:" lines) when
+    given, else wall is from the version's creation to its last decision."""
+    text = log.read_text() if log else ""
+    generations, production = [], None
+    for v in query(root, "SELECT * FROM dataset_version ORDER BY id"):
+        k = v["id"]
+        decisions = query(root, "SELECT * FROM gate_decision WHERE version_id = ? ORDER BY id", (k,))
+        if not decisions:
+            break  # the chain stopped before this version's candidate was gated
+        production = next(
+            (d["candidate_model_id"] for d in reversed(decisions) if d["outcome"] == "promote"), production
+        )
+        wall = re.search(rf"^\[gen {k}\] ([0-9.]+)s:", text, re.M)
+        load = re.search(rf"^\[gen {k}\] dropping .*; load ([0-9.]+) ([0-9.]+) ([0-9.]+)", text, re.M)
+        last = max(utc(d["created_at"]) or 0.0 for d in decisions)
+        generations.append(
+            {
+                "generation": k,
+                "load_average": [float(x) for x in load.groups()] if load else [None, None, None],
+                "wall_s": float(wall.group(1)) if wall else round(last - (utc(v["created_at"]) or last), 2),
+                "production_model": production,
+                "decisions": [decision_record(d) for d in decisions],
+            }
+        )
+    return read_back(root, generations)
 
 
 def run_record(r: dict[str, Any], versions: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -258,6 +297,40 @@ def gate_vs_heldout(generations: list[dict[str, Any]], heldout: dict[str, dict[s
     return out
 
 
+def cumulative(flywheel: list[dict[str, Any]], scratch: list[dict[str, Any]]) -> dict[str, Any]:
+    fly_ie = sum(g["image_epochs"] for g in flywheel)
+    scratch_ie = sum(s["image_epochs"] for s in scratch)
+    return {
+        "flywheel_image_epochs": fly_ie,
+        "scratch_image_epochs": scratch_ie,
+        "compute_ratio": round(fly_ie / scratch_ie, 4),
+        "flywheel_wall_s": round(sum(g["wall_s"] for g in flywheel), 1),
+        "scratch_wall_s": round(sum(s["wall_s"] for s in scratch), 1),
+        "map_ratios": [
+            round(g["production_map50_95"] / s["map50_95"], 4) if s["map50_95"] else None
+            for g, s in zip(flywheel, scratch, strict=True)
+        ],
+    }
+
+
+def merge(scratch_json: Path, flywheel_json: Path, out: Path) -> None:
+    """One result from an `--arms scratch` run and an `--arms flywheel` run of the same chain
+    (two processes side by side, or two machines): the report as if they had run together.
+    Refuses two runs whose versions differ, since the ratios would then compare different data."""
+    scratch, fly = json.loads(scratch_json.read_text()), json.loads(flywheel_json.read_text())
+    mine = [g["manifest_sha256"] for g in fly["flywheel"]]
+    theirs = [s["manifest_sha256"] for s in scratch["scratch"]][: len(mine)]  # a chain cut short: its prefix
+    if mine != theirs:
+        sys.exit(f"{scratch_json} and {flywheel_json} trained on different versions: {theirs} against {mine}")
+    references = scratch["scratch"][: len(mine)]
+    result = {**fly, "scratch": references, "merged_from": [str(scratch_json), str(flywheel_json)]}
+    result["cumulative"] = cumulative(result["flywheel"], result["scratch"])
+    path = write_json(out, "generations.json", result)
+    text = report(result)
+    (out / "generations.md").write_text(text + "\n")
+    print(text + f"\n\nwritten to {path}")
+
+
 def parse_sets(items: list[str]) -> dict[str, Any]:
     out = {}
     for item in items:
@@ -283,7 +356,27 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a [training] override")
     parser.add_argument("--gate", action="append", default=[], metavar="KEY=VALUE", help="a [gate] override")
     parser.add_argument("--threads", type=int, default=1, help="training threads, both arms (0 = every core)")
+    parser.add_argument(
+        "--merge",
+        nargs=2,
+        type=Path,
+        metavar=("SCRATCH_JSON", "FLYWHEEL_JSON"),
+        help="train nothing: report an --arms scratch and an --arms flywheel run of the same chain together",
+    )
+    parser.add_argument(
+        "--recover",
+        type=Path,
+        metavar="ROOT",
+        help="train nothing: score and report the chain in a daemon root an --arms flywheel run left "
+        "(its work/flywheel) when the benchmark was stopped after the daemon had finished",
+    )
+    parser.add_argument("--recover-log", type=Path, metavar="LOG", help="that run's own output, for wall and load")
     args = parser.parse_args()
+    if args.recover:
+        args.arms = "flywheel"
+    if args.merge:
+        merge(args.merge[0], args.merge[1], args.out or args.merge[1].parent)
+        return
     stop_on_sigterm()
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
     form = json.loads(json.dumps(FORMS[name]))
@@ -331,7 +424,11 @@ def main() -> None:
         "scratch": scratch,
     }
     if "flywheel" in arms:
-        fly = run_flywheel(work, data, batches, config)
+        if args.recover:
+            fly = recover(args.recover, args.recover_log)
+            result["recovered_from"] = str(args.recover)
+        else:
+            fly = run_flywheel(work, data, batches, config)
         print(f"scoring {len(fly['checkpoints'])} models on the held-out set; {load_text()}", flush=True)
         checkpoints = {str(k): v for k, v in fly["checkpoints"].items()}
         models = score(work, checkpoints, heldout, training["imgsz"], 16, threads, data.names)
@@ -347,19 +444,7 @@ def main() -> None:
         }
         result["gate_vs_heldout"] = gate_vs_heldout(fly["generations"], result["models"])
         if scratch:
-            fly_ie = sum(g["image_epochs"] for g in fly["generations"])
-            scratch_ie = sum(s["image_epochs"] for s in scratch)
-            result["cumulative"] = {
-                "flywheel_image_epochs": fly_ie,
-                "scratch_image_epochs": scratch_ie,
-                "compute_ratio": round(fly_ie / scratch_ie, 4),
-                "flywheel_wall_s": round(sum(g["wall_s"] for g in fly["generations"]), 1),
-                "scratch_wall_s": round(sum(s["wall_s"] for s in scratch), 1),
-                "map_ratios": [
-                    round(g["production_map50_95"] / s["map50_95"], 4) if s["map50_95"] else None
-                    for g, s in zip(fly["generations"], scratch, strict=True)
-                ],
-            }
+            result["cumulative"] = cumulative(fly["generations"], scratch)
     result["seconds"] = round(time.time() - began, 1)
     path = write_json(out, "generations.json", result)
     text = (

@@ -107,6 +107,36 @@ def test_generations_reports_map_decisions_and_compute_for_both(tmp_path: Path) 
     assert rules["first_model"] == {"decisions": 1, "contradicted": 0}
     assert sum(r["decisions"] for r in rules.values()) == sum(len(g["decisions"]) for g in fly)
 
+    # the two arms run as two processes (`--arms scratch`, `--arms flywheel`) report as one
+    scratch_only, fly_only = tmp_path / "scratch.json", tmp_path / "flywheel.json"
+    scratch_only.write_text(json.dumps({**data, "flywheel": None, "scratch": scratch}))
+    fly_only.write_text(json.dumps({**data, "scratch": [], "cumulative": None}))
+    merged = tmp_path / "merged"
+    proc = merge(scratch_only, fly_only, merged)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    both = json.loads((merged / "generations.json").read_text())
+    assert both["cumulative"] == c and both["scratch"] == scratch and both["flywheel"] == fly
+    assert (merged / "generations.md").read_text().startswith(f"bccd train split in {len(fly)} batches")
+    # and refuse two runs that trained on different versions
+    scratch_only.write_text(json.dumps({"scratch": [{**s, "manifest_sha256": "0" * 64} for s in scratch]}))
+    proc = merge(scratch_only, fly_only, merged)
+    assert proc.returncode != 0 and "trained on different versions" in proc.stderr
+
+    # a run stopped after its daemon had finished (a lent machine's time limit): the chain read
+    # back from the daemon's root and scored again is the one the run reported
+    again = run("generations.py", tmp_path / "recovered", "--recover", str(tmp_path / "work" / "flywheel"))
+    assert again["recovered_from"] == str(tmp_path / "work" / "flywheel") and again["scratch"] == []
+    keys = ("generation", "production_model", "decisions", "runs", "image_epochs", "manifest_sha256")
+    assert [{k: g[k] for k in keys} for g in again["flywheel"]] == [{k: g[k] for k in keys} for g in fly]
+    assert [g["production_map50_95"] for g in again["flywheel"]] == pytest.approx(
+        [g["production_map50_95"] for g in fly], abs=1e-4
+    )
+
+
+def merge(scratch: Path, flywheel: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(REPO / "benchmarks" / "generations.py"), "--merge", str(scratch), str(flywheel)]
+    return subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=120, check=False)
+
 
 def test_ingest_reports_throughput_growth_and_daemon_memory(tmp_path: Path) -> None:
     data = run("ingest.py", tmp_path)
