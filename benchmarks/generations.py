@@ -324,6 +324,8 @@ def merge(scratch_json: Path, flywheel_json: Path, out: Path) -> None:
         sys.exit(f"{scratch_json} and {flywheel_json} trained on different versions: {theirs} against {mine}")
     references = scratch["scratch"][: len(mine)]
     result = {**fly, "scratch": references, "merged_from": [str(scratch_json), str(flywheel_json)]}
+    if "recovered_from" in fly:  # scored elsewhere: the machine that trained is the references' one
+        result["machine"] = scratch["machine"]
     result["cumulative"] = cumulative(result["flywheel"], result["scratch"])
     path = write_json(out, "generations.json", result)
     text = report(result)

@@ -53,7 +53,9 @@ def loads(value: Any) -> list[float]:
 def subtitle(data: dict[str, Any]) -> str:
     seen = loads({k: v for k, v in data.items() if k != "machine"}) or [data["machine"]["load_average"][0]]
     cores = data["machine"]["cpus"]
-    return f"{cores} CPU cores, no GPU; 1-min load average {min(seen):.1f}-{max(seen):.1f} as each run started"
+    device = data.get("settings", {}).get("config", {}).get("training", {}).get("device", "cpu")
+    where = "no GPU" if device == "cpu" else f"trained on GPU ({device})"
+    return f"{cores} CPU cores, {where}; 1-min load average {min(seen):.1f}-{max(seen):.1f} as each run started"
 
 
 def generations_map(data: dict[str, Any], path: Path) -> None:
