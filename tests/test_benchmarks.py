@@ -168,3 +168,23 @@ def test_transfer_reports_every_arm_with_its_compute_and_strategy(tmp_path: Path
     for arm in arms.values():
         assert 0.0 <= arm["map50_95"] <= 1.0 and arm["wall_seconds"] > 0
     assert "mAP50-95 / (a)" in (tmp_path / "transfer.md").read_text()
+
+
+@needs_bccd
+def test_shrink_copies_a_data_set_with_smaller_photos_and_the_same_labels(tmp_path: Path) -> None:
+    from PIL import Image
+
+    script = [sys.executable, str(REPO / "benchmarks" / "shrink.py"), "bccd", str(tmp_path), "--size", "200"]
+    proc = subprocess.run(script, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    copy = tmp_path / "bccd" / "yolo"
+    assert "test" not in (copy / "data.yaml").read_text()  # the benchmarks read train and val only
+    for split in ("train", "valid"):
+        photos = sorted((copy / "images" / split).iterdir())
+        assert [p.name for p in photos] == sorted(p.name for p in (BCCD / "images" / split).iterdir())
+        with Image.open(photos[0]) as image:
+            assert max(image.size) == 200
+        for label in (BCCD / "labels" / split).iterdir():
+            assert (copy / "labels" / split / label.name).read_bytes() == label.read_bytes()
+    again = subprocess.run(script, capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode != 0 and "exists: remove it first" in again.stderr
