@@ -206,6 +206,12 @@ def test_predict_with_no_model_or_no_readable_image_says_so_and_exits_with_its_c
     done = flywheel("predict", *map(str, files), "--root", str(root), "--model", str(weights), "--trust")
     said = done.stderr.replace("\n", "")
     assert done.returncode == 1 and f"in {files[0]}, {files[1]}, {files[2]} and 1 more (4 file(s)" in said, said
+    empty = tmp_path / "notes"  # nothing that even looks like an image: nothing was skipped
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no photos here")
+    done = flywheel("predict", str(empty), "--root", str(root), "--model", str(weights), "--trust")
+    said = done.stderr.replace("\n", "")
+    assert done.returncode == 1 and f"no readable image in {empty} (no image file found)" in said, said
 
 
 # --- through the real command, with a real tiny model --------------------------------------
