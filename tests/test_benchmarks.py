@@ -188,3 +188,22 @@ def test_shrink_copies_a_data_set_with_smaller_photos_and_the_same_labels(tmp_pa
             assert (copy / "labels" / split / label.name).read_bytes() == label.read_bytes()
     again = subprocess.run(script, capture_output=True, text=True, timeout=60, check=False)
     assert again.returncode != 0 and "exists: remove it first" in again.stderr
+
+
+@needs_bccd
+def test_suggest_trains_every_arm_on_its_own_k_from_one_pool(tmp_path: Path) -> None:
+    # the smallest cut that runs every arm: val 10, seed set 12, K 4 of the rest, 1 epoch at 64 px
+    command = [sys.executable, str(REPO / "benchmarks" / "suggest.py"), "--data", "bccd", "--seeds", "0"]
+    command += ["--imgsz", "64", "--epochs", "1", "--sizes", "10", "12", "4", "--threads", "1", "--work", str(tmp_path)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (result,) = json.loads((tmp_path / "suggest-bccd.json").read_text())["runs"]
+    assert result["seed"] == 0 and result["sizes"] == {"val": 10, "seed": 12, "pool": result["sizes"]["pool"], "k": 4}
+    assert result["sizes"]["pool"] == len(list((BCCD / "images" / "train").iterdir())) - 22
+    picks = {arm: result[arm]["picked"] for arm in ("suggest", "random", "diverse")}
+    for arm, picked in picks.items():
+        assert len(set(picked)) == 4, arm  # K distinct images each
+        assert 0.0 <= result[arm]["map50_95"] <= 1.0 and result[arm]["epochs"] == 1
+    assert result["overlap"] == len(set(picks["suggest"]) & set(picks["random"]))
+    assert result["diverse_top_overlap"] == len(set(picks["diverse"]) & set(picks["suggest"]))
+    assert "| seed | seed model | suggest K | random K | diverse K |" in proc.stdout
