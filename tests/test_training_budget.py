@@ -67,7 +67,7 @@ def test_late_gain(curve, gain):
 def test_plan_budget_fixed_or_auto_from_config():
     assert plan_budget(parse({"training": {"warm_budget": "fixed"}}), 100, 50, []) is None
     auto = plan_budget(parse({"training": {"epochs_scratch": 40}}), 100, 50, [0.1, 0.2, 0.3, 0.3])
-    assert auto is not None and auto.epochs == 20
+    assert auto is not None and auto.epochs == 30  # 40 x 50% new x warm_budget_factor 1.5
 
 
 def test_plateau_enters_the_final_decay_once_after_patience_epochs_without_improvement():

@@ -5,11 +5,13 @@ a fixed, small budget (`docs/benchmarks.md`, generations). The budget here follo
 
 - `warm_budget`: scratch training gives every train image `epochs_scratch` epochs. A warm
   start already knows the parent's images, so it gets `epochs_scratch x share of new train
-  images x warm_budget_factor` epochs over the whole version: the new images get about as
-  many passes as scratch would give them, and the compute of a generation is about that of
-  training its new images from scratch. A parent that was still improving when it stopped
-  (its own val mAP rose >= 15% over its last quarter of epochs) has not learnt what it saw:
-  x `unconverged_boost`. Clamped to [epochs_warm_min, epochs_warm_max or epochs_scratch].
+  images x warm_budget_factor` epochs over the whole version: at factor 1 the new images get
+  about as many passes as scratch would give them. The default factor is 1.5: at 1, chains
+  whose models are far from converged (Aquarium at 320 px) fell to 0.74-0.95x a model
+  retrained from scratch by their third generation; at 1.5 they kept up (docs/benchmarks.md).
+  A parent that was still improving when it stopped (its own val mAP rose >= 15% over its
+  last quarter of epochs) has not learnt what it saw: x `unconverged_boost`. Clamped to
+  [epochs_warm_min, epochs_warm_max or epochs_scratch].
   Why 15%: on BCCD at 320 px, 50-epoch scratch models on 19-64 images rose 18% to 850% over
   their last quarter, on 86-103 images 7-11% (docs/benchmarks.md); the LR decay and the
   mosaic-free last epochs lift every curve a little at its end, so 5% would call every run weak.
