@@ -57,7 +57,10 @@ def copy(work: Path, name: str) -> Dataset:
     data = work / name
     if not (data / "data.yaml").is_file():
         if not available(name):
-            sys.exit(f"{name} not found at {source(name)}")
+            sys.exit(
+                f"{name} not found at {source(name)}/data.yaml: set FLYWHEEL_BENCH_DATASETS to the folder "
+                f"that holds {name}/yolo (benchmarks/shrink.py makes such a copy)"
+            )
         shutil.copytree(source(name), data)
     spec = yaml.safe_load((data / "data.yaml").read_text())
     names = spec["names"]

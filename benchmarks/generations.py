@@ -185,7 +185,8 @@ def main() -> None:
     if args.recover:
         args.arms = "flywheel"
     if args.merge:
-        merge(args.merge[0], args.merge[1], args.out or args.merge[1].parent)
+        # beside the flywheel run's JSON, never over it: its own report stays as it was written
+        merge(args.merge[0], args.merge[1], args.out or args.merge[1].parent / "merged")
         return
     stop_on_sigterm()
     name = "smoke" if args.smoke else "quick" if args.quick else "full"

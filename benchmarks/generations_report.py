@@ -201,7 +201,10 @@ def merge(scratch_json: Path, flywheel_json: Path, out: Path) -> None:
     mine = [g["manifest_sha256"] for g in fly["flywheel"]]
     theirs = [s["manifest_sha256"] for s in scratch["scratch"]][: len(mine)]  # a chain cut short: its prefix
     if mine != theirs:
-        sys.exit(f"{scratch_json} and {flywheel_json} trained on different versions: {theirs} against {mine}")
+        sys.exit(
+            f"{scratch_json} and {flywheel_json} trained on different versions (manifests {theirs} against "
+            f"{mine}): run both arms with the same --data, --batches and --seed, on the same copy of the data"
+        )
     references = scratch["scratch"][: len(mine)]
     result = {**fly, "scratch": references, "merged_from": [str(scratch_json), str(flywheel_json)]}
     if "recovered_from" in fly:  # scored elsewhere: the machine that trained is the references' one

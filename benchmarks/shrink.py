@@ -58,8 +58,9 @@ def shrink(name: str, out: Path, size: int) -> int:
             cv2.imwrite(str(dest), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
             label = datasets.label_of(photo)
             if label.is_file():  # a photo with nothing on it may have no label file
-                (target / label.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(label, target / label.relative_to(source))
+                copied = target / label.relative_to(source)
+                copied.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(label, copied)
             written += 1
     return written
 

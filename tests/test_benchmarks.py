@@ -111,16 +111,29 @@ def test_generations_reports_map_decisions_and_compute_for_both(tmp_path: Path) 
     scratch_only, fly_only = tmp_path / "scratch.json", tmp_path / "flywheel.json"
     scratch_only.write_text(json.dumps({**data, "flywheel": None, "scratch": scratch}))
     fly_only.write_text(json.dumps({**data, "scratch": [], "cumulative": None}))
-    merged = tmp_path / "merged"
+    merged = tmp_path / "merged-here"
     proc = merge(scratch_only, fly_only, merged)
     assert proc.returncode == 0, proc.stderr[-3000:]
     both = json.loads((merged / "generations.json").read_text())
     assert both["cumulative"] == c and both["scratch"] == scratch and both["flywheel"] == fly
     assert (merged / "generations.md").read_text().startswith(f"bccd train split in {len(fly)} batches")
-    # and refuse two runs that trained on different versions
+    # without --out the report goes beside the flywheel run's JSON, which stays as it was
+    before = fly_only.read_text()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "generations.py"), "--merge", str(scratch_only), str(fly_only)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert fly_only.read_text() == before
+    assert json.loads((tmp_path / "merged" / "generations.json").read_text())["cumulative"] == c
+    # and refuse two runs that trained on different versions, saying how to make them agree
     scratch_only.write_text(json.dumps({"scratch": [{**s, "manifest_sha256": "0" * 64} for s in scratch]}))
     proc = merge(scratch_only, fly_only, merged)
     assert proc.returncode != 0 and "trained on different versions" in proc.stderr
+    assert "same --data, --batches and --seed" in proc.stderr
 
     # a run stopped after its daemon had finished (a lent machine's time limit): the chain read
     # back from the daemon's root and scored again is the one the run reported
