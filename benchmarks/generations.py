@@ -24,8 +24,9 @@ the gate's decisions and which start won, the budget each run chose and why, com
     .venv/bin/python benchmarks/generations.py --data aquarium --batches 4 --seed 1
 
 `--arms scratch` trains only the references, `--arms flywheel` only the chain; run side by side
-(on a machine with room for both), `--merge SCRATCH_JSON FLYWHEEL_JSON` reports them together. Both arms
-train with the same thread count, `--threads` (default 1, so wall times compare on a shared
+(on a machine with room for both), `--merge SCRATCH_JSON FLYWHEEL_JSON` reports them together.
+`--scratch-versions 7,8` splits the references between processes that share a `--cache`. Both
+arms train with the same thread count, `--threads` (default 1, so wall times compare on a shared
 machine; 0 = every core). `--set key=value` overrides a [training] key, `--gate key=value` a
 [gate] key. Writes `<out>/generations.json` and `.md` (default out:
 /tmp/flywheel-bench-generations/<data>-<batches>-s<seed>).
@@ -161,6 +162,13 @@ def main() -> None:
         "--generations", type=int, default=0, help="stop after this many of the batches (the chain's first N)"
     )
     parser.add_argument("--arms", default="scratch,flywheel", help="scratch, flywheel or both")
+    parser.add_argument(
+        "--scratch-versions",
+        default="",
+        metavar="K,K",
+        help="train only these references (e.g. 7,8), so that processes sharing one --cache split the "
+        "scratch arm between them; a later run without it reads them all back from the cache",
+    )
     parser.add_argument("--out", type=Path, default=None, help="results and work")
     parser.add_argument("--cache", type=Path, default=CACHE, help="scratch references, by content and settings")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a [training] override")
@@ -221,7 +229,8 @@ def main() -> None:
     ingest_only(refs_root, work / "staging-refs", batches, data, training)
     scratch = []
     if "scratch" in arms:
-        for k in range(1, len(batches) + 1):
+        wanted = {int(k) for k in args.scratch_versions.split(",") if k} or set(range(1, len(batches) + 1))
+        for k in sorted(wanted):
             scratch.append(reference(work, args.cache, refs_root, k, training, heldout, data.names))
     result: dict[str, Any] = {
         "benchmark": "generations",
