@@ -1,6 +1,7 @@
 """Draw the benchmark figures of docs/benchmarks.md from the benchmarks' JSON.
 
-    .venv/bin/python benchmarks/plots.py [--generations /tmp/flywheel-bench-generations/*/generations.json]
+    .venv/bin/python benchmarks/plots.py [--generations /tmp/flywheel-bench-generations/*/generations.json [--tag x1.5]]
+        [--chains docs/bench-generations-chains.csv]
         [--overhead /tmp/flywheel-bench-overhead/overhead.json] [--docs docs]
 
 Writes docs/bench-generations-<data>-<batches>-s<seed>-map.png (production mAP50-95 per generation, flywheel vs
@@ -12,6 +13,7 @@ matplotlib (`pip install -e '.[bench]'`).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 
 FLYWHEEL, SCRATCH = "#1f77b4", "#d62728"
 # One colour per kind of step, so the daemon's and the by-hand script's bars compare at a glance.
@@ -122,6 +125,53 @@ def generations_compute(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+DATA_COLOURS = {"bccd": "#1f77b4", "aquarium": "#ff7f0e"}
+FACTOR_MARKERS = {"1.0": "o", "1.5": "s"}
+
+
+def generations_tradeoff(rows: list[dict[str, str]], path: Path) -> None:
+    """Every chain measured, as mAP ratio against compute ratio: the lowest generation's
+    production / scratch (left) and the last one's (right), against cumulative compute as a
+    share of retraining each generation. Filled: as measured, refresh included; hollow: the same
+    chain with its refresh trainings taken out, drawn only where that is exact (the refresh lost
+    at the gate or came at the last generation, so nothing after it changed)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharex=True)
+    for ax, key, floor in ((axes[0], "lowest", 0.97), (axes[1], "last", 1.0)):
+        ax.fill_between([0, 0.45], floor, 1.35, color="#2ca02c", alpha=0.12, label="the targets")
+        ax.axhline(floor, color="#2ca02c", lw=0.8)
+        ax.axvline(0.45, color="#2ca02c", lw=0.8)
+        for r in rows:
+            colour = DATA_COLOURS.get(r["data"], "#7f7f7f")
+            marker = "^" if r["variant"].startswith("unconverged_boost") else FACTOR_MARKERS[r["warm_budget_factor"]]
+            x, y = float(r["compute"]), float(r[key])
+            ax.plot(x, y, marker, color=colour, markersize=7)
+            short = f"{r['data'][0].upper()}{r['batches']} s{r['seed']}"
+            ax.annotate(short, (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
+            if r["no_refresh_" + key] and float(r["refresh_compute"]) > 0:
+                x0, y0 = x - float(r["refresh_compute"]), float(r["no_refresh_" + key])
+                ax.plot(x0, y0, marker, color=colour, markersize=7, markerfacecolor="none")
+                ax.annotate("", (x0, y0), (x, y), arrowprops={"arrowstyle": "->", "color": colour, "alpha": 0.4})
+        ax.set_xlim(0.3, 1.1)
+        ax.set_ylim(0.7, 1.35)
+        ax.set_xlabel("cumulative compute / retraining from scratch each generation")
+        ax.set_ylabel(f"{key} generation: production / scratch mAP50-95")
+        ax.grid(alpha=0.3)
+    handles = [
+        Line2D([], [], marker="o", ls="", color="#555", label="warm_budget_factor 1.0"),
+        Line2D([], [], marker="s", ls="", color="#555", label="warm_budget_factor 1.5 (default)"),
+        Line2D([], [], marker="^", ls="", color="#555", label="1.0, unconverged_boost off"),
+        Line2D([], [], marker="o", ls="", color="#555", markerfacecolor="none", label="refresh taken out"),
+        *[Line2D([], [], marker="o", ls="", color=c, label=d) for d, c in DATA_COLOURS.items()],
+    ]
+    fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=6, frameon=False)
+    axes[0].set_title("the lowest generation (target >= 0.97)", fontsize=9)
+    axes[1].set_title("the last generation (target >= 1.00)", fontsize=9)
+    fig.suptitle("Every chain measured: B = BCCD, A = Aquarium, then batches and seed", fontsize=9)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def overhead_split(data: dict[str, Any], path: Path) -> None:
     bars: list[tuple[str, dict[str, float]]] = []
     for kind, label in (
@@ -168,6 +218,10 @@ def main() -> None:
     parser.add_argument(
         "--generations", type=Path, nargs="*", default=[], help="generations.json files: one pair of plots each"
     )
+    parser.add_argument("--tag", default="", help="added to each generations plot's name (e.g. x1.5)")
+    parser.add_argument(
+        "--chains", type=Path, default=None, help="a CSV of chains (docs/bench-generations-chains.csv): the trade-off"
+    )
     parser.add_argument("--overhead", type=Path, default=Path("/tmp/flywheel-bench-overhead/overhead.json"))
     parser.add_argument("--docs", type=Path, default=Path(__file__).resolve().parents[1] / "docs")
     args = parser.parse_args()
@@ -175,9 +229,14 @@ def main() -> None:
     for path in args.generations:
         data = json.loads(path.read_text())
         name = f"{data.get('data', 'bccd')}-{len(data['flywheel'])}-s{data.get('seed', 0)}"
+        name += f"-{args.tag}" if args.tag else ""
         generations_map(data, args.docs / f"bench-generations-{name}-map.png")
         generations_compute(data, args.docs / f"bench-generations-{name}-compute.png")
         print(f"drawn from {path}")
+    if args.chains:
+        with args.chains.open() as fh:
+            generations_tradeoff(list(csv.DictReader(fh)), args.docs / "bench-generations-tradeoff.png")
+        print(f"drawn from {args.chains}")
     if args.overhead.is_file():
         overhead_split(json.loads(args.overhead.read_text()), args.docs / "bench-overhead-split.png")
         print(f"drawn from {args.overhead}")

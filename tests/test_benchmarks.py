@@ -103,6 +103,11 @@ def test_generations_reports_map_decisions_and_compute_for_both(tmp_path: Path) 
     assert c["flywheel_image_epochs"] == sum(g["image_epochs"] for g in fly)
     assert c["scratch_image_epochs"] == sum(s["image_epochs"] for s in scratch)
     assert c["compute_ratio"] == round(c["flywheel_image_epochs"] / c["scratch_image_epochs"], 4)
+    refresh = [r for g in fly for r in g["runs"] if r["purpose"] != "candidate"]
+    assert c["refresh_image_epochs"] == sum(r["image_epochs"] for r in refresh)
+    known = [r for r in c["map_ratios"] if r is not None]  # None where a smoke-size reference scored 0
+    assert c["lowest_map_ratio"] == (min(known) if known else None)
+    assert c["last_map_ratio"] == c["map_ratios"][-1]
     rules = data["gate_vs_heldout"]  # how often held-out truth contradicts each rule's decisions
     assert rules["first_model"] == {"decisions": 1, "contradicted": 0}
     assert sum(r["decisions"] for r in rules.values()) == sum(len(g["decisions"]) for g in fly)
