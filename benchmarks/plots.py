@@ -127,6 +127,7 @@ def generations_compute(data: dict[str, Any], path: Path) -> None:
 
 DATA_COLOURS = {"bccd": "#1f77b4", "aquarium": "#ff7f0e"}
 FACTOR_MARKERS = {"1.0": "o", "1.5": "s"}
+VARIANT_MARKERS = (("unconverged_boost", "^"), ("backbone_lr_scale", "D"))
 
 
 def generations_tradeoff(rows: list[dict[str, str]], path: Path) -> None:
@@ -142,7 +143,10 @@ def generations_tradeoff(rows: list[dict[str, str]], path: Path) -> None:
         ax.axvline(0.45, color="#2ca02c", lw=0.8)
         for r in rows:
             colour = DATA_COLOURS.get(r["data"], "#7f7f7f")
-            marker = "^" if r["variant"].startswith("unconverged_boost") else FACTOR_MARKERS[r["warm_budget_factor"]]
+            marker = next(
+                (m for prefix, m in VARIANT_MARKERS if r["variant"].startswith(prefix)),
+                FACTOR_MARKERS[r["warm_budget_factor"]],
+            )
             x, y = float(r["compute"]), float(r[key])
             ax.plot(x, y, marker, color=colour, markersize=7)
             short = f"{r['data'][0].upper()}{r['batches']} s{r['seed']}"
@@ -160,14 +164,15 @@ def generations_tradeoff(rows: list[dict[str, str]], path: Path) -> None:
         Line2D([], [], marker="o", ls="", color="#555", label="warm_budget_factor 1.0"),
         Line2D([], [], marker="s", ls="", color="#555", label="warm_budget_factor 1.5 (default)"),
         Line2D([], [], marker="^", ls="", color="#555", label="1.0, unconverged_boost off"),
+        Line2D([], [], marker="D", ls="", color="#555", label="1.0, backbone_lr_scale 1.0"),
         Line2D([], [], marker="o", ls="", color="#555", markerfacecolor="none", label="refresh taken out"),
         *[Line2D([], [], marker="o", ls="", color=c, label=d) for d, c in DATA_COLOURS.items()],
     ]
-    fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=6, frameon=False)
+    fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=4, frameon=False)
     axes[0].set_title("the lowest generation (target >= 0.97)", fontsize=9)
     axes[1].set_title("the last generation (target >= 1.00)", fontsize=9)
     fig.suptitle("Every chain measured: B = BCCD, A = Aquarium, then batches and seed", fontsize=9)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
