@@ -41,6 +41,11 @@ class Cancelled(Exception):
     """The run was asked to stop (SIGTERM, or the daemon that started it is gone)."""
 
 
+# The signal the kernel sends this child when its parent dies: its own, so that a dead daemon
+# is never read as a request to stop (SIGTERM: `flywheel train --cancel`, a shutdown, Ray).
+PARENT_GONE = signal.SIGHUP
+
+
 class _Stop:
     """SIGTERM: stop after the current batch while training, at once otherwise."""
 
@@ -51,15 +56,26 @@ class _Stop:
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
-        _term_with_parent()
+        signal.signal(PARENT_GONE, self._on_parent_gone)
+        _signal_when_parent_dies()
         if os.getppid() != self.parent:  # the parent died before the kernel could be told
             self.requested = "the process that started this run is gone"
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        if os.getppid() != self.parent:  # the kernel's PR_SET_PDEATHSIG signal: say what it means
-            self.requested = "the process that started this run is gone"
+        if os.getppid() != self.parent:
+            self._stop("the process that started this run is gone")
         else:
-            self.requested = f"stopped by {signal.Signals(signum).name}"
+            self._stop(f"stopped by {signal.Signals(signum).name}")
+
+    def _on_parent_gone(self, _signum: int, _frame: Any) -> None:
+        # Not read off getppid(): a SIGKILLed daemon's threads die one by one, and the kernel
+        # signals when the one that started this child exits, while the process still holds
+        # the pid (seen in CI: "stopped by SIGTERM" for a killed daemon).
+        self._stop("the process that started this run is gone")
+
+    def _stop(self, reason: str) -> None:
+        if not self.requested.startswith("the process"):  # a dead parent outranks a request
+            self.requested = reason
         if not self.in_loop:
             raise Cancelled(self.requested)
 
@@ -73,13 +89,13 @@ class _Stop:
 STOP = _Stop()
 
 
-def _term_with_parent() -> None:
-    """Ask Linux for a SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG), so a SIGKILLed
+def _signal_when_parent_dies() -> None:
+    """Ask Linux for PARENT_GONE when the parent dies (prctl PR_SET_PDEATHSIG), so a SIGKILLed
     daemon leaves no training behind it for long; elsewhere, `check()`'s ppid test does it."""
     if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        libc.prctl(1, PARENT_GONE, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
