@@ -15,9 +15,9 @@ import pytest
 CHILD = """
 import time
 from flywheel.training.process import STOP, Cancelled
-STOP.install()
-print("ready", flush=True)
 try:
+    STOP.install()
+    print("ready", flush=True)
     while True:
         time.sleep(0.05)
 except Cancelled as exc:

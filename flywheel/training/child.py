@@ -35,8 +35,8 @@ def main(argv: list[str]) -> int:
     fd = int(os.environ.get("FLYWHEEL_EVENT_FD", "1"))
     report = Reporter(os.fdopen(fd, "w", buffering=1))
     _offline_environment(spec.threads)
-    STOP.install()
     try:
+        STOP.install()  # inside: a signal that comes at once is still reported as a cancel
         best = None if spec.evaluate_only else train(spec, report)
         for target in spec.evaluate:
             checkpoint = Path(target.checkpoint) if target.checkpoint else best
