@@ -27,7 +27,7 @@ class Reporter:
             self.stream.write(encode(event) + "\n")
             self.stream.flush()
         except BrokenPipeError:  # the daemon is gone: nobody will use this run's result
-            STOP.requested = "the process that started this run is gone (its pipe is closed)"
+            STOP.requested = f"{PARENT_GONE_REASON} (its pipe is closed)"
             raise Cancelled(STOP.requested) from None
 
     def progress(self, event: BatchProgress) -> None:
@@ -44,10 +44,11 @@ class Cancelled(Exception):
 # The signal the kernel sends this child when its parent dies: its own, so that a dead daemon
 # is never read as a request to stop (SIGTERM: `flywheel train --cancel`, a shutdown, Ray).
 PARENT_GONE = signal.SIGHUP
+PARENT_GONE_REASON = "the process that started this run is gone"
 
 
 class _Stop:
-    """SIGTERM: stop after the current batch while training, at once otherwise."""
+    """SIGTERM or PARENT_GONE: stop after the current batch while training, at once otherwise."""
 
     def __init__(self) -> None:
         self.requested = ""
@@ -59,11 +60,11 @@ class _Stop:
         signal.signal(PARENT_GONE, self._on_parent_gone)
         _signal_when_parent_dies()
         if os.getppid() != self.parent:  # the parent died before the kernel could be told
-            self.requested = "the process that started this run is gone"
+            self.requested = PARENT_GONE_REASON
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if os.getppid() != self.parent:
-            self._stop("the process that started this run is gone")
+            self._stop(PARENT_GONE_REASON)
         else:
             self._stop(f"stopped by {signal.Signals(signum).name}")
 
@@ -71,17 +72,17 @@ class _Stop:
         # Not read off getppid(): a SIGKILLed daemon's threads die one by one, and the kernel
         # signals when the one that started this child exits, while the process still holds
         # the pid (seen in CI: "stopped by SIGTERM" for a killed daemon).
-        self._stop("the process that started this run is gone")
+        self._stop(PARENT_GONE_REASON)
 
     def _stop(self, reason: str) -> None:
-        if not self.requested.startswith("the process"):  # a dead parent outranks a request
+        if not self.requested.startswith(PARENT_GONE_REASON):  # a dead parent outranks a request
             self.requested = reason
         if not self.in_loop:
             raise Cancelled(self.requested)
 
     def check(self) -> None:
         if not self.requested and os.getppid() != self.parent:
-            self.requested = "the process that started this run is gone"
+            self.requested = PARENT_GONE_REASON
         if self.requested:
             raise Cancelled(self.requested)
 
