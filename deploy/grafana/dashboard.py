@@ -608,11 +608,13 @@ def build() -> dict[str, Any]:
         series(
             ids,
             "Data root disk",
-            "Bytes the data root takes, and free and total bytes of its file system",
+            "Bytes the data root takes, in all and per part (`flywheel gc` frees models, runs, quarantine, "
+            "done, captured), and free and total bytes of its file system",
             queries(
                 ("flywheel_data_root_used_bytes", "used by the data root"),
                 ("flywheel_data_root_free_bytes", "free"),
                 ("flywheel_data_root_filesystem_size_bytes", "file system size"),
+                ("flywheel_data_root_area_bytes", "{{area}}"),
             ),
             w=8,
             unit="bytes",

@@ -211,6 +211,15 @@ class DaemonConfig(_Section):
     shutdown_timeout: float = Field(60.0, gt=0)
 
 
+class RetentionConfig(_Section):
+    keep_rejected: int = Field(5, ge=0)
+    run_logs_days: float = Field(30.0, ge=0)
+    quarantine_days: float = Field(90.0, ge=0)
+    done_days: float = Field(30.0, ge=0)
+    captured_days: float = Field(0.0, ge=0)
+    gc_interval_hours: float = Field(24.0, ge=0)
+
+
 class DatabaseConfig(_Section):
     url: str = ""  # empty: sqlite file flywheel.db in the data root; or postgresql+psycopg://... (store/db.py)
 
@@ -230,6 +239,7 @@ class Config(_Section):
     health: HealthConfig = HealthConfig()
     daemon: DaemonConfig = DaemonConfig()
     database: DatabaseConfig = DatabaseConfig()
+    retention: RetentionConfig = RetentionConfig()
     ray: RayConfig = RayConfig()
     log_level: str = "INFO"
 

@@ -29,11 +29,18 @@ CrashPoint = Literal[
     "run.finished",  # production/ swapped, the run not yet recorded succeeded
 ]
 POINTS: tuple[CrashPoint, ...] = get_args(CrashPoint)
+# `flywheel gc`'s points: not on a batch's way, so kept out of POINTS (which the daemon's
+# fault-injection test draws from) and killed at by tests/test_gc.py.
+GcCrashPoint = Literal[
+    "gc.moved",  # one more path is in .gc-trash/, the rest where they were, nothing recorded
+    "gc.recorded",  # everything is in .gc-trash/ and the ledger says so, the trash not yet emptied
+]
+GC_POINTS: tuple[GcCrashPoint, ...] = get_args(GcCrashPoint)
 
 _hits: dict[str, int] = {}
 
 
-def crash_point(name: CrashPoint) -> None:
+def crash_point(name: CrashPoint | GcCrashPoint) -> None:
     wanted = os.environ.get(ENV)
     if not wanted:
         return

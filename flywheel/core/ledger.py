@@ -24,6 +24,7 @@ class Action(StrEnum):
     PIN = "pin"  # hold promotions while investigating
     UNPIN = "unpin"
     GOLDEN_CHANGED = "golden_changed"  # the golden eval set's content changed
+    GC = "gc"  # `flywheel gc` freed space under the retention policy (what, in the reason)
 
 
 class Entry(Protocol):

@@ -28,6 +28,7 @@ from flywheel.core.hashing import sha256_file
 from flywheel.core.ledger import Action
 from flywheel.core.ports import Exporter, Notifier, NullNotifier, Objects, StorePort
 from flywheel.core.records import LedgerEntry, Model, as_utc
+from flywheel.flow.gc import removed_note
 
 log = logging.getLogger("flywheel.flow.registry")
 
@@ -78,7 +79,8 @@ class Registry:
         try:
             return self.checkpoints.verify(model.sha256)
         except IntegrityError as exc:
-            raise IntegrityError(f"model {model_name(model.id or 0)}: {exc}") from None
+            gone = removed_note(self.checkpoints.path(model.sha256))
+            raise IntegrityError(f"model {model_name(model.id or 0)}: {gone or exc}") from None
 
     # --- production changes ---------------------------------------------------------------
     def promote(self, model_id: int, reason: str, actor: str = "flywheel", force: bool = False) -> LedgerEntry:

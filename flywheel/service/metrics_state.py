@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from flywheel.core.errors import StoreError
+from flywheel.flow.gc import data_root_areas, disk_bytes
 from flywheel.service.metrics_families import (
     dataset_families,
     inbox_families,
@@ -42,29 +42,25 @@ class UsedBytes:
     def bytes(self, root: Path) -> int:
         now = self.clock()
         if now - self._at >= self.max_age:
-            self._value, self._at = _walk_bytes(root), now
+            self._value, self._at = disk_bytes(root), now
         return self._value
 
 
-def _walk_bytes(root: Path) -> int:
-    total, seen, stack = 0, set(), [str(root)]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    info = entry.stat(follow_symlinks=False)
-                    if (info.st_dev, info.st_ino) not in seen:
-                        seen.add((info.st_dev, info.st_ino))
-                        total += info.st_blocks * 512
-            except OSError:
-                continue
-    return total
+class AreaBytes:
+    """The bytes of each part of the data root (models, runs, objects, versions, quarantine,
+    processed batches, captured images), walked at most once per `max_age` seconds: what
+    `flywheel gc` can act on, and what grows."""
+
+    def __init__(self, max_age: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age, self.clock = max_age, clock
+        self._at, self._value = -math.inf, dict[str, int]()
+
+    def by_area(self, root: Path) -> dict[str, int]:
+        now = self.clock()
+        if now - self._at >= self.max_age:
+            self._value = {name: disk_bytes(folder) for name, folder in data_root_areas(root).items()}
+            self._at = now
+        return self._value
 
 
 class StateCollector(Collector):
@@ -74,6 +70,7 @@ class StateCollector(Collector):
         self.store = store
         self.data_root = data_root
         self.used = UsedBytes()
+        self.areas = AreaBytes()
         self.class_counts = ClassCounts(objects) if objects is not None else None
 
     def describe(self) -> list[Metric]:
@@ -135,6 +132,15 @@ class StateCollector(Collector):
             "Bytes the data root's files take (summed at most once a minute)",
             value=self.used.bytes(self.data_root),
         )
+        areas = GaugeMetricFamily(
+            "flywheel_data_root_area_bytes",
+            "Bytes each part of the data root takes (what `flywheel gc` frees is in models, runs, "
+            "quarantine, done and captured)",
+            labels=["area"],
+        )
+        for area, size in self.areas.by_area(self.data_root).items():
+            areas.add_metric([area], size)
+        yield areas
         yield GaugeMetricFamily(
             "flywheel_data_root_filesystem_size_bytes",
             "Size of the file system holding the data root",
