@@ -260,7 +260,20 @@ def test_names_follow_prometheus_conventions_and_labels_stay_bounded(served, tmp
         text = response.read().decode()
     families = [f for f in text_string_to_metric_families(text) if f.name.startswith("flywheel_")]
     assert len(families) >= 50
-    allowed = {"state", "outcome", "reason", "kind", "split", "metric", "role", "class", "measure", "rule", "le"}
+    allowed = {
+        "state",
+        "outcome",
+        "reason",
+        "kind",
+        "split",
+        "metric",
+        "role",
+        "class",
+        "measure",
+        "rule",
+        "le",
+        "area",
+    }
     allowed |= {"version", "python", "id", "sha256"}  # the two info metrics: one series each
     for family in families:
         assert re.fullmatch(r"flywheel_[a-z0-9_]+", family.name), family.name
