@@ -94,6 +94,16 @@ class PgServer:
                 if attempt == 2:
                     raise
 
+    def pause(self) -> None:
+        """Stop the server as an operator would (`pg_ctl stop -m fast`); `unpause` brings it back
+        on the same port, so the clients' URLs stay right."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def unpause(self) -> None:
+        options = f"-k {self.folder} -p {self.port} -h 127.0.0.1 {SETTINGS}"
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "server.log"),
+                  "-w", "-t", "60", "-o", options, "start")  # fmt: skip
+
     def stop(self) -> None:
         self._dropper.shutdown(wait=True)
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")

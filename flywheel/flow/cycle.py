@@ -30,12 +30,16 @@ from flywheel.flow.guard import guard
 from flywheel.flow.promotion import gate_and_promote
 from flywheel.flow.recovery import MAX_RESUMES, reopen
 from flywheel.flow.results import CycleResult
-from flywheel.flow.run_events import record_event
+from flywheel.flow.run_events import OutageBuffer
 from flywheel.flow.scoring import VersionScoring, known_score, score_of, version_scoring
 from flywheel.flow.starts import generations, replay_sample_for, run_start, warm_budget_for
 from flywheel.training import replay
 
 log = logging.getLogger("flywheel.flow.cycle")
+
+# After a training, how long its held events wait for a database that went away during it; past
+# this the run is left for the daemon's next step to record as interrupted (and resume).
+OUTAGE_WAIT_SECONDS = 300.0
 
 __all__ = ["CycleResult", "FlowDeps", "Workspace", "generations", "resume_interrupted", "run_cycle", "trainable"]
 
@@ -173,12 +177,15 @@ def _train(deps: FlowDeps, turn: _Turn, run: Run, spec: TrainSpec) -> list[Train
     observer.training_started(run.id, start.kind, spec.epochs)
     started = time.monotonic()
 
+    recorder = OutageBuffer(store, spec)
+
     def on_event(event: TrainingEvent) -> None:
         observer.training_event(event)
-        record_event(store, spec, event)
+        recorder.record(event)
 
     try:
         events = deps.trainer.run(spec, on_event)
+        recorder.drain(OUTAGE_WAIT_SECONDS)
     except TrainingCancelled as exc:
         store.update_run(run.id, RunState.CANCELLED, error=str(exc))
         observer.training_finished("cancelled", time.monotonic() - started)

@@ -5,8 +5,11 @@ in the run's record, and a log line for each that a person reads."""
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from flywheel.core.domain import run_name
+from flywheel.core.errors import IntegrityError, StoreError
 from flywheel.core.events import (
     PLACEMENT,
     BackboneUnfrozen,
@@ -26,6 +29,62 @@ from flywheel.core.records import Epoch
 from flywheel.core.spec import TrainSpec
 
 log = logging.getLogger("flywheel.flow.cycle")
+
+
+class OutageBuffer:
+    """Records a training's events, holding back those the database would not take (an outage,
+    a restart) and writing them, in order, once it answers again: a training survives a
+    database outage shorter than itself instead of being cut off at its first epoch. Progress
+    events are coalesced while held (only the newest matters)."""
+
+    def __init__(self, store: StorePort, spec: TrainSpec):
+        self.store, self.spec = store, spec
+        self.pending: list[TrainingEvent] = []
+
+    def record(self, event: TrainingEvent) -> None:
+        if self.pending and not self.flush():
+            self._hold(event)
+            return
+        try:
+            record_event(self.store, self.spec, event)
+        except IntegrityError:
+            raise
+        except StoreError as exc:
+            log.warning(
+                "run %s: the database is away (%s); holding its events until it is back",
+                run_name(self.spec.run_id),
+                exc,
+            )
+            self._hold(event)
+
+    def flush(self) -> bool:
+        """Write what is held, oldest first; False (the rest still held) at the first refusal."""
+        while self.pending:
+            try:
+                record_event(self.store, self.spec, self.pending[0])
+            except IntegrityError:
+                raise
+            except StoreError:
+                return False
+            self.pending.pop(0)
+        log.info("run %s: the database is back; held events written", run_name(self.spec.run_id))
+        return True
+
+    def drain(self, timeout: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        """After the training: wait (up to `timeout` s, pauses doubling to 30 s) for the
+        database to take what is held; the StoreError if it never does."""
+        deadline, pause = time.monotonic() + timeout, 0.5
+        while self.pending and not self.flush():
+            if time.monotonic() + pause > deadline:
+                record_event(self.store, self.spec, self.pending[0])  # raises the database's own error
+            sleep(pause)
+            pause = min(pause * 2, 30.0)
+
+    def _hold(self, event: TrainingEvent) -> None:
+        if isinstance(event, BatchProgress) and self.pending and isinstance(self.pending[-1], BatchProgress):
+            self.pending[-1] = event
+        else:
+            self.pending.append(event)
 
 
 def record_event(store: StorePort, spec: TrainSpec, event: TrainingEvent) -> None:

@@ -32,6 +32,7 @@ from flywheel.core.errors import (
 from flywheel.core.ports import RemoteTrainer
 from flywheel.flow.recovery import mark_interrupted
 from flywheel.service import train_queue
+from flywheel.service.backoff import Backoff
 from flywheel.service.health import storage_message, storage_problem
 from flywheel.service.trigger import Trigger
 
@@ -61,6 +62,7 @@ class Daemon:
         self.heartbeat = adapters.heartbeat
         self.status = adapters.status
         self._executor_where = ""
+        self.backoff = Backoff()
 
     def wake(self) -> None:
         self._wake.set()
@@ -129,6 +131,14 @@ class Daemon:
     def _work_loop(self) -> None:
         self._wake.set()  # look at the inbox once at start-up
         while not self.stopping.is_set():
+            pause = self.backoff.remaining()
+            if pause > 0:  # a step failed for an outside reason: file events and ticks wait it out
+                if self.stopping.wait(min(pause, IDLE_BEAT_SECONDS)):
+                    break
+                self.heartbeat.beat()
+                if self.backoff.remaining() == 0:
+                    self._wake.set()
+                continue
             if not self._wake.wait(IDLE_BEAT_SECONDS):
                 self.heartbeat.beat()
                 continue
@@ -139,22 +149,31 @@ class Daemon:
                 self._step()
             except TrainingCancelled as exc:
                 log.info("%s", exc)
-            except ExecutorUnavailable as exc:  # the cluster: said once, trainings wait, retried at the next rescan
+            except ExecutorUnavailable as exc:  # the cluster: said once, trainings wait, retried after a pause
                 self.live.executor_up.labels(self.app.config.training.executor).set(0)
-                self.degraded.set(str(exc))
+                self._retry_later("executor", str(exc))
             except IntegrityError as exc:  # said once (Degraded logs changes only), on /readyz and the gauge
-                self.degraded.set(str(exc))
+                self._retry_later("integrity", str(exc))
             except (FlywheelError, OSError) as exc:
-                if storage_problem(exc):  # disk full, read-only: alive and serving, retried at the next rescan
-                    self.degraded.set(str(exc) if isinstance(exc, FlywheelError) else storage_message(exc))
+                if storage_problem(exc):  # disk full, read-only, database away: alive, retried after a pause
+                    self._retry_later("storage", str(exc) if isinstance(exc, FlywheelError) else storage_message(exc))
                 elif isinstance(exc, FlywheelError):
                     log.error("%s", exc)  # logged; the daemon goes on with the next work
                 else:
                     raise  # an OSError that is no storage condition is a bug: let it show
             else:
+                self.backoff.succeeded()
                 self.degraded.clear()
             if not self.stopping.is_set():
                 self.status.step(self._idle)
+
+    def _retry_later(self, reason: str, why: str) -> None:
+        """Degraded with `why` (logged once per change), and the next try after a pause that
+        doubles with each failure in a row: an outage costs a few log lines, not a hot loop."""
+        self.degraded.set(why)
+        self.live.retries.labels(reason).inc()
+        pause = self.backoff.failed()
+        log.debug("retrying in %.1fs (%s, %d in a row)", pause, reason, self.backoff.failures)
 
     def _check_production(self) -> None:
         """Production's two copies against its sha256, at start and before each step that may
@@ -179,6 +198,11 @@ class Daemon:
         self.live.executor_up.labels(executor).set(1)
 
     def _step(self) -> None:
+        # A training whose recording failed for good (the database away past its wait) is left
+        # "running" with nobody running it: record it as interrupted now, so it resumes, rather
+        # than at the next restart. Between steps this worker thread runs no training.
+        for r in mark_interrupted(self.app.store, self.app.registry):
+            log.warning("run %s was left running with nobody running it: interrupted", run_name(r.id))
         for batch_dir in self.tracker.complete():  # ingest needs no production model: it goes on
             if self.stopping.is_set():
                 return
@@ -192,7 +216,10 @@ class Daemon:
             self.trigger.scheduled()
 
     def _ingest(self, batch_dir: Path) -> None:
-        log.info("batch %s complete, ingesting", batch_dir.name)
+        # once per batch, not at every retry of a database or disk outage
+        log.log(
+            logging.DEBUG if self.backoff.failures else logging.INFO, "batch %s complete, ingesting", batch_dir.name
+        )
         self.status.step(f"ingesting batch {batch_dir.name}")
         try:
             result = self.app.ingest(batch_dir, move=True)

@@ -21,7 +21,7 @@ import logging
 import platform
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -66,6 +66,15 @@ class LiveMetrics:
             "1 while the daemon cannot write its data root or database (disk full, read-only); /readyz says why",
             registry=registry,
         )
+        self.retries = Counter(
+            "flywheel_daemon_retries_total",
+            "Work-loop steps that failed for an outside reason and were retried after a pause, by reason "
+            "(storage: disk or database away; executor: cluster unreachable; integrity: production damaged)",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("storage", "executor", "integrity"):
+            self.retries.labels(reason)  # 0 from the start: rate() sees the first retry
         self.executor_up = Gauge(
             "flywheel_executor_up",
             "1 while the place trainings run (training.executor) takes them, 0 while it cannot be reached; "
