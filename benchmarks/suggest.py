@@ -69,7 +69,7 @@ def train(
     from flywheel.core.events import EpochEnded, Evaluated, Trained
     from flywheel.core.plan import Start, build_spec, resolve_params
     from flywheel.core.spec import EvalTarget
-    from flywheel.training.runner import SubprocessTrainer
+    from flywheel.training.local_trainer import SubprocessTrainer
 
     config = parse({"training": settings})
     kind = StartKind.WARM if start.endswith(".pt") else StartKind.SCRATCH

@@ -23,12 +23,12 @@ from flywheel.core.ports import NullObserver, Observer, Trainer
 from flywheel.flow.cycle import CycleResult, resume_interrupted, run_cycle
 from flywheel.flow.deps import FlowDeps, Workspace
 from flywheel.flow.registry import Registry
-from flywheel.ingest.service import IngestOptions, IngestPaths, IngestResult, ingest_batch
-from flywheel.service.notify import Notifier
+from flywheel.ingest.pipeline import IngestOptions, IngestPaths, IngestResult, ingest_batch
+from flywheel.service.notify import CommandWebhookNotifier
 from flywheel.store import ObjectStore, Store, database_url, make_engine, upgrade_schema
 from flywheel.store.materialize import VersionFolders
 from flywheel.training.export import SubprocessExporter
-from flywheel.training.runner import SubprocessTrainer
+from flywheel.training.local_trainer import SubprocessTrainer
 
 if TYPE_CHECKING:  # the daemon's adapters are imported in build_daemon, when the daemon runs
     from prometheus_client import CollectorRegistry
@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # the daemon's adapters are imported in build_daemon, when th
     from flywheel.service.metrics import LiveMetrics
     from flywheel.service.systemd import ServiceNotifier, StatusObserver
 
-log = logging.getLogger("flywheel")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ class App:
         self.store = Store(self.engine)
         self.objects = ObjectStore(self.paths.objects)
         n = self.config.notify
-        notifier = Notifier(n.command, n.webhook, n.retries, n.retry_seconds)
+        notifier = CommandWebhookNotifier(n.command, n.webhook, n.retries, n.retry_seconds)
         exporter = SubprocessExporter(self.paths.ultralytics) if self.config.production.export_onnx else None
         self.checkpoints = ObjectStore(self.paths.models, ".pt")  # models/<sha[:2]>/<sha>.pt
         self.registry = Registry(

@@ -32,7 +32,7 @@ from flywheel.core.predict_events import (
 from flywheel.prelabel import runner
 from flywheel.prelabel.inputs import Found
 from flywheel.prelabel.records import Box
-from flywheel.training.predict import _Events
+from flywheel.training.predict_child import _Events
 
 ONE_OF_EACH: list[PredictEvent] = [
     PredictStarted(names=("red", "blue with spaces"), imgsz=640, task="detect"),

@@ -1,6 +1,6 @@
 """What `flywheel predict` and `flywheel suggest` share: their options, one pass of the model
 over the images (resolve the model and a new output folder, collect the images, run the child,
-flywheel.training.predict, with a progress bar), and the summary and skipped-image lines both
+flywheel.training.predict_child, with a progress bar), and the summary and skipped-image lines both
 report. This process only reads images with Pillow, shows progress and writes files; the
 commands are in cli/predict.py and cli/suggest.py."""
 

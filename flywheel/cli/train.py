@@ -22,7 +22,7 @@ from flywheel.core.ports import NullObserver, StorePort
 from flywheel.core.records import Run
 from flywheel.flow.registry import current_actor
 from flywheel.service import train_queue
-from flywheel.training.runner import request_cancel
+from flywheel.training.local_trainer import request_cancel
 
 
 def train(

@@ -2,7 +2,7 @@
 
 The same wire format as the training child's (flywheel/core/events.py): one JSON object a line,
 `{"event": kind, **fields}`, on the pipe named by FLYWHEEL_EVENT_FD. The child
-(flywheel/training/predict.py) builds these classes and writes them with `encode`; the CLI
+(flywheel/training/predict_child.py) builds these classes and writes them with `encode`; the CLI
 (flywheel/prelabel/runner.py) reads every line with `parse_predict_event`, which checks each key
 and its type, so a key renamed on one side fails at once, naming it. Keys the reader does not
 know are ignored: a newer child may add one.

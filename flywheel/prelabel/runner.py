@@ -1,4 +1,4 @@
-"""CLI side of prediction: start `python -m flywheel.training.predict`, relay its events, and
+"""CLI side of prediction: start `python -m flywheel.training.predict_child`, relay its events, and
 turn them into `Prediction`s. torch stays in the child; a child that crashes, or sends a line
 that is not one of flywheel/core/predict_events.py's events, ends as a TrainingError naming its
 log, never as a traceback here."""
@@ -84,7 +84,7 @@ def predict(
     with log_path.open("ab") as log_file:
         try:
             proc = subprocess.Popen(
-                [python, "-m", "flywheel.training.predict", str(request_path)],
+                [python, "-m", "flywheel.training.predict_child", str(request_path)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

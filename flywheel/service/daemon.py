@@ -35,7 +35,7 @@ from flywheel.service import train_queue
 from flywheel.service.health import storage_message, storage_problem
 from flywheel.service.trigger import Trigger
 
-log = logging.getLogger("flywheel.service.daemon")
+log = logging.getLogger(__name__)
 
 IDLE_BEAT_SECONDS = 5.0  # an idle work loop still wakes this often to show it is alive
 

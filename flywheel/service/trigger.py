@@ -16,7 +16,7 @@ from flywheel.flow.cycle import trainable
 from flywheel.flow.waiting import waiting
 from flywheel.service import train_queue
 
-log = logging.getLogger("flywheel.service.daemon")
+log = logging.getLogger(__name__)
 
 
 class Trigger:

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 from flywheel.core.domain import run_name
 from flywheel.core.spec import TrainSpec
+from flywheel.training.local_trainer import CANCEL_FILE, child_environment
 from flywheel.training.ray_client import EVENT_FD, EVENTS_FILE, RayJob, job_record, submission_id
 from flywheel.training.ray_errors import call_job_api
-from flywheel.training.runner import CANCEL_FILE, child_environment
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
-log = logging.getLogger("flywheel.training")
+log = logging.getLogger(__name__)
 
 
 class JobSubmission:

@@ -25,7 +25,7 @@ from flywheel.core.errors import EventError, TrainingCancelled, TrainingError
 from flywheel.core.events import ChildCancelled, ChildFailed, Placed, TrainingEvent, parse_event, read_stream
 from flywheel.core.spec import TrainSpec
 
-log = logging.getLogger("flywheel.training")
+log = logging.getLogger(__name__)
 
 CANCEL_FILE = "CANCEL"
 KILL_AFTER_SECONDS = 60.0

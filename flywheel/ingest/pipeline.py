@@ -32,7 +32,7 @@ from flywheel.store import Store
 
 __all__ = ["IngestOptions", "IngestPaths", "IngestResult", "ingest_batch"]
 
-log = logging.getLogger("flywheel.ingest")
+log = logging.getLogger(__name__)
 
 
 def ingest_batch(
