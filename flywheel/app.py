@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING
 from flywheel.core import config as config_mod
 from flywheel.core.config import CONFIG_NAME, Config
 from flywheel.core.errors import Busy, ConfigError, DataRootError
-from flywheel.core.ports import NullObserver, Observer, Trainer
+from flywheel.core.ports import NullObserver, Observer, Predictor, Trainer
 from flywheel.flow.cycle import CycleResult, resume_interrupted, run_cycle
 from flywheel.flow.deps import FlowDeps, Workspace
 from flywheel.flow.registry import Registry
@@ -28,6 +28,7 @@ from flywheel.service.notify import CommandWebhookNotifier
 from flywheel.store import ObjectStore, Store, database_url, make_engine, upgrade_schema
 from flywheel.store.materialize import VersionFolders
 from flywheel.training.export import SubprocessExporter
+from flywheel.training.local_predictor import ChildPredictor
 from flywheel.training.local_trainer import SubprocessTrainer
 
 if TYPE_CHECKING:  # the daemon's adapters are imported in build_daemon, when the daemon runs
@@ -165,6 +166,7 @@ class App:
             self.store, self.checkpoints, self.paths.production, notifier, exporter, self.config.training.imgsz
         )
         self.trainer: Trainer = trainer or build_trainer(self.config, self.paths)
+        self.predictor: Predictor = ChildPredictor(self.paths.ultralytics, self.paths.runs)
         self.observer: Observer = observer or NullObserver()
         self.datasets = VersionFolders(self.objects, self.paths.versions)
         self.workspace = Workspace(self.paths.root, self.objects, self.datasets, self.paths.runs)
