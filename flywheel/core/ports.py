@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from flywheel.core.domain import ManifestItem, RunState
 from flywheel.core.events import TrainingEvent
+from flywheel.core.ingest_result import IngestResult
 from flywheel.core.ledger import Action
 from flywheel.core.predict_events import PredictEvent
 from flywheel.core.prediction import ImageInput, PredictOutcome, PredictRequest
@@ -42,6 +43,21 @@ class Exporter(Protocol):
     """Converts a checkpoint for serving (ONNX), somewhere other than the caller's process."""
 
     def export_onnx(self, checkpoint: Path, out: Path, imgsz: int) -> Path: ...
+
+
+class BatchIngester(Protocol):
+    """Turns a dropped batch (a folder or an archive) into records, stored objects and the next
+    dataset version (flywheel.ingest.pipeline.BatchPipeline). `move`: take it out of the inbox
+    afterwards; `again`: even if the same content was ingested before."""
+
+    def ingest(self, batch_dir: Path, *, move: bool, again: bool = False) -> IngestResult: ...
+
+
+class RunStopper(Protocol):
+    """Asks whichever process runs a training to stop it after its current batch (the run
+    folder's CANCEL file, flywheel.training.local_trainer.request_cancel)."""
+
+    def request_stop(self, run_id: int, reason: str) -> None: ...
 
 
 class Predictor(Protocol):

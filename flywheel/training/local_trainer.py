@@ -40,6 +40,17 @@ def request_cancel(out_dir: Path, reason: str) -> Path:
     return path
 
 
+class RunFolders:
+    """The RunStopper port (flywheel.core.ports) on the run folders: `request_cancel` in
+    `runs/<run>/`, which the trainer running that run watches."""
+
+    def __init__(self, runs: Path):
+        self.runs = runs
+
+    def request_stop(self, run_id: int, reason: str) -> None:
+        request_cancel(self.runs / run_name(run_id), reason)
+
+
 class SubprocessTrainer:
     """Runs `python -m flywheel.training.child` for a spec; one run at a time."""
 
