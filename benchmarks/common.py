@@ -185,7 +185,7 @@ def score(
     from flywheel.core.domain import StartKind
     from flywheel.core.events import Evaluated
     from flywheel.core.spec import EvalTarget, TrainSpec
-    from flywheel.training.runner import SubprocessTrainer
+    from flywheel.training.local_trainer import SubprocessTrainer
 
     out = work / "scores"
     out.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,7 @@ def reference(
     from flywheel.core.events import EpochEnded, Evaluated
     from flywheel.core.plan import Start, build_spec, resolve_params
     from flywheel.core.spec import EvalTarget
-    from flywheel.training.runner import SubprocessTrainer
+    from flywheel.training.local_trainer import SubprocessTrainer
 
     app = App(root)
     version = app.store.version(version_id)

@@ -51,7 +51,7 @@ from flywheel.core.domain import StartKind  # noqa: E402
 from flywheel.core.events import ChildStarted, EpochEnded, Evaluated, Trained, TrainingEvent  # noqa: E402
 from flywheel.core.plan import Start, build_spec, resolve_params  # noqa: E402
 from flywheel.core.spec import EvalTarget  # noqa: E402
-from flywheel.training.runner import SubprocessTrainer  # noqa: E402
+from flywheel.training.local_trainer import SubprocessTrainer  # noqa: E402
 
 
 @dataclass(frozen=True)

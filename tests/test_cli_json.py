@@ -24,10 +24,9 @@ from flywheel.cli.predict import predict_data
 from flywheel.cli.predict_pass import PredictPass
 from flywheel.cli.suggest import suggest_data
 from flywheel.core.domain import batch_name, model_name, run_name, version_name
+from flywheel.core.prediction import Box, Prediction, PredictOutcome
 from flywheel.prelabel import uncertainty
 from flywheel.prelabel.inputs import Inputs
-from flywheel.prelabel.records import Box, Prediction
-from flywheel.prelabel.runner import Outcome
 from tests.conftest import TINY_CONFIG, free_port
 from tests.fakes import FakeTrainer
 from tests.test_ingest import mixed_batch
@@ -189,7 +188,9 @@ def test_the_summaries_on_fixed_data(tmp_path: Path):
     ]
     run = PredictPass(
         inputs=Inputs(images=[], skipped=[("x.txt.jpg", "not an image")]),
-        outcome=Outcome(predictions=preds, failed=[("c.png", "the model could not read it")], names=["red", "blue"]),
+        outcome=PredictOutcome(
+            predictions=preds, failed=[("c.png", "the model could not read it")], names=["red", "blue"]
+        ),
         model="m0007",
         out=tmp_path / "out",
     )
@@ -274,7 +275,7 @@ def test_the_docs_show_each_shape_with_the_keys_the_commands_print(root: Path, d
         real = run_json(*args, schema=f"flywheel.{schema}/1")
         same_keys(examples[real["schema"]], real, schema)
     preds = [Prediction("a.png", tmp_path / "a.png", 64, 64, (Box(0, 0.9, 1, 1, 9, 9),))]
-    run = PredictPass(Inputs(), Outcome(predictions=preds, names=["red"]), "m0001", tmp_path)
+    run = PredictPass(Inputs(), PredictOutcome(predictions=preds, names=["red"]), "m0001", tmp_path)
     real = {"schema": "flywheel.predict/1", **predict_data(run, "yolo", 0.25, 0.7, preds, tmp_path)}
     same_keys(examples["flywheel.predict/1"], real, "predict")
     why = uncertainty.score_image([0.9]).why()

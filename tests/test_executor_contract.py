@@ -17,7 +17,7 @@ from flywheel.core.domain import RunState, run_name
 from flywheel.core.errors import TrainingCancelled
 from flywheel.core.events import BatchProgress, TrainingEvent
 from flywheel.core.ports import NullObserver
-from flywheel.training.runner import request_cancel
+from flywheel.training.local_trainer import request_cancel
 from tests.conftest import TINY_CONFIG
 from tests.ray_cluster import TRAINER_RESOURCE, ray_cluster_fixture  # noqa: F401
 

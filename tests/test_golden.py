@@ -118,7 +118,7 @@ def test_classes_are_mapped_by_name_and_an_unknown_one_is_reported(tmp_path, cap
     (folder / "classes.txt").write_text("blue\nred\nyellow\n")  # golden ids: 0 blue, 1 red, 2 yellow
     (folder / "labels" / "s99_0000.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n2 0.7 0.7 0.1 0.1\n")
     before = snapshot(folder)
-    with caplog.at_level(logging.WARNING, "flywheel.core.gate"):
+    with caplog.at_level(logging.WARNING, "flywheel.flow.golden"):
         found = eval_set(read(folder, IGNORE, 10**8, 0.01), ["red", "blue"], tmp_path / "eval", {})
     assert found is not None and found.name == GOLDEN and found.images == 4
     assert found.notes["unknown_classes"] == {"yellow": 1}
@@ -142,7 +142,7 @@ def test_no_box_of_a_known_class_is_not_scored(tmp_path, caplog):
 
     folder = golden(tmp_path / "g", count=2)
     (folder / "classes.txt").write_text("cat\ndog\n")
-    with caplog.at_level(logging.WARNING, "flywheel.core.gate"):
+    with caplog.at_level(logging.WARNING, "flywheel.flow.golden"):
         assert eval_set(read(folder, IGNORE, 10**8, 0.01), ["red", "blue"], tmp_path / "eval", {}) is None
     assert "not scored" in caplog.text
 
@@ -166,7 +166,7 @@ def test_a_content_change_is_a_ledger_entry_with_old_and_new_hash(tmp_path, capl
     assert golden_eval_sets(app.store, app.config, app.paths.root, names, manifest)[0] == first
     assert len(entries()) == 1
     (folder / "labels" / "s99_0001.txt").write_text("1 0.5 0.5 0.2 0.2\n")
-    with caplog.at_level(logging.WARNING, "flywheel.core.gate"):
+    with caplog.at_level(logging.WARNING, "flywheel.flow.golden"):
         second = golden_eval_sets(app.store, app.config, app.paths.root, names, manifest)[0]
     new = content_sha(folder)
     assert entries()[1] == f"golden set content sha256 {sha} -> {new} (6 images, 11 boxes in {folder})"

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from flywheel.app import App
 from flywheel.cli.demo import synthetic_batch
-from flywheel.cli.train import TrainProgress, cancel_running, progress_of
+from flywheel.cli.train import TrainProgress, progress_of
 from flywheel.core.domain import RunState
 from flywheel.core.events import BatchProgress
 from flywheel.store.tables import RunRow
@@ -41,9 +41,9 @@ def test_cancel_of_a_run_no_process_holds_records_it_at_once(data_root, tmp_path
     version = app.ingest(synthetic_batch(tmp_path / "b", 8, seed=1), move=False).version
     run = app.store.create_run(version_id=version.id, start_kind="scratch", start_checkpoint="x.yaml", epochs=2)
     app.store.update_run(run.id, RunState.RUNNING)
-    (final,) = cancel_running(app, "tester", wait_seconds=1)
+    (final,) = app.cases.cancel_running("tester", wait_seconds=1)
     assert final.state == RunState.CANCELLED and "cancelled by tester" in final.error
-    assert cancel_running(app, "tester", wait_seconds=1) == []
+    assert app.cases.cancel_running("tester", wait_seconds=1) == []
 
 
 def test_progress_bar_follows_batches_and_epochs():

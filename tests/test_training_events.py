@@ -41,8 +41,8 @@ from flywheel.core.events import (
 )
 from flywheel.core.spec import TrainSpec
 from flywheel.flow.run_events import record_event
+from flywheel.training.local_trainer import SubprocessTrainer
 from flywheel.training.process import Reporter
-from flywheel.training.runner import SubprocessTrainer
 from tests.fakes import FakeTrainer
 
 ONE_OF_EACH: list[TrainingEvent] = [

@@ -12,12 +12,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flywheel.app import App, DataRootLock
+from flywheel.app import App
 from flywheel.cli.common import Root, call, out, setup_logging, styled
 from flywheel.cli.jsonout import Json, JsonFlag, emit, version_json
 from flywheel.core.domain import batch_name, version_name
 from flywheel.core.errors import Busy, ExitCode
 from flywheel.ingest import quarantine
+from flywheel.store.data_root import DataRootLock
 
 quarantine_app = typer.Typer(
     help="Quarantined files and why: list them, or `retry BATCH` once they are fixed in quarantine/BATCH/."

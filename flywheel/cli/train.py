@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flywheel.app import App, DataRootLock
+from flywheel.app import App
 from flywheel.cli.common import Root, call, err, out, setup_logging
 from flywheel.core.domain import RunState, model_name, parse_id, run_name
 from flywheel.core.errors import Busy, ExitCode
@@ -22,7 +22,7 @@ from flywheel.core.ports import NullObserver, StorePort
 from flywheel.core.records import Run
 from flywheel.flow.registry import current_actor
 from flywheel.service import train_queue
-from flywheel.training.runner import request_cancel
+from flywheel.store.data_root import DataRootLock
 
 
 def train(
@@ -62,7 +62,7 @@ def train(
     setup_logging()
     if cancel:
         application = call(lambda: App(root))
-        runs = call(lambda: cancel_running(application, current_actor(), wait))
+        runs = call(lambda: application.cases.cancel_running(current_actor(), wait))
         if not runs:
             err.print("no training is running")
             raise typer.Exit(ExitCode.FAILED)
@@ -137,30 +137,6 @@ class TrainProgress(NullObserver):
         if self.task is not None:
             self.bar.update(self.task, status=f"{outcome} in {seconds:.0f}s")
             self.task = None
-
-
-def cancel_running(application: App, actor: str, wait_seconds: float) -> list[Run]:
-    """Stop the running training. A process that holds the data root (the daemon, another
-    `flywheel train`) is asked through the run folder and stops after its current batch; a
-    run no process holds any more is recorded cancelled at once. Returns the runs, final."""
-    store = application.store
-    running = [r for r in store.runs() if r.state == RunState.RUNNING and r.id is not None]
-    reason = f"cancelled by {actor} (flywheel train --cancel)"
-    try:
-        with DataRootLock(application.paths.root):  # nobody holds the data root: nobody trains
-            return [store.update_run(r.id or 0, RunState.CANCELLED, error=reason) for r in running]
-    except Busy:
-        pass
-    for r in running:
-        request_cancel(application.paths.runs / run_name(r.id or 0), reason)
-    deadline = time.monotonic() + wait_seconds
-    ids = [r.id or 0 for r in running]
-    while time.monotonic() < deadline:
-        now = [store.run(i) for i in ids]
-        if all(r.state != RunState.RUNNING for r in now):
-            return now
-        time.sleep(0.5)
-    return [store.run(i) for i in ids]
 
 
 def progress_of(run: Run) -> str:

@@ -26,6 +26,8 @@ from typing import Any, ClassVar, TypeAlias, TypeVar, get_args, get_origin, get_
 
 from flywheel.core.errors import EventError
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ChildStarted:
@@ -230,7 +232,7 @@ def read_stream(
             event = parse(line)
         except EventError as exc:
             if not line.endswith("\n"):
-                logging.getLogger("flywheel.events").warning("ignored %s's last, unfinished line: %s", who, exc)
+                log.warning("ignored %s's last, unfinished line: %s", who, exc)
                 continue
             return exc
         on_event(event)

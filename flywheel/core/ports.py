@@ -3,13 +3,16 @@ flows never import an adapter (the composition root, `flywheel.app`, wires them 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from flywheel.core.domain import ManifestItem, RunState
 from flywheel.core.events import TrainingEvent
+from flywheel.core.ingest_result import IngestResult
 from flywheel.core.ledger import Action
+from flywheel.core.predict_events import PredictEvent
+from flywheel.core.prediction import ImageInput, PredictOutcome, PredictRequest
 from flywheel.core.records import Epoch, Evaluation, GateRecord, LedgerEntry, Model, Run, Version
 from flywheel.core.spec import TrainSpec
 
@@ -40,6 +43,34 @@ class Exporter(Protocol):
     """Converts a checkpoint for serving (ONNX), somewhere other than the caller's process."""
 
     def export_onnx(self, checkpoint: Path, out: Path, imgsz: int) -> Path: ...
+
+
+class BatchIngester(Protocol):
+    """Turns a dropped batch (a folder or an archive) into records, stored objects and the next
+    dataset version (flywheel.ingest.pipeline.BatchPipeline). `move`: take it out of the inbox
+    afterwards; `again`: even if the same content was ingested before."""
+
+    def ingest(self, batch_dir: Path, *, move: bool, again: bool = False) -> IngestResult: ...
+
+
+class RunStopper(Protocol):
+    """Asks whichever process runs a training to stop it after its current batch (the run
+    folder's CANCEL file, flywheel.training.local_trainer.request_cancel)."""
+
+    def request_stop(self, run_id: int, reason: str) -> None: ...
+
+
+class Predictor(Protocol):
+    """Runs a model over images and says what it found in each (flywheel.training.local_predictor:
+    a child process). An in-process runtime implements the same call. `on_event` hears each
+    predict event as it comes (progress); the outcome holds every image's answer."""
+
+    def predict(
+        self,
+        request: PredictRequest,
+        images: Sequence[ImageInput],
+        on_event: Callable[[PredictEvent], None] | None = None,
+    ) -> PredictOutcome: ...
 
 
 class Notifier(Protocol):

@@ -35,7 +35,7 @@ from flywheel.flow.scoring import VersionScoring, known_score, score_of, version
 from flywheel.flow.starts import generations, replay_sample_for, run_start, warm_budget_for
 from flywheel.training import replay
 
-log = logging.getLogger("flywheel.flow.cycle")
+log = logging.getLogger(__name__)
 
 __all__ = ["CycleResult", "FlowDeps", "Workspace", "generations", "resume_interrupted", "run_cycle", "trainable"]
 

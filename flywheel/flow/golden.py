@@ -43,7 +43,7 @@ from flywheel.ingest.labels import finish
 from flywheel.ingest.layout import ignore_code, list_entries
 from flywheel.ingest.reasons import BatchRefused, Problem
 
-log = logging.getLogger("flywheel.core.gate")
+log = logging.getLogger(__name__)
 
 GOLDEN = "golden"  # the eval set's name (evalsets.GATED)
 KEY = "gate.golden_dir"

@@ -14,7 +14,7 @@ from flywheel.flow.deps import FlowDeps
 from flywheel.flow.results import CycleResult
 from flywheel.flow.starts import generations
 
-log = logging.getLogger("flywheel.flow.cycle")
+log = logging.getLogger(__name__)
 
 Cycle = Callable[..., CycleResult]  # run_cycle, passed in: the guard runs a second cycle
 

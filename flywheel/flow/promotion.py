@@ -21,7 +21,7 @@ from flywheel.flow.evalsets import GATED, EvalSet
 from flywheel.flow.registry import Registry
 from flywheel.flow.scoring import known_score, remember
 
-log = logging.getLogger("flywheel.core.gate")
+log = logging.getLogger(__name__)
 
 
 def policy_of(config: Config) -> GatePolicy:

@@ -24,7 +24,7 @@ from flywheel.core.ports import StorePort
 from flywheel.core.records import Epoch, Run
 from flywheel.flow.registry import Registry
 
-log = logging.getLogger("flywheel.flow.recovery")
+log = logging.getLogger(__name__)
 
 MAX_RESUMES = 3  # a run the daemon died under this often is not tried again
 ORPHAN_GRACE_SECONDS = 30.0  # an orphaned child asked to stop gets this long before SIGKILL

@@ -29,7 +29,7 @@ from flywheel.core.ledger import Action
 from flywheel.core.ports import Exporter, Notifier, NullNotifier, Objects, StorePort
 from flywheel.core.records import LedgerEntry, Model, as_utc
 
-log = logging.getLogger("flywheel.flow.registry")
+log = logging.getLogger(__name__)
 
 
 def current_actor() -> str:

@@ -23,7 +23,7 @@ from flywheel.ingest.reasons import BatchRefused, Code
 from flywheel.ingest.report import BatchPlacement, write_quarantine
 from flywheel.store import Store
 
-log = logging.getLogger("flywheel.ingest")
+log = logging.getLogger(__name__)
 
 
 class BatchRun:

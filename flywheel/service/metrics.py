@@ -33,7 +33,7 @@ from flywheel.service.metrics_families import RUN_OUTCOMES, SCORE_METRICS, START
 from flywheel.service.metrics_state import StateCollector
 from flywheel.store import ObjectStore, Store
 
-log = logging.getLogger("flywheel.service.metrics")
+log = logging.getLogger(__name__)
 
 _DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)
 # batch arrival -> gate decision: from a tiny CPU training (tens of seconds) to a week

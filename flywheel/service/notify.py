@@ -19,10 +19,12 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger("flywheel.notify")
+log = logging.getLogger(__name__)
 
 
-class Notifier:
+class CommandWebhookNotifier:
+    """The Notifier port (flywheel.core.ports) over a shell command and a webhook."""
+
     def __init__(self, command: str = "", webhook: str = "", retries: int = 3, retry_seconds: float = 2.0):
         self.command = command
         self.webhook = webhook

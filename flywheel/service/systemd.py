@@ -29,7 +29,7 @@ from flywheel.core.events import EpochEnded, Evaluated, Trained, TrainingEvent
 from flywheel.core.ports import Observer
 from flywheel.service.health import Heartbeat
 
-log = logging.getLogger("flywheel.service.systemd")
+log = logging.getLogger(__name__)
 
 SOCKET_ENV = "NOTIFY_SOCKET"
 WATCHDOG_USEC_ENV = "WATCHDOG_USEC"

@@ -40,7 +40,7 @@ from flywheel.store.tables import (
     as_utc,
 )
 
-log = logging.getLogger("flywheel.stats")
+log = logging.getLogger(__name__)
 
 # Quarantined files of a batch recorded without reason codes (BatchRow.quarantine_reasons, a
 # count per code of flywheel.ingest.reasons.Code) are counted under this one.
