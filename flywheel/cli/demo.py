@@ -197,7 +197,7 @@ def _turn(app: App, batch: Path, root: Path, daemon: threading.Thread, console: 
         console.print(styled("  ", (str(model.status), "bold")))
     elif gate.production_model_id is None:
         score = app.store.evaluation(model.sha256, gate.eval_sha256)
-        map50 = f"mAP50 {score.map50:.3f}, " if score is not None else ""
+        map50 = f"mAP50 {score.score.map50:.3f}, " if score is not None else ""
         console.print(
             styled(
                 f"  {map50}mAP50-95 {gate.candidate_map:.3f} on {version_name(run.version_id)}/val; ",

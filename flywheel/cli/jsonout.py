@@ -131,11 +131,11 @@ def score_json(e: Evaluation | None) -> Json | None:
         return None
     return {
         "eval_sha256": e.eval_sha256,
-        "map50_95": e.map50_95,
-        "map50": e.map50,
-        "precision": e.precision,
-        "recall": e.recall,
-        "per_class": dict(e.per_class),
+        "map50_95": e.score.map50_95,
+        "map50": e.score.map50,
+        "precision": e.score.precision,
+        "recall": e.score.recall,
+        "per_class": dict(e.score.per_class),
     }
 
 

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flywheel.app import App, DataRootLock
 from flywheel.cli.common import Root, call, err, out, setup_logging
-from flywheel.core.domain import RunState, model_name, parse_id, run_name
+from flywheel.core.domain import RunState, StartKind, model_name, parse_id, run_name
 from flywheel.core.errors import Busy, ExitCode
 from flywheel.core.events import BatchProgress, EpochEnded, TrainingEvent
 from flywheel.core.ports import NullObserver, StorePort
@@ -119,7 +119,7 @@ class TrainProgress(NullObserver):
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
 
-    def training_started(self, run_id: int, start_kind: str, epochs: int) -> None:
+    def training_started(self, run_id: int, start_kind: StartKind, epochs: int) -> None:
         self.task = self.bar.add_task(f"{run_name(run_id)} ({start_kind})", total=epochs, status="starting")
 
     def training_event(self, event: TrainingEvent) -> None:
@@ -133,7 +133,7 @@ class TrainProgress(NullObserver):
             status = f"epoch {event.epoch}/{event.epochs}, mAP50-95 {event.map50_95:.4f}"
             self.bar.update(self.task, completed=event.epoch, status=status)
 
-    def training_finished(self, outcome: str, seconds: float) -> None:
+    def training_finished(self, outcome: RunState, seconds: float) -> None:
         if self.task is not None:
             self.bar.update(self.task, status=f"{outcome} in {seconds:.0f}s")
             self.task = None

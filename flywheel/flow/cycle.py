@@ -31,7 +31,7 @@ from flywheel.flow.promotion import gate_and_promote
 from flywheel.flow.recovery import MAX_RESUMES, reopen
 from flywheel.flow.results import CycleResult
 from flywheel.flow.run_events import record_event
-from flywheel.flow.scoring import VersionScoring, known_score, score_of, version_scoring
+from flywheel.flow.scoring import VersionScoring, known_score, version_scoring
 from flywheel.flow.starts import generations, replay_sample_for, run_start, warm_budget_for
 from flywheel.training import replay
 
@@ -181,18 +181,18 @@ def _train(deps: FlowDeps, turn: _Turn, run: Run, spec: TrainSpec) -> list[Train
         events = deps.trainer.run(spec, on_event)
     except TrainingCancelled as exc:
         store.update_run(run.id, RunState.CANCELLED, error=str(exc))
-        observer.training_finished("cancelled", time.monotonic() - started)
+        observer.training_finished(RunState.CANCELLED, time.monotonic() - started)
         raise
     except ExecutorUnavailable as exc:  # not the run's fault: it waits, interrupted, for the cluster
         resumed = max(run.resumed - 1, 0)  # this try does not count against MAX_RESUMES
         store.update_run(run.id, RunState.INTERRUPTED, error=f"waiting for the executor: {exc}", resumed=resumed)
-        observer.training_finished("interrupted", time.monotonic() - started)
+        observer.training_finished(RunState.INTERRUPTED, time.monotonic() - started)
         raise
     except FlywheelError as exc:
         store.update_run(run.id, RunState.FAILED, error=str(exc))
-        observer.training_finished("failed", time.monotonic() - started)
+        observer.training_finished(RunState.FAILED, time.monotonic() - started)
         raise
-    observer.training_finished("succeeded", time.monotonic() - started)
+    observer.training_finished(RunState.SUCCEEDED, time.monotonic() - started)
     return events
 
 
@@ -202,7 +202,7 @@ def _gate(deps: FlowDeps, turn: _Turn, run: Run, events: list[TrainingEvent]) ->
     store, production, version = deps.store, turn.production, turn.scoring.version
     assert run.id is not None
     best = Path(next(e.best for e in events if isinstance(e, Trained)))
-    scores = {(e.role, e.eval_set): score_of(e) for e in events if isinstance(e, Evaluated)}
+    scores = {(e.role, e.eval_set): e.score for e in events if isinstance(e, Evaluated)}
     candidate = deps.registry.add_candidate(
         best, run.id, run.version_id, production.id if production else None, version.class_names
     )

@@ -27,7 +27,7 @@ from flywheel.core.faults import crash_point
 from flywheel.core.hashing import sha256_file
 from flywheel.core.ledger import Action
 from flywheel.core.ports import Exporter, Notifier, NullNotifier, Objects, StorePort
-from flywheel.core.records import LedgerEntry, Model, as_utc
+from flywheel.core.records import LedgerEntry, Model, ProductionChange, as_utc
 
 log = logging.getLogger("flywheel.flow.registry")
 
@@ -158,15 +158,15 @@ class Registry:
     def _announce(self, entry: LedgerEntry) -> None:
         model = self.store.model(entry.model_id or 0)
         self.notifier.notify(
-            {
-                "action": entry.action,
-                "model": model_name(model.id or 0),
-                "previous": model_name(entry.previous_model_id) if entry.previous_model_id else None,
-                "actor": entry.actor,
-                "reason": entry.reason,
-                "at": as_utc(entry.at).isoformat(),
-                "production": self.describe(model),
-            }
+            ProductionChange(
+                action=entry.action,
+                model=model_name(model.id),
+                previous=model_name(entry.previous_model_id) if entry.previous_model_id else None,
+                actor=entry.actor,
+                reason=entry.reason,
+                at=entry.at,
+                production=self.describe(model),
+            )
         )
 
     # --- the production folder ------------------------------------------------------------
@@ -258,11 +258,11 @@ class Registry:
             if score is None
             else {
                 "eval_set": f"{version_name(model.version_id)}/val",
-                "map50_95": score.map50_95,
-                "map50": score.map50,
-                "precision": score.precision,
-                "recall": score.recall,
-                "per_class": score.per_class,
+                "map50_95": score.score.map50_95,
+                "map50": score.score.map50,
+                "precision": score.score.precision,
+                "recall": score.score.recall,
+                "per_class": score.score.per_class,
             },
         }
 
