@@ -121,7 +121,7 @@ def test_classes_are_mapped_by_name_and_an_unknown_one_is_reported(tmp_path, cap
     with caplog.at_level(logging.WARNING, "flywheel.core.gate"):
         found = eval_set(read(folder, IGNORE, 10**8, 0.01), ["red", "blue"], tmp_path / "eval", {})
     assert found is not None and found.name == GOLDEN and found.images == 4
-    assert found.notes["unknown_classes"] == {"yellow": 1}
+    assert found.golden is not None and found.golden.unknown_classes == {"yellow": 1}
     assert "yellow" in caplog.text and "left out" in caplog.text
     spec = yaml.safe_load(found.data_yaml.read_text())
     assert spec["names"] == {0: "red", 1: "blue"}  # the model's class map, not the golden one
@@ -134,7 +134,12 @@ def test_classes_are_mapped_by_name_and_an_unknown_one_is_reported(tmp_path, cap
     assert snapshot(folder) == before  # nothing written into the golden folder
     # the eval-set hash covers the class map: another map is another eval set (another cache key)
     other = eval_set(read(folder, IGNORE, 10**8, 0.01), ["red", "blue", "yellow"], tmp_path / "eval", {})
-    assert other is not None and other.sha256 != found.sha256 and other.notes["unknown_classes"] == {}
+    assert (
+        other is not None
+        and other.sha256 != found.sha256
+        and other.golden is not None
+        and other.golden.unknown_classes == {}
+    )
 
 
 def test_no_box_of_a_known_class_is_not_scored(tmp_path, caplog):

@@ -145,8 +145,8 @@ def test_nested_values_are_checked_too():
     with pytest.raises(EventError, match=r"'bootstrap': key 'classes'.*missing key 'low'"):
         parse_event(data)
     data = json.loads(_wire(ONE_OF_EACH[7]))
-    data["per_class"]["red"] = "high"
-    with pytest.raises(EventError, match="key 'per_class'\\['red'\\] should be float"):
+    data["score"]["per_class"]["red"] = "high"
+    with pytest.raises(EventError, match="key 'score': key 'per_class'\\['red'\\] should be float"):
         parse_event(data)
 
 

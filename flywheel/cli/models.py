@@ -55,7 +55,7 @@ def models(ctx: typer.Context, root: Root = Path("."), as_json: JsonFlag = False
     for m in store.models():
         score = _val_score(store, m)
         table.add_row(
-            model_name(m.id or 0),
+            model_name(m.id),
             m.status,
             version_name(m.version_id),
             run_name(m.run_id),
@@ -83,7 +83,7 @@ def show(
     if as_json:
         emit("models.show", show_data(store, model))
         return
-    name = model_name(model.id or 0)
+    name = model_name(model.id)
     run = store.run(model.run_id)
     out.print(styled((name, "bold"), f"  {model.status}  sha256 {model.sha256}"))
     out.print(

@@ -67,7 +67,7 @@ def train(
             err.print("no training is running")
             raise typer.Exit(ExitCode.FAILED)
         for r in runs:
-            out.print(f"run {run_name(r.id or 0)}: {r.state}" + (f" ({r.error})" if r.error else ""))
+            out.print(f"run {run_name(r.id)}: {r.state}" + (f" ({r.error})" if r.error else ""))
         raise typer.Exit(ExitCode.OK if all(r.state != "running" for r in runs) else ExitCode.FAILED)
     progress = TrainProgress(err)
     application = call(lambda: App(root, observer=progress))
@@ -184,7 +184,7 @@ def through_daemon(
     store = application.store
 
     def first_after(run_id: int) -> Run | None:  # the request's candidate run (a challenger comes later)
-        return next((r for r in store.runs() if (r.id or 0) > run_id), None)
+        return next((r for r in store.runs() if r.id > run_id), None)
 
     with console.status("waiting for the daemon to take the request") as status:
         while (where := train_queue.progress(root, request.id)).state == "queued":
@@ -192,7 +192,7 @@ def through_daemon(
         while where.state == "taken":
             run = first_after(where.after_run or 0)
             if run is not None:
-                status.update(f"run {run_name(run.id or 0)}: {run.state}, epoch {progress_of(run)}")
+                status.update(f"run {run_name(run.id)}: {run.state}, epoch {progress_of(run)}")
             time.sleep(0.5)
             where = train_queue.progress(root, request.id)
     train_queue.forget(root, request.id)
@@ -211,7 +211,7 @@ def run_ending(store: StorePort, run: Run) -> list[str]:
 
 
 def _one_run(store: StorePort, run: Run, what: str) -> str:
-    head = f"{what} {run_name(run.id or 0)}: {run.state}"
+    head = f"{what} {run_name(run.id)}: {run.state}"
     if run.model_id is None:
         return head + (f" ({run.error})" if run.error else "")
     words = next((e.reason for e in store.ledger() if e.model_id == run.model_id), "")  # the gate's, its first

@@ -41,7 +41,7 @@ def resolve(store: StorePort, registry: Registry, ref: str, trust: bool) -> Cont
             )
         return Contender(str(path), path, sha256_file(path))
     model = store.model(parse_id(ref, "m"))
-    return Contender(model_name(model.id or 0), registry.checkpoint(model), model.sha256)
+    return Contender(model_name(model.id), registry.checkpoint(model), model.sha256)
 
 
 def compare(

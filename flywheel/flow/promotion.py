@@ -47,7 +47,6 @@ def gate_and_promote(
     intervals: Mapping[str, tuple[float, float]] | None = None,  # eval set -> bootstrap (low, high)
     class_intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,  # eval set -> class -> same
 ) -> GateDecision:
-    assert candidate.id is not None
     pairs: dict[str, tuple[Score, Score | None]] = {}
     for eval_set in eval_sets:
         cand = scores[("candidate", eval_set.name)]
