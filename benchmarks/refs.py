@@ -89,7 +89,7 @@ def reference(
     events = SubprocessTrainer(app.paths.ultralytics).run(spec, lambda _e: None)
     wall = time.monotonic() - started
     app.engine.dispose()
-    scored = next(e for e in events if isinstance(e, Evaluated))
+    scored = next(e.score for e in events if isinstance(e, Evaluated))
     curve = [round(e.map50_95, 4) for e in events if isinstance(e, EpochEnded)]
     result = {
         "key": key,

@@ -81,7 +81,7 @@ def train(
     print(f"[{name}] {kind} {params['epochs']} epochs; {common.load_text()}", flush=True)
     started = time.monotonic()
     events = SubprocessTrainer(work / ".ultralytics").run(spec, lambda _e: None)
-    scored = next(e for e in events if isinstance(e, Evaluated))
+    scored = next(e.score for e in events if isinstance(e, Evaluated))
     trained = sum(1 for e in events if isinstance(e, EpochEnded))
     return {
         "checkpoint": next(e.best for e in events if isinstance(e, Trained)),

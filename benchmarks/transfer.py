@@ -158,7 +158,7 @@ def run_arm(
 
     events = trainer.run(spec, show)
     trained = next(e for e in events if isinstance(e, Trained))
-    scored = next(e for e in events if isinstance(e, Evaluated))
+    scored = next(e.score for e in events if isinstance(e, Evaluated))
     epochs = sum(1 for e in events if isinstance(e, EpochEnded))
     result = Result(
         arm.name,

@@ -27,6 +27,7 @@ from flywheel.core.events import (
     encode,
     parse_event,
 )
+from flywheel.core.gate import Score
 from flywheel.core.predict_events import (
     Detection,
     ImagePredicted,
@@ -118,12 +119,14 @@ class FakeTrainer:
                     role=target.role,
                     eval_set=target.eval_set,
                     checkpoint=checkpoint,
-                    map50_95=value,
-                    map50=value + 0.1,
-                    precision=0.5,
-                    recall=0.5,
-                    per_class=per_class,
-                    instances=dict.fromkeys(per_class, self.instances),
+                    score=Score(
+                        map50_95=value,
+                        map50=value + 0.1,
+                        precision=0.5,
+                        recall=0.5,
+                        per_class=per_class,
+                        instances=dict.fromkeys(per_class, self.instances),
+                    ),
                     seconds=0.1,
                 )
             )
@@ -159,7 +162,7 @@ class FakeTrainer:
         return events
 
     def _intervals(self, spec: TrainSpec, events: list[Event]) -> list[Event]:
-        scored = {(e.role, e.eval_set): e for e in events if isinstance(e, Evaluated)}
+        scored = {(e.role, e.eval_set): e.score for e in events if isinstance(e, Evaluated)}
         intervals: list[Event] = []
         for (role, eval_set), cand in scored.items():
             prod = scored.get(("production", eval_set))

@@ -117,7 +117,7 @@ def test_models(root: Path):
     for got, m in zip(doc["models"], store.models(), strict=True):
         assert got["sha256"] == m.sha256
         score = store.evaluation(m.sha256, store.version(m.version_id).val_sha256)
-        assert score is not None and got["val"]["map50_95"] == score.map50_95
+        assert score is not None and got["val"]["map50_95"] == score.score.map50_95
     assert is_utc(doc["models"][1]["promoted_at"])
 
 
@@ -131,7 +131,7 @@ def test_models_show(root: Path):
     assert (gate["outcome"], gate["rule"], gate["against"]) == (decision.outcome, decision.rule, "m0001")
     assert gate["candidate_map50_95"] == decision.candidate_map and gate["margin"] == decision.margin
     assert gate["eval_sha256"] == decision.eval_sha256
-    assert [v["eval_set"] for v in gate["verdicts"]] == [v["eval_set"] for v in decision.details["verdicts"]]
+    assert [v["eval_set"] for v in gate["verdicts"]] == [v.eval_set for v in decision.details.verdicts]
     assert [(e["action"], e["model"]) for e in doc["ledger"]] == [
         (str(e.action), model_name(e.model_id or 0)) for e in store.ledger() if 2 in (e.model_id, e.previous_model_id)
     ]
