@@ -55,7 +55,7 @@ def make_batch(folder: Path, count: int, seed: int, size: int = 64) -> Path:
 
 def ingest_one(root: Path, batch: Path) -> dict[str, float]:
     """In this (child) process: ingest `batch` into the data root `root`; timings and peak RSS."""
-    from flywheel.ingest.service import IngestPaths, ingest_batch
+    from flywheel.ingest.pipeline import IngestPaths, ingest_batch
     from flywheel.store import ObjectStore, Store, make_engine, upgrade_schema
 
     engine = make_engine(f"sqlite:///{root / 'flywheel.db'}")

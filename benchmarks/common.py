@@ -185,7 +185,7 @@ def score(
     from flywheel.core.domain import StartKind
     from flywheel.core.events import Evaluated
     from flywheel.core.spec import EvalTarget, TrainSpec
-    from flywheel.training.runner import SubprocessTrainer
+    from flywheel.training.local_trainer import SubprocessTrainer
 
     out = work / "scores"
     out.mkdir(parents=True, exist_ok=True)
@@ -210,7 +210,7 @@ def score(
     )
     events = SubprocessTrainer(work / ".ultralytics").run(spec, lambda _e: None)
     keys = ("map50_95", "map50", "precision", "recall", "per_class")
-    return {e.role: {k: getattr(e, k) for k in keys} for e in events if isinstance(e, Evaluated)}
+    return {e.role: {k: getattr(e.score, k) for k in keys} for e in events if isinstance(e, Evaluated)}
 
 
 def write_json(out: Path, name: str, data: dict[str, Any]) -> Path:

@@ -4,7 +4,7 @@ A  by hand: the script a user (or a cron job) would write, plain Ultralytics cal
    `YOLO("yolov8n.yaml").train(data, epochs, imgsz, batch, seed)`, `YOLO(best).val(...)`, copy
    best.pt to where inference reads it. Ultralytics' defaults for everything else: on this
    2-core machine that is one torch thread (`min(8, cores - 1)`), workers 0 on CPU.
-A2 the same script with every core (what flywheel's `training.threads = 0` does).
+A2 the same script with every core (`training.threads` set to the core count in flywheel).
 B  the real daemon: `flywheel run` in its own process on a fresh data root, the same images
    dropped into its inbox as one batch; timed from the moment the batch is complete (READY
    written) to the model's promotion (its `promoted_at`), split into its steps from the
@@ -12,7 +12,9 @@ B  the real daemon: `flywheel run` in its own process on a fresh data root, the 
    run's files (the child writes weights/spec.json once torch and Ultralytics are imported;
    Ultralytics makes the eval folder when the candidate's scoring starts).
 B1 the daemon with `training.threads = 1`, Ultralytics' own count here: B1 / A compares at
-   equal threads, B / A2 with every core on both sides.
+   one thread each. flywheel's default (`training.threads = 0`) is one core fewer than the
+   machine has, as Ultralytics' `min(8, cores - 1)`: on up to 9 cores B and A train on as
+   many threads, and A2 is every core on the by-hand side only.
 
 Same data: BCCD's train split (copied first), split train/val exactly as flywheel splits it
 (by image hash, `dataset.val_fraction` 0.2), so both train on the same images and score on
@@ -83,8 +85,8 @@ FORMS: dict[str, dict[str, Any]] = {
 }
 TITLES = {
     "A": "by hand, Ultralytics defaults",
-    "A2": "by hand, every core (as flywheel)",
-    "B": "flywheel daemon, defaults (every core)",
+    "A2": "by hand, every core",
+    "B": "flywheel daemon, defaults (threads: one core fewer than the machine)",
     "B1": "flywheel daemon, training.threads = 1 (as Ultralytics)",
 }
 VAL_FRACTION = 0.2  # flywheel's default dataset.val_fraction
@@ -182,7 +184,7 @@ def run_byhand(work: Path, name: str, data_yaml: Path, form: dict[str, Any], thr
 
 
 def run_daemon(work: Path, name: str, images: list[Path], form: dict[str, Any], threads: int) -> dict[str, Any]:
-    """A fresh data root and daemon (`threads`: training.threads, 0 = every core); drop the
+    """A fresh data root and daemon (`threads`: training.threads, 0 = one fewer than the cores); drop the
     batch; wait for the promotion; the split."""
     root = work / name
     shutil.rmtree(root, ignore_errors=True)
@@ -274,7 +276,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     for key, fly, hand in (
         ("ratio_flywheel_to_byhand_defaults", "B", "A"),  # each with its own defaults
         ("ratio_same_threads_one", "B1", "A"),  # both one thread: flywheel's own overhead
-        ("ratio_same_threads_all", "B", "A2"),  # both every core
+        ("ratio_same_threads_all", "B", "A2"),  # flywheel's default threads against every core by hand
     ):
         if fly in med and hand in med:
             summary[key] = round(med[fly] / med[hand], 3)
@@ -296,7 +298,7 @@ def report(results: list[dict[str, Any]], summary: dict[str, Any], form: dict[st
     for key, label in (
         ("ratio_flywheel_to_byhand_defaults", "B / A, flywheel / by hand, each with its defaults"),
         ("ratio_same_threads_one", "B1 / A, both one thread"),
-        ("ratio_same_threads_all", "B / A2, both every core"),
+        ("ratio_same_threads_all", "B / A2, flywheel's default threads / by hand on every core"),
     ):
         if key in summary:
             text.append(f"{label}: {summary[key]:.3f} (medians)")

@@ -37,8 +37,8 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 
 from flywheel.core.events import TrainingEvent  # noqa: E402
 from flywheel.core.spec import TrainSpec  # noqa: E402
+from flywheel.training.local_trainer import SubprocessTrainer  # noqa: E402
 from flywheel.training.ray_jobs import RayJobTrainer  # noqa: E402
-from flywheel.training.runner import SubprocessTrainer  # noqa: E402
 from tests import ray_cluster  # noqa: E402
 from tests.training_support import dataset, spec_for  # noqa: E402
 

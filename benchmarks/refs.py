@@ -55,7 +55,7 @@ def reference(
     from flywheel.core.events import EpochEnded, Evaluated
     from flywheel.core.plan import Start, build_spec, resolve_params
     from flywheel.core.spec import EvalTarget
-    from flywheel.training.runner import SubprocessTrainer
+    from flywheel.training.local_trainer import SubprocessTrainer
 
     app = App(root)
     version = app.store.version(version_id)
@@ -89,7 +89,7 @@ def reference(
     events = SubprocessTrainer(app.paths.ultralytics).run(spec, lambda _e: None)
     wall = time.monotonic() - started
     app.engine.dispose()
-    scored = next(e for e in events if isinstance(e, Evaluated))
+    scored = next(e.score for e in events if isinstance(e, Evaluated))
     curve = [round(e.map50_95, 4) for e in events if isinstance(e, EpochEnded)]
     result = {
         "key": key,

@@ -69,7 +69,7 @@ def train(
     from flywheel.core.events import EpochEnded, Evaluated, Trained
     from flywheel.core.plan import Start, build_spec, resolve_params
     from flywheel.core.spec import EvalTarget
-    from flywheel.training.runner import SubprocessTrainer
+    from flywheel.training.local_trainer import SubprocessTrainer
 
     config = parse({"training": settings})
     kind = StartKind.WARM if start.endswith(".pt") else StartKind.SCRATCH
@@ -81,7 +81,7 @@ def train(
     print(f"[{name}] {kind} {params['epochs']} epochs; {common.load_text()}", flush=True)
     started = time.monotonic()
     events = SubprocessTrainer(work / ".ultralytics").run(spec, lambda _e: None)
-    scored = next(e for e in events if isinstance(e, Evaluated))
+    scored = next(e.score for e in events if isinstance(e, Evaluated))
     trained = sum(1 for e in events if isinstance(e, EpochEnded))
     return {
         "checkpoint": next(e.best for e in events if isinstance(e, Trained)),
@@ -97,17 +97,17 @@ def rank_pool(work: Path, checkpoint: str, pool: list[Path], imgsz: int, threads
     """What `flywheel suggest` would pick from the pool (image paths) with --pick top and with
     --pick diverse, from one pass of the model, as the CLI does."""
     from flywheel.cli.suggest import picked
+    from flywheel.core.prediction import ImageInput, PredictRequest
     from flywheel.ingest.images import check_image
-    from flywheel.prelabel.inputs import Found
-    from flywheel.prelabel.runner import Request, predict
     from flywheel.prelabel.uncertainty import SCORING_CONF, rank
+    from flywheel.training.local_predictor import ChildPredictor
 
     found = []
     for path in pool:
         info = check_image(path, 10**9)  # the data sets' images all decode; a Problem here is a bug
-        found.append(Found(str(path), path, info.width, info.height, str(path)))
-    request = Request(Path(checkpoint), SCORING_CONF, 0.7, imgsz, imgsz, "cpu", threads, embed=True)
-    outcome = predict(request, found, work / "predict", work / ".ultralytics", lambda _e: None)
+        found.append(ImageInput(str(path), path, info.width, info.height, str(path)))
+    request = PredictRequest(Path(checkpoint), SCORING_CONF, 0.7, imgsz, imgsz, "cpu", threads, embed=True)
+    outcome = ChildPredictor(work / ".ultralytics", work / "predict").predict(request, found)
     ranking = rank({p.name: [b.conf for b in p.boxes] for p in outcome.predictions})
     diverse = picked(ranking, outcome.embeddings, k, "diverse")
     if diverse.by_rank:

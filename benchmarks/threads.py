@@ -42,7 +42,7 @@ def train_once(work: Path, name: str, data_yaml: Path, names: list[str], setting
     from flywheel.core.config import parse
     from flywheel.core.domain import StartKind
     from flywheel.core.plan import Start, build_spec, resolve_params
-    from flywheel.training.runner import SubprocessTrainer
+    from flywheel.training.local_trainer import SubprocessTrainer
 
     cores = os.cpu_count() or 1
     threads = max(1, cores - 1) if setting == "cores-1" else cores

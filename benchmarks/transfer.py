@@ -51,7 +51,7 @@ from flywheel.core.domain import StartKind  # noqa: E402
 from flywheel.core.events import ChildStarted, EpochEnded, Evaluated, Trained, TrainingEvent  # noqa: E402
 from flywheel.core.plan import Start, build_spec, resolve_params  # noqa: E402
 from flywheel.core.spec import EvalTarget  # noqa: E402
-from flywheel.training.runner import SubprocessTrainer  # noqa: E402
+from flywheel.training.local_trainer import SubprocessTrainer  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def run_arm(
 
     events = trainer.run(spec, show)
     trained = next(e for e in events if isinstance(e, Trained))
-    scored = next(e for e in events if isinstance(e, Evaluated))
+    scored = next(e.score for e in events if isinstance(e, Evaluated))
     epochs = sum(1 for e in events if isinstance(e, EpochEnded))
     result = Result(
         arm.name,

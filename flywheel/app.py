@@ -1,89 +1,33 @@
 """The composition root: one place that builds the adapters from config and wires them to the
-core. The CLI and the daemon both start here (`App`, `build_daemon`); nothing else constructs an
-adapter."""
+use cases (flywheel.flow). The CLI and the daemon both start here (`App`, `build_daemon`);
+nothing else constructs an adapter, and nothing but those entry points imports this module."""
 
 from __future__ import annotations
 
-import fcntl
-import logging
-import os
 import sys
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from flywheel.core import config as config_mod
 from flywheel.core.config import CONFIG_NAME, Config
-from flywheel.core.errors import Busy, ConfigError, DataRootError
-from flywheel.core.ports import NullObserver, Observer, Trainer
-from flywheel.flow.cycle import CycleResult, resume_interrupted, run_cycle
+from flywheel.core.errors import ConfigError, DataRootError
+from flywheel.core.ports import NullObserver, Observer, Predictor, Trainer
 from flywheel.flow.deps import FlowDeps, Workspace
 from flywheel.flow.registry import Registry
-from flywheel.ingest.service import IngestOptions, IngestPaths, IngestResult, ingest_batch
-from flywheel.service.notify import Notifier
+from flywheel.flow.usecases import UseCases
+from flywheel.ingest.pipeline import BatchPipeline, IngestOptions, IngestPaths
+from flywheel.service.notify import CommandWebhookNotifier
 from flywheel.store import ObjectStore, Store, database_url, make_engine, upgrade_schema
+from flywheel.store.data_root import DataRootLock, DataRootPaths
 from flywheel.store.materialize import VersionFolders
 from flywheel.training.export import SubprocessExporter
-from flywheel.training.runner import SubprocessTrainer
+from flywheel.training.local_predictor import ChildPredictor
+from flywheel.training.local_trainer import RunFolders, SubprocessTrainer
 
 if TYPE_CHECKING:  # the daemon's adapters are imported in build_daemon, when the daemon runs
-    from prometheus_client import CollectorRegistry
-
-    from flywheel.ingest.watcher import InboxWatcher, SettleTracker
     from flywheel.service.daemon import Daemon
-    from flywheel.service.health import Degraded, Heartbeat
-    from flywheel.service.http import HttpServer
-    from flywheel.service.metrics import LiveMetrics
-    from flywheel.service.systemd import ServiceNotifier, StatusObserver
-
-log = logging.getLogger("flywheel")
-
-
-@dataclass(frozen=True)
-class DataRootPaths:
-    """Where everything lives under a data root (README "On disk")."""
-
-    root: Path
-
-    @property
-    def inbox(self) -> Path:
-        return self.root / "inbox"
-
-    @property
-    def done(self) -> Path:
-        return self.inbox / ".done"
-
-    @property
-    def quarantine(self) -> Path:
-        return self.root / "quarantine"
-
-    @property
-    def objects(self) -> Path:
-        return self.root / "objects"
-
-    @property
-    def versions(self) -> Path:
-        return self.root / "versions"
-
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
-
-    @property
-    def production(self) -> Path:
-        return self.root / "production"
-
-    @property
-    def ultralytics(self) -> Path:
-        return self.root / ".ultralytics"
 
 
 def default_config_text() -> str:
@@ -145,6 +89,10 @@ def build_trainer(config: Config, paths: DataRootPaths) -> Trainer:
 
 
 class App:
+    """Every adapter of a data root, built from its config, and the use cases (flywheel.flow.usecases)
+    wired over them. `ingest`, `train` and `resume_interrupted` are those use cases, named on the
+    App for the entry points that built it."""
+
     def __init__(self, root: Path, trainer: Trainer | None = None, observer: Observer | None = None):
         self.paths = DataRootPaths(root.resolve())
         if not (self.paths.root / CONFIG_NAME).is_file():
@@ -158,121 +106,58 @@ class App:
         self.store = Store(self.engine)
         self.objects = ObjectStore(self.paths.objects)
         n = self.config.notify
-        notifier = Notifier(n.command, n.webhook, n.retries, n.retry_seconds)
+        notifier = CommandWebhookNotifier(n.command, n.webhook, n.retries, n.retry_seconds)
         exporter = SubprocessExporter(self.paths.ultralytics) if self.config.production.export_onnx else None
         self.checkpoints = ObjectStore(self.paths.models, ".pt")  # models/<sha[:2]>/<sha>.pt
         self.registry = Registry(
             self.store, self.checkpoints, self.paths.production, notifier, exporter, self.config.training.imgsz
         )
         self.trainer: Trainer = trainer or build_trainer(self.config, self.paths)
+        self.predictor: Predictor = ChildPredictor(self.paths.ultralytics, self.paths.runs)
         self.observer: Observer = observer or NullObserver()
         self.datasets = VersionFolders(self.objects, self.paths.versions)
         self.workspace = Workspace(self.paths.root, self.objects, self.datasets, self.paths.runs)
-
-    def ingest(self, batch_dir: Path, move: bool, again: bool = False) -> IngestResult:
-        """Ingest a batch folder or archive; `again`: even if its content was ingested before."""
-        started = time.monotonic()
-        paths = IngestPaths(self.objects, self.paths.versions, self.paths.quarantine, self.paths.done)
-        inbox, ing = self.config.inbox, self.config.ingest
-        options = IngestOptions(
-            ing.max_image_pixels,
-            ing.coordinate_tolerance,
-            ing.allow_unlabeled,
-            ing.max_archive_bytes,
-            ing.keep_done,
-            ing.link_outside == "batch",
+        self.cases = UseCases(
+            self.deps,
+            build_ingester(self.store, self.config, self.paths, self.objects),
+            lambda: DataRootLock(self.paths.root),
+            RunFolders(self.paths.runs),
         )
-        result = ingest_batch(
-            self.store,
-            paths,
-            batch_dir,
-            val_fraction=self.config.dataset.val_fraction,
-            marker=inbox.marker,
-            ignore=inbox.ignore,
-            move=move,
-            options=options,
-            again=again,
-        )
-        # codes, not sentences: a bounded set (flywheel.ingest.reasons.Code), fit for a metric label
-        self.observer.batch_processed(time.monotonic() - started, result.codes)
-        return result
+        self.ingest = self.cases.ingest
+        self.train = self.cases.train
+        self.resume_interrupted = self.cases.resume_interrupted
 
     def deps(self) -> FlowDeps:
         """What the flows need, built at each call: a test or the daemon may swap the trainer or
         the observer after the App was made."""
         return FlowDeps(self.store, self.registry, self.workspace, self.config, self.trainer, self.observer)
 
-    def train(self, version_id: int, start_from: str | None = None) -> CycleResult:
-        """`start_from`: `flywheel train --from` (production, base, a model id, a .yaml or .pt)."""
-        return run_cycle(self.deps(), version_id, start_from=start_from)
 
-    def resume_interrupted(self) -> list[CycleResult]:
-        """Continue the runs a dead process left interrupted (training.on_interrupt)."""
-        return resume_interrupted(self.deps())
-
-
-class DataRootLock:
-    """An exclusive lock on the data root: one process does ingest and training at a time."""
-
-    def __init__(self, root: Path):
-        self.path = root / ".lock"
-        self._fh: IO[str] | None = None
-
-    def __enter__(self) -> DataRootLock:
-        fh = self.path.open("a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise Busy(
-                f"{self.path.parent} is in use by {holder}: the running daemon ingests and trains on "
-                "its own. Drop the batch in its inbox, or stop the daemon first"
-            ) from None
-        fh.truncate(0)
-        fh.write(f"pid {os.getpid()}\n")
-        fh.flush()
-        self._fh = fh
-        return self
-
-    def close(self) -> None:
-        self.__exit__()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fh:
-            self._fh.truncate(0)
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-
-
-@dataclass(frozen=True)
-class DaemonAdapters:
-    """What the daemon runs on besides its App, all built by `build_daemon`. Those that take
-    hold of something (the lock, the port, a watchdog thread) are factories the daemon calls
-    when it starts, in the order it always did."""
-
-    metrics_registry: CollectorRegistry  # Prometheus's, served on /metrics (not the model registry)
-    live: LiveMetrics  # the metrics the work loop sets as it goes
-    status: StatusObserver  # the App's observer: STATUS lines and heartbeat, then `live`
-    notifier: ServiceNotifier  # systemd's notify protocol (a no-op outside systemd)
-    heartbeat: Heartbeat
-    degraded: Degraded
-    tracker: SettleTracker
-    ready: threading.Event  # start-up done: /readyz may say ready
-    stopping: threading.Event
-    lock: Callable[[], DataRootLock]
-    http_server: Callable[[], HttpServer]  # binds the metrics port, /healthz and /readyz
-    inbox_watcher: Callable[[Callable[[], None]], InboxWatcher]  # given the daemon's wake
+def build_ingester(store: Store, config: Config, paths: DataRootPaths, objects: ObjectStore) -> BatchPipeline:
+    """The ingest pipeline with the data root's folders and the `[ingest]`/`[inbox]` options."""
+    ing, inbox = config.ingest, config.inbox
+    options = IngestOptions(
+        ing.max_image_pixels,
+        ing.coordinate_tolerance,
+        ing.allow_unlabeled,
+        ing.max_archive_bytes,
+        ing.keep_done,
+        ing.link_outside == "batch",
+    )
+    ingest_paths = IngestPaths(objects, paths.versions, paths.quarantine, paths.done)
+    return BatchPipeline(store, ingest_paths, options, config.dataset.val_fraction, inbox.marker, inbox.ignore)
 
 
 def build_daemon(root: Path, trainer: Trainer | None = None) -> Daemon:
     """The daemon, its App and every adapter it runs on: metrics, health, HTTP, systemd, the
-    inbox watcher. Imported here, not at the top, so that the other commands never load
-    prometheus_client, watchdog or APScheduler."""
+    inbox watcher, the scheduler. Imported here, not at the top, so that the other commands
+    never load prometheus_client, watchdog or APScheduler."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
     from flywheel.ingest.watcher import InboxWatcher, SettleTracker
     from flywheel.service import train_queue
     from flywheel.service.daemon import Daemon
+    from flywheel.service.daemon_parts import DaemonAdapters, DaemonWork
     from flywheel.service.health import Degraded, Health, Heartbeat
     from flywheel.service.http import HEALTHZ, READYZ, HttpServer
     from flywheel.service.metrics import build_registry
@@ -301,8 +186,10 @@ def build_daemon(root: Path, trainer: Trainer | None = None) -> Daemon:
         tracker=tracker,
         ready=ready,
         stopping=stopping,
+        scheduler=BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1}),
         lock=lambda: DataRootLock(paths.root),
         http_server=lambda: HttpServer(config.metrics.host, config.metrics.port, metrics_registry, probes),
         inbox_watcher=lambda wake: InboxWatcher(tracker, wake, also=train_queue.queue_dir(paths.root)),
     )
-    return Daemon(app, adapters)
+    work = DaemonWork(app.cases, app.store, app.registry, app.trainer, config, paths.root, paths.inbox)
+    return Daemon(work, adapters)

@@ -1,4 +1,5 @@
-"""A fake trainer for unit tests of the cycle's policy (the real one is proven end to end).
+"""A fake trainer for unit tests of the cycle's policy, and a fake predictor for the predict
+flow's (the real ones are proven end to end).
 
 It builds the same event classes the real child does (flywheel/core/events.py), in the same
 order, and round-trips each through the wire format as the runner would read it, so a test
@@ -8,7 +9,7 @@ through the fake also proves the cycle's handling of every kind.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from flywheel.core.errors import TrainingError
@@ -26,6 +27,17 @@ from flywheel.core.events import (
     encode,
     parse_event,
 )
+from flywheel.core.gate import Score
+from flywheel.core.predict_events import (
+    Detection,
+    ImagePredicted,
+    PredictDone,
+    PredictEvent,
+    PredictStarted,
+    parse_predict_event,
+)
+from flywheel.core.predict_events import encode as encode_predict
+from flywheel.core.prediction import ImageInput, PredictOutcome, PredictRequest, record_event
 from flywheel.core.spec import TrainSpec
 
 Event = TrainingEvent
@@ -107,12 +119,14 @@ class FakeTrainer:
                     role=target.role,
                     eval_set=target.eval_set,
                     checkpoint=checkpoint,
-                    map50_95=value,
-                    map50=value + 0.1,
-                    precision=0.5,
-                    recall=0.5,
-                    per_class=per_class,
-                    instances=dict.fromkeys(per_class, self.instances),
+                    score=Score(
+                        map50_95=value,
+                        map50=value + 0.1,
+                        precision=0.5,
+                        recall=0.5,
+                        per_class=per_class,
+                        instances=dict.fromkeys(per_class, self.instances),
+                    ),
                     seconds=0.1,
                 )
             )
@@ -148,7 +162,7 @@ class FakeTrainer:
         return events
 
     def _intervals(self, spec: TrainSpec, events: list[Event]) -> list[Event]:
-        scored = {(e.role, e.eval_set): e for e in events if isinstance(e, Evaluated)}
+        scored = {(e.role, e.eval_set): e.score for e in events if isinstance(e, Evaluated)}
         intervals: list[Event] = []
         for (role, eval_set), cand in scored.items():
             prod = scored.get(("production", eval_set))
@@ -175,3 +189,35 @@ class FakeTrainer:
 def epoch_ended(epoch: int, epochs: int, map50_95: float = 0.0) -> EpochEnded:
     """An epoch event with made-up losses, for tests that look at the epoch count and score."""
     return EpochEnded(epoch, epochs, 1.0, 2.0, 3.0, 0.1, 0.2, map50_95 + 0.1, map50_95, 0.5)
+
+
+class FakePredictor:
+    """The Predictor port in memory: for each image, the boxes it is told to answer (none by
+    default), sent as the same typed events the predict child sends, round-tripped through
+    their wire format and folded by the same `record_event` the child's predictor uses."""
+
+    def __init__(self, names: list[str], boxes: dict[str, list[Detection]] | None = None, imgsz: int = 640):
+        self.names = names
+        self.boxes = boxes or {}
+        self.imgsz = imgsz
+        self.requests: list[PredictRequest] = []
+
+    def predict(
+        self,
+        request: PredictRequest,
+        images: Sequence[ImageInput],
+        on_event: Callable[[PredictEvent], None] | None = None,
+    ) -> PredictOutcome:
+        self.requests.append(request)
+        events: list[PredictEvent] = [PredictStarted(tuple(self.names), request.imgsz or self.imgsz, "detect")]
+        for index, image in enumerate(images):
+            found = tuple(self.boxes.get(image.name, []))
+            events.append(ImagePredicted(index, image.width, image.height, found))
+        events.append(PredictDone(0.0))
+        outcome = PredictOutcome()
+        for event in events:
+            wired = parse_predict_event(encode_predict(event))
+            record_event(wired, images, outcome)
+            if on_event is not None:
+                on_event(wired)
+        return outcome

@@ -21,7 +21,7 @@ from PIL import Image
 
 from flywheel.core.events import Trained, TrainingEvent
 from flywheel.core.spec import TrainSpec
-from flywheel.training.runner import SubprocessTrainer
+from flywheel.training.local_trainer import SubprocessTrainer
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 220)}
 NAMES = list(COLOURS)

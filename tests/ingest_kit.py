@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image
 
-from flywheel.ingest.service import IngestOptions, IngestPaths, IngestResult, ingest_batch
+from flywheel.ingest.pipeline import IngestOptions, IngestPaths, IngestResult, ingest_batch
 from flywheel.store import ObjectStore, Store, make_engine, upgrade_schema
 from flywheel.store.materialize import materialize
 

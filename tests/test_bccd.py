@@ -52,4 +52,4 @@ def test_two_bccd_batches_version_train_and_warm_start(tmp_path):
     assert app.store.production() is not None
     assert {m.status for m in app.store.models()} <= {ModelStatus.PRODUCTION, ModelStatus.RETIRED, ModelStatus.REJECTED}
     scores = [app.store.evaluation(m.sha256, app.store.version(m.version_id).val_sha256) for m in app.store.models()]
-    assert all(s is not None and 0.0 <= s.map50_95 <= 1.0 for s in scores)
+    assert all(s is not None and 0.0 <= s.score.map50_95 <= 1.0 for s in scores)

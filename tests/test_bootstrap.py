@@ -100,10 +100,10 @@ def test_a_real_warm_start_gets_a_bootstrap_interval(tmp_path):
     verdict = result.decision.verdicts[0]
     assert verdict.interval is not None and verdict.interval[0] <= verdict.interval[1]
     row = app.store.gate_decisions()[-1]
-    assert row.details["verdicts"][0]["interval"] == list(verdict.interval)
+    assert row.details.verdicts[0] == verdict  # recorded, and read back as the same verdict
     run_dir = tmp_path / "root" / "runs" / "r0002"
     assert (run_dir / "stats-candidate-val.npz").is_file() and (run_dir / "stats-production-val.npz").is_file()
     # every class in val got its own interval, recorded with the verdict and used by the class rule
-    classes = row.details["verdicts"][0]["classes"]
-    assert classes and all(c["interval"] is None or c["interval"][0] <= c["interval"][1] for c in classes)
-    assert row.details["policy"]["class_interval"] is True
+    classes = row.details.verdicts[0].classes
+    assert classes and all(c.interval is None or c.interval[0] <= c.interval[1] for c in classes)
+    assert row.details.policy is not None and row.details.policy.class_interval is True

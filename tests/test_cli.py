@@ -124,8 +124,8 @@ def flywheel(*args: str) -> tuple[int, str]:
 
 
 def test_every_documented_exit_code_through_the_real_command(data_root: Path, tmp_path: Path):
-    from flywheel.app import DataRootLock
     from flywheel.cli.demo import synthetic_batch
+    from flywheel.store.data_root import DataRootLock
 
     root = str(data_root)
     batch = synthetic_batch(tmp_path / "batch", 4, seed=1)

@@ -24,10 +24,9 @@ from flywheel.cli.predict import predict_data
 from flywheel.cli.predict_pass import PredictPass
 from flywheel.cli.suggest import suggest_data
 from flywheel.core.domain import batch_name, model_name, run_name, version_name
+from flywheel.core.prediction import Box, Prediction, PredictOutcome
 from flywheel.prelabel import uncertainty
 from flywheel.prelabel.inputs import Inputs
-from flywheel.prelabel.records import Box, Prediction
-from flywheel.prelabel.runner import Outcome
 from tests.conftest import TINY_CONFIG, free_port
 from tests.fakes import FakeTrainer
 from tests.test_ingest import mixed_batch
@@ -118,7 +117,7 @@ def test_models(root: Path):
     for got, m in zip(doc["models"], store.models(), strict=True):
         assert got["sha256"] == m.sha256
         score = store.evaluation(m.sha256, store.version(m.version_id).val_sha256)
-        assert score is not None and got["val"]["map50_95"] == score.map50_95
+        assert score is not None and got["val"]["map50_95"] == score.score.map50_95
     assert is_utc(doc["models"][1]["promoted_at"])
 
 
@@ -132,7 +131,7 @@ def test_models_show(root: Path):
     assert (gate["outcome"], gate["rule"], gate["against"]) == (decision.outcome, decision.rule, "m0001")
     assert gate["candidate_map50_95"] == decision.candidate_map and gate["margin"] == decision.margin
     assert gate["eval_sha256"] == decision.eval_sha256
-    assert [v["eval_set"] for v in gate["verdicts"]] == [v["eval_set"] for v in decision.details["verdicts"]]
+    assert [v["eval_set"] for v in gate["verdicts"]] == [v.eval_set for v in decision.details.verdicts]
     assert [(e["action"], e["model"]) for e in doc["ledger"]] == [
         (str(e.action), model_name(e.model_id or 0)) for e in store.ledger() if 2 in (e.model_id, e.previous_model_id)
     ]
@@ -189,7 +188,9 @@ def test_the_summaries_on_fixed_data(tmp_path: Path):
     ]
     run = PredictPass(
         inputs=Inputs(images=[], skipped=[("x.txt.jpg", "not an image")]),
-        outcome=Outcome(predictions=preds, failed=[("c.png", "the model could not read it")], names=["red", "blue"]),
+        outcome=PredictOutcome(
+            predictions=preds, failed=[("c.png", "the model could not read it")], names=["red", "blue"]
+        ),
         model="m0007",
         out=tmp_path / "out",
     )
@@ -274,7 +275,7 @@ def test_the_docs_show_each_shape_with_the_keys_the_commands_print(root: Path, d
         real = run_json(*args, schema=f"flywheel.{schema}/1")
         same_keys(examples[real["schema"]], real, schema)
     preds = [Prediction("a.png", tmp_path / "a.png", 64, 64, (Box(0, 0.9, 1, 1, 9, 9),))]
-    run = PredictPass(Inputs(), Outcome(predictions=preds, names=["red"]), "m0001", tmp_path)
+    run = PredictPass(Inputs(), PredictOutcome(predictions=preds, names=["red"]), "m0001", tmp_path)
     real = {"schema": "flywheel.predict/1", **predict_data(run, "yolo", 0.25, 0.7, preds, tmp_path)}
     same_keys(examples["flywheel.predict/1"], real, "predict")
     why = uncertainty.score_image([0.9]).why()

@@ -103,7 +103,7 @@ def test_two_batches_make_two_models_the_second_warm_started_then_rollback(runni
     assert gate.candidate_model_id == m2.id and gate.production_model_id == m1.id
     assert gate.eval_sha256 == app.store.version(2).val_sha256
     assert gate.margin == pytest.approx(gate.candidate_map - gate.production_map)
-    assert (gate.outcome, gate.rule) == ("promote", "map_not_worse"), (gate.margin, gate.details["verdicts"])
+    assert (gate.outcome, gate.rule) == ("promote", "map_not_worse"), (gate.margin, gate.details.verdicts)
     assert app.store.production().id == m2.id
 
     # -- /metrics over HTTP ------------------------------------------------------------------

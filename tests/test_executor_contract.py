@@ -13,11 +13,11 @@ import pytest
 
 from flywheel.app import App, init_data_root
 from flywheel.cli.demo import synthetic_batch
-from flywheel.core.domain import RunState, run_name
+from flywheel.core.domain import RunState, StartKind, run_name
 from flywheel.core.errors import TrainingCancelled
 from flywheel.core.events import BatchProgress, TrainingEvent
 from flywheel.core.ports import NullObserver
-from flywheel.training.runner import request_cancel
+from flywheel.training.local_trainer import request_cancel
 from tests.conftest import TINY_CONFIG
 from tests.ray_cluster import TRAINER_RESOURCE, ray_cluster_fixture  # noqa: F401
 
@@ -60,7 +60,7 @@ class CancelOnFirstBatch(NullObserver):
         self.runs = runs
         self.run_id = 0
 
-    def training_started(self, run_id: int, start_kind: str, epochs: int) -> None:
+    def training_started(self, run_id: int, start_kind: StartKind, epochs: int) -> None:
         self.run_id = run_id
 
     def training_event(self, event: TrainingEvent) -> None:

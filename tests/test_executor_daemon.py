@@ -59,11 +59,10 @@ def test_the_fake_is_a_remote_trainer():
 
 def test_an_unreachable_cluster_degrades_the_daemon_and_the_version_waits(data_root: Path, tmp_path: Path, caplog):
     caplog.set_level(logging.INFO)
-    daemon = build_daemon(data_root)
-    daemon.app.trainer = trainer = FlakyCluster()
+    daemon = build_daemon(data_root, trainer := FlakyCluster())
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
-    store = daemon.app.store
+    store = daemon.work.store
     try:
         assert daemon.ready.wait(60)
         drop(synthetic_batch(tmp_path / "s" / "b1", 12, seed=1), data_root / "inbox")

@@ -114,8 +114,8 @@ def test_overall_map_rises_but_a_collapsed_class_is_refused(history):
     model = history.results["collapse"].model
     assert model is not None and App(history.root).store.model(model.id).status == "rejected"
     row = next(g for g in App(history.root).store.gate_decisions() if g.candidate_model_id == model.id)
-    checks = {c["name"]: c for c in row.details["verdicts"][0]["classes"]}
-    assert checks[COLLAPSE]["drop"] == pytest.approx(red.drop) and checks[COLLAPSE]["gated"] is True
+    checks = {c.name: c for c in row.details.verdicts[0].classes}
+    assert checks[COLLAPSE].drop == pytest.approx(red.drop) and checks[COLLAPSE].gated is True
     shown = CliRunner(env={"COLUMNS": "200"}).invoke(cli, ["models", "show", "m0002", "--root", str(history.root)])
     assert shown.exit_code == 0, shown.output
     assert "reject by rule class_regressed" in shown.output and f"class '{COLLAPSE}'" in shown.output

@@ -118,10 +118,10 @@ def test_classes_are_mapped_by_name_and_an_unknown_one_is_reported(tmp_path, cap
     (folder / "classes.txt").write_text("blue\nred\nyellow\n")  # golden ids: 0 blue, 1 red, 2 yellow
     (folder / "labels" / "s99_0000.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n2 0.7 0.7 0.1 0.1\n")
     before = snapshot(folder)
-    with caplog.at_level(logging.WARNING, "flywheel.core.gate"):
+    with caplog.at_level(logging.WARNING, "flywheel.flow.golden"):
         found = eval_set(read(folder, IGNORE, 10**8, 0.01), ["red", "blue"], tmp_path / "eval", {})
     assert found is not None and found.name == GOLDEN and found.images == 4
-    assert found.notes["unknown_classes"] == {"yellow": 1}
+    assert found.golden is not None and found.golden.unknown_classes == {"yellow": 1}
     assert "yellow" in caplog.text and "left out" in caplog.text
     spec = yaml.safe_load(found.data_yaml.read_text())
     assert spec["names"] == {0: "red", 1: "blue"}  # the model's class map, not the golden one
@@ -134,7 +134,12 @@ def test_classes_are_mapped_by_name_and_an_unknown_one_is_reported(tmp_path, cap
     assert snapshot(folder) == before  # nothing written into the golden folder
     # the eval-set hash covers the class map: another map is another eval set (another cache key)
     other = eval_set(read(folder, IGNORE, 10**8, 0.01), ["red", "blue", "yellow"], tmp_path / "eval", {})
-    assert other is not None and other.sha256 != found.sha256 and other.notes["unknown_classes"] == {}
+    assert (
+        other is not None
+        and other.sha256 != found.sha256
+        and other.golden is not None
+        and other.golden.unknown_classes == {}
+    )
 
 
 def test_no_box_of_a_known_class_is_not_scored(tmp_path, caplog):
@@ -142,7 +147,7 @@ def test_no_box_of_a_known_class_is_not_scored(tmp_path, caplog):
 
     folder = golden(tmp_path / "g", count=2)
     (folder / "classes.txt").write_text("cat\ndog\n")
-    with caplog.at_level(logging.WARNING, "flywheel.core.gate"):
+    with caplog.at_level(logging.WARNING, "flywheel.flow.golden"):
         assert eval_set(read(folder, IGNORE, 10**8, 0.01), ["red", "blue"], tmp_path / "eval", {}) is None
     assert "not scored" in caplog.text
 
@@ -166,7 +171,7 @@ def test_a_content_change_is_a_ledger_entry_with_old_and_new_hash(tmp_path, capl
     assert golden_eval_sets(app.store, app.config, app.paths.root, names, manifest)[0] == first
     assert len(entries()) == 1
     (folder / "labels" / "s99_0001.txt").write_text("1 0.5 0.5 0.2 0.2\n")
-    with caplog.at_level(logging.WARNING, "flywheel.core.gate"):
+    with caplog.at_level(logging.WARNING, "flywheel.flow.golden"):
         second = golden_eval_sets(app.store, app.config, app.paths.root, names, manifest)[0]
     new = content_sha(folder)
     assert entries()[1] == f"golden set content sha256 {sha} -> {new} (6 images, 11 boxes in {folder})"
@@ -242,7 +247,8 @@ class GoldenScores(FakeTrainer):
         for i, e in enumerate(events):
             if isinstance(e, Evaluated) and e.eval_set == GOLDEN:
                 value = self.golden[e.role]
-                events[i] = replace(e, map50_95=value, map50=value + 0.1, per_class={"red": value})
+                score = replace(e.score, map50_95=value, map50=value + 0.1, per_class={"red": value})
+                events[i] = replace(e, score=score)
             on_event(events[i])
         return events
 
@@ -260,9 +266,10 @@ def test_golden_set_is_gated_and_its_production_score_cached_through_the_cycle(t
     assert _targets(first.specs[0]) == {("candidate", "val"), ("candidate", GOLDEN)}
     assert m1.decision.rule is Rule.FIRST_MODEL and [v.eval_set for v in m1.decision.verdicts] == ["val", GOLDEN]
     row = app.store.gate_decisions()[-1]
-    assert row.details["eval_sets"][GOLDEN]["content_sha256"] == content_sha(folder)
-    golden_sha = row.details["eval_sets"][GOLDEN]["sha256"]
-    assert app.store.evaluation(m1.model.sha256, golden_sha).map50_95 == pytest.approx(0.4)
+    noted = row.details.eval_sets[GOLDEN]
+    assert noted.golden is not None and noted.golden.content_sha256 == content_sha(folder)
+    golden_sha = noted.sha256
+    assert app.store.evaluation(m1.model.sha256, golden_sha).score.map50_95 == pytest.approx(0.4)
 
     # better on val, worse on golden: refused by the golden set; production's golden score is
     # the cached one (same model, same golden content and class map), not computed again
@@ -303,9 +310,9 @@ def test_a_real_tiny_training_is_scored_on_the_golden_set(tmp_path):
     lines = [ln.split()[0] for p in (folder / "labels").glob("*.txt") for ln in p.read_text().splitlines()]
     expected = {name: lines.count(str(i)) for i, name in enumerate(["red", "blue"]) if str(i) in lines}
     assert verdict.candidate.instances == expected  # Ultralytics counted the copied labels
-    golden_sha = app.store.gate_decisions()[-1].details["eval_sets"][GOLDEN]["sha256"]
+    golden_sha = app.store.gate_decisions()[-1].details.eval_sets[GOLDEN].sha256
     cached = app.store.evaluation(result.model.sha256, golden_sha)
-    assert cached is not None and cached.map50_95 == verdict.candidate.map50_95
+    assert cached is not None and cached.score == verdict.candidate  # the whole score, as scored
     assert (app.paths.runs / "r0001" / "eval-candidate-golden").is_dir()
     assert snapshot(folder) == before
 

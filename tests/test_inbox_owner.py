@@ -41,7 +41,7 @@ def rescans(daemon: Daemon, name: str, times: int = 3) -> list[list[str]]:
     """The daemon's inbox step, `times` times: ingest what the tracker offers (the first time,
     the batch, as a settled one would be). Returns what was offered after each step."""
     offered = []
-    inbox = daemon.app.paths.inbox
+    inbox = daemon.work.inbox
     for attempt in range(times):
         if attempt == 0 or inbox / name in daemon.tracker.complete():
             daemon._ingest(inbox / name)
@@ -55,8 +55,8 @@ def test_a_folder_the_daemon_may_not_move_is_ingested_once_and_left_in_place(dat
     with immutable(batch):
         offered = rescans(daemon, "batch1")
         assert len([p for p in batch.rglob("*") if p.is_file()]) == 17  # 8 images, 8 labels, classes.txt
-    assert [(b.name, b.state) for b in daemon.app.store.batches()] == [("batch1", "ingested")]  # once
-    assert daemon.app.store.latest_version().id == 1
+    assert [(b.name, b.state) for b in daemon.work.store.batches()] == [("batch1", "ingested")]  # once
+    assert daemon.work.store.latest_version().id == 1
     assert not any((data_root / "inbox" / ".done").iterdir())  # nothing copied
     assert offered == [[], [], []]  # not looked at again until it changes
     assert daemon.metrics_registry.get_sample_value("flywheel_inbox_batch_left", {"batch": "batch1"}) == 1.0
@@ -74,8 +74,8 @@ def test_an_archive_in_an_inbox_the_daemon_may_not_change_is_left_once_too(data_
     daemon = build_daemon(data_root)
     with immutable(data_root / "inbox"):
         offered = rescans(daemon, "batch2.zip")
-    assert [(b.name, b.state) for b in daemon.app.store.batches()] == [("batch2.zip", "ingested")]
-    assert daemon.app.store.latest_version().id == 1  # its 6 images were versioned
+    assert [(b.name, b.state) for b in daemon.work.store.batches()] == [("batch2.zip", "ingested")]
+    assert daemon.work.store.latest_version().id == 1  # its 6 images were versioned
     assert archive.is_file() and not any((data_root / "inbox" / ".done").iterdir())
     assert offered == [[], [], []]
 

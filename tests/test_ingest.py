@@ -20,7 +20,7 @@ from PIL import Image
 from flywheel.cli.demo import synthetic_batch
 from flywheel.core.domain import BatchState
 from flywheel.ingest.labels import normalised, parse_label
-from flywheel.ingest.service import IngestResult, ingest_batch
+from flywheel.ingest.pipeline import IngestResult, ingest_batch
 from flywheel.store.materialize import materialize
 from tests.ingest_kit import Env
 

@@ -108,3 +108,14 @@ def test_the_import_parser_sees_what_it_must():
     assert {"flywheel.store", "flywheel.app", "flywheel.service.daemon", "flywheel.flow.gate"} <= names
     names = imports_in(source, "flywheel.flow", is_package=True)  # in an __init__.py
     assert {"flywheel.service.daemon", "flywheel.flow.gate"} <= names
+
+
+ENTRY_POINTS = ("flywheel.cli",)  # the `flywheel` command; the daemon is started by `flywheel run`
+
+
+@pytest.mark.parametrize("module", [m for m in modules("") if m != "flywheel.app" and not within(m, ENTRY_POINTS)])
+def test_only_the_entry_points_import_the_composition_root(module: str):
+    # the service used to import App back from the root that built it: a circle
+    path = next(p for p in PACKAGE.rglob("*.py") if module_name(p) == module)
+    wrong = sorted(n for n in imported(path) if within(n, ("flywheel.app",)))
+    assert not wrong, f"{module} imports {', '.join(wrong)}"

@@ -15,6 +15,7 @@ from sqlmodel import Session, col
 
 from flywheel.app import App
 from flywheel.cli.demo import synthetic_batch
+from flywheel.core.domain import StartKind
 from flywheel.core.errors import StoreError, TrainingError
 from flywheel.service import metrics_state
 from flywheel.service.metrics import build_registry
@@ -108,8 +109,8 @@ def test_a_promotion_and_a_rejection_reach_metrics(served, tmp_path):
     assert value(s, "flywheel_gate_margin") == pytest.approx(-0.1)
     assert value(s, "flywheel_gate_forgetting", measure="max_class_ap_drop") == pytest.approx(0.1)
     details = app.store.gate_decisions()[-1].details
-    if "val_old" in details.get("forgetting", {}):  # both halves of the val split exist
-        drop = details["forgetting"]["val_old"]["drop"]
+    if "val_old" in details.forgetting:  # both halves of the val split exist
+        drop = details.forgetting["val_old"].drop
         assert value(s, "flywheel_gate_forgetting", measure="old_images_map_drop") == pytest.approx(drop)
     assert value(s, "flywheel_model_score", role="production", metric="map50_95") == 0.2
     assert value(s, "flywheel_model_score", role="candidate", metric="map50_95") == 0.1
@@ -240,7 +241,7 @@ def test_consecutive_training_failures_count_until_one_succeeds(served, tmp_path
 
 def test_metrics_stay_up_when_the_database_cannot_be_read(served, monkeypatch):
     app, port = served
-    app.observer.training_started(1, "scratch", 3)
+    app.observer.training_started(1, StartKind.SCRATCH, 3)
 
     def broken(store):
         raise StoreError("database error: disk I/O error")

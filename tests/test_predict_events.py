@@ -29,10 +29,9 @@ from flywheel.core.predict_events import (
     encode,
     parse_predict_event,
 )
-from flywheel.prelabel import runner
-from flywheel.prelabel.inputs import Found
-from flywheel.prelabel.records import Box
-from flywheel.training.predict import _Events
+from flywheel.core.prediction import Box, ImageInput, PredictOutcome, PredictRequest
+from flywheel.training.local_predictor import ChildPredictor
+from flywheel.training.predict_child import _Events
 
 ONE_OF_EACH: list[PredictEvent] = [
     PredictStarted(names=("red", "blue with spaces"), imgsz=640, task="detect"),
@@ -135,7 +134,7 @@ def test_an_unknown_kind_or_a_line_that_is_no_event_fails(line: str, message: st
     assert issubclass(EventError, TrainingError)  # the CLI reports it as a failed prediction
 
 
-# --- the runner, with a stand-in child ------------------------------------------------------------
+# --- the child predictor, with a stand-in child ------------------------------------------------------------
 
 
 def _child(tmp_path: Path, lines: list[str], then: str = "") -> str:
@@ -154,10 +153,10 @@ def _child(tmp_path: Path, lines: list[str], then: str = "") -> str:
     return str(child)
 
 
-def _run(tmp_path: Path, python: str, seen: list[PredictEvent]) -> runner.Outcome:
-    images = [Found(f"{n}.png", tmp_path / f"{n}.png", 640, 480, f"{n}.png") for n in "abcde"]
-    request = runner.Request(tmp_path / "m.pt", 0.25, 0.7, 0, 640, "cpu", 1)
-    return runner.predict(request, images, tmp_path / "work", tmp_path / "config", seen.append, python=python)
+def _run(tmp_path: Path, python: str, seen: list[PredictEvent]) -> PredictOutcome:
+    images = [ImageInput(f"{n}.png", tmp_path / f"{n}.png", 640, 480, f"{n}.png") for n in "abcde"]
+    request = PredictRequest(tmp_path / "m.pt", 0.25, 0.7, 0, 640, "cpu", 1)
+    return ChildPredictor(tmp_path / "config", tmp_path / "work", python=python).predict(request, images, seen.append)
 
 
 def test_the_runner_turns_the_events_into_an_outcome(tmp_path: Path):

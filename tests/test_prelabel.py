@@ -19,11 +19,12 @@ import pytest
 
 from flywheel.app import App, init_data_root
 from flywheel.cli.demo import synthetic_batch
+from flywheel.core.prediction import Box, Prediction, PredictRequest
 from flywheel.ingest.formats import read_batch
 from flywheel.ingest.labels import Annotation
 from flywheel.ingest.layout import list_files
-from flywheel.prelabel import inputs, runner, uncertainty, writers
-from flywheel.prelabel.records import Box, Prediction
+from flywheel.prelabel import inputs, uncertainty, writers
+from flywheel.training.local_predictor import ChildPredictor
 
 FLYWHEEL = [sys.executable, "-m", "flywheel"]
 NAMES = ["red", "blue"]
@@ -348,20 +349,14 @@ def test_the_child_reports_what_the_head_saw_from_the_same_pass(trained_root, un
     production = app.store.production()
     assert production is not None
     checkpoint = app.registry.checkpoint(production)
-    request = runner.Request(checkpoint, 0.01, 0.7, 0, 32, "cpu", 1, embed=True)
-    outcome = runner.predict(request, found, tmp_path / "work", tmp_path / "config", lambda _e: None)
+    predictor = ChildPredictor(tmp_path / "config", tmp_path / "work")
+    outcome = predictor.predict(PredictRequest(checkpoint, 0.01, 0.7, 0, 32, "cpu", 1, embed=True), found)
     vectors = outcome.embeddings
     assert sorted(vectors) == sorted(p.name for p in outcome.predictions) and len(vectors) == 6
     assert {len(v) for v in vectors.values()} == {64 + 128 + 256}  # yolov8n's three maps into the head
     assert all(abs(sum(x * x for x in v) - 1) < 1e-3 for v in vectors.values())
     assert vectors["twin.png"] == vectors[first.name] and len({tuple(v) for v in vectors.values()}) == 5
-    plain = runner.predict(
-        runner.Request(checkpoint, 0.01, 0.7, 0, 32, "cpu", 1),
-        found,
-        tmp_path / "w2",
-        tmp_path / "config",
-        lambda _e: None,
-    )
+    plain = predictor.predict(PredictRequest(checkpoint, 0.01, 0.7, 0, 32, "cpu", 1), found)
     assert plain.embeddings == {} and [p.boxes for p in plain.predictions] == [p.boxes for p in outcome.predictions]
 
 

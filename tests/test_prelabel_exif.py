@@ -20,10 +20,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 
 from flywheel.core.predict_events import Detection, ImagePredicted
+from flywheel.core.prediction import Box, ImageInput, Prediction, PredictOutcome, record_event
 from flywheel.ingest.reasons import Code
-from flywheel.prelabel import inputs, runner, writers
-from flywheel.prelabel.inputs import Found
-from flywheel.prelabel.records import Box, Prediction
+from flywheel.prelabel import inputs, writers
 from tests.ingest_kit import Env
 from tests.test_prelabel import NAMES
 
@@ -87,22 +86,22 @@ def test_ultralytics_reads_each_format_in_the_frame_collect_records(tmp_path, su
         assert exif_size(im) == SHOWN  # what Ultralytics checks training labels against
 
 
-# --- the runner: boxes only in the displayed frame ---------------------------------------------
+# --- the predictor: boxes only in the displayed frame ---------------------------------------------
 
 
 def test_boxes_the_model_placed_on_the_stored_frame_are_not_written(tmp_path):
     photo = rotated(tmp_path / "phone.jpg")
-    found = Found("phone.jpg", photo, *SHOWN, str(photo), orientation=6)
+    found = ImageInput("phone.jpg", photo, *SHOWN, str(photo), orientation=6)
     detection = Detection(0, 0.9, 40, 4, 60, 12)  # where the block is in the stored pixels
-    outcome = runner.Outcome()
+    outcome = PredictOutcome()
 
-    runner._take(ImagePredicted(index=0, width=64, height=32, boxes=(detection,)), [found], outcome)
+    record_event(ImagePredicted(index=0, width=64, height=32, boxes=(detection,)), [found], outcome)
 
     assert outcome.predictions == []
     ((name, why),) = outcome.failed
     assert name == "phone.jpg" and "64x32" in why and "EXIF orientation 6" in why and "32x64" in why
 
-    runner._take(ImagePredicted(index=0, width=32, height=64, boxes=(detection,)), [found], outcome)
+    record_event(ImagePredicted(index=0, width=32, height=64, boxes=(detection,)), [found], outcome)
     (prediction,) = outcome.predictions
     assert (prediction.width, prediction.height) == SHOWN
 

@@ -242,7 +242,7 @@ def test_every_panel_and_alert_returns_data_from_a_real_prometheus(stack, tmp_pa
     production_score = app.store.evaluation(m1.sha256, latest.val_sha256)  # scored as production at m2's gate
     assert production_score is not None
     assert prom.value('flywheel_model_score{role="production",metric="map50_95"}') == pytest.approx(
-        production_score.map50_95
+        production_score.score.map50_95
     )
     # the headline number: batch 2's arrival to the decision on m2, from the records
     batch2 = next(b for b in batches if b.name == "batch2")

@@ -56,7 +56,7 @@ def test_the_daemon_trains_on_the_cluster_and_waits_while_it_cannot_reach_it(ray
     daemon = build_daemon(root)
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
-    store = daemon.app.store
+    store = daemon.work.store
     try:
         assert daemon.ready.wait(60)
         drop(synthetic_batch(tmp_path / "s" / "b1", 12, seed=1), root / "inbox")
@@ -76,7 +76,7 @@ def test_the_daemon_trains_on_the_cluster_and_waits_while_it_cannot_reach_it(ray
     daemon = build_daemon(root)
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
-    store = daemon.app.store
+    store = daemon.work.store
     try:
         until("the first model", lambda: store.production() is not None, thread, timeout=400)
         metrics = scrape(daemon.metrics_port)

@@ -21,9 +21,9 @@ from flywheel.core.errors import DataRootError, ExecutorUnavailable, TrainingCan
 from flywheel.core.events import ChildCancelled, EpochEnded, Placed
 from flywheel.core.events import TrainingEvent as Event
 from flywheel.core.spec import TrainSpec
+from flywheel.training.local_trainer import request_cancel
 from flywheel.training.ray_client import EVENTS_FILE, check_shared_root, connect
 from flywheel.training.ray_jobs import RayJobTrainer
-from flywheel.training.runner import request_cancel
 from tests.conftest import free_port
 from tests.ray_cluster import TRAINER_RESOURCE, RayCluster, ray_cluster_fixture, trainer_node_ids  # noqa: F401
 from tests.training_support import dataset, spec_for

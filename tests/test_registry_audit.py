@@ -151,6 +151,9 @@ def test_webhook_and_command_hear_every_production_change(data_root, tmp_path):
         ("rollback", "m0001"),
     ]
     assert _Hook.bodies[-1]["production"]["id"] == "m0001" and _Hook.bodies[-1]["reason"] == "back"
+    last = _Hook.bodies[-1]  # the body's keys, in order, as every release has sent them
+    assert list(last) == ["action", "model", "previous", "actor", "reason", "at", "production"]
+    assert (last["previous"], last["actor"]) == ("m0002", "ops") and last["at"].endswith("+00:00")
     lines = [json.loads(line) for line in seen.read_text().splitlines() if line.strip()]
     assert sorted(e["model"] for e in lines) == ["m0001", "m0001", "m0002"]
 

@@ -128,9 +128,8 @@ def test_flywheel_train_while_the_daemon_runs_is_queued_and_served_by_it(tmp_pat
 def test_the_cron_schedule_trains_what_waits_and_only_then(tmp_path):
     root = init_data_root(tmp_path / "root", CONFIG.format(debounce=0, min_new=0, cron="0 3 1 1 *", rescan=1.0))
     App(root).ingest(synthetic_batch(tmp_path / "b1", 12, seed=1), move=False)
-    daemon = build_daemon(root)
     trainer = FakeTrainer([0.3])
-    daemon.app.trainer = trainer
+    daemon = build_daemon(root, trainer)
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
@@ -142,11 +141,11 @@ def test_the_cron_schedule_trains_what_waits_and_only_then(tmp_path):
         )
         assert trainer.specs == []
         daemon.trigger.cron_fired()  # what APScheduler's CronTrigger job calls at 03:00 on 1 January
-        runs = daemon.app.store.runs
+        runs = daemon.work.store.runs
         until("the schedule to train", lambda: bool(runs()) and runs()[0].state == RunState.SUCCEEDED, thread)
         daemon.trigger.cron_fired()  # nothing waits now: no training
         until("the cron state reset", lambda: not daemon.trigger.cron_due, thread)  # came, found nothing
-        assert waiting(daemon.app.store, datetime.now(UTC)).version_id is None
+        assert waiting(daemon.work.store, datetime.now(UTC)).version_id is None
     finally:
         daemon.stop()
         thread.join(30)
@@ -159,11 +158,10 @@ def test_a_refresh_trains_after_the_warm_candidate_in_the_running_daemon_and_is_
     config = CONFIG.format(debounce=0, min_new=1, cron="", rescan=1.0)
     config = config.replace("[training]\n", "[training]\nrefresh_growth = 2.0\n")
     root = init_data_root(tmp_path / "root", config)
-    daemon = build_daemon(root)
-    daemon.app.trainer = trainer = FakeTrainer([0.3, 0.4, 0.5])  # first, warm, refresh
+    daemon = build_daemon(root, trainer := FakeTrainer([0.3, 0.4, 0.5]))  # first, warm, refresh
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
-    store = daemon.app.store
+    store = daemon.work.store
     try:
         assert daemon.ready.wait(60)
         drop(synthetic_batch(tmp_path / "s" / "b1", 12, seed=1), root / "inbox")

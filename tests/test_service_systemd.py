@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from flywheel.core.domain import RunState, StartKind
 from flywheel.core.events import Trained
 from flywheel.core.ports import NullObserver
 from flywheel.service.health import Heartbeat
@@ -192,7 +193,7 @@ def test_watchdog_pings_stop_when_the_work_loop_stalls_but_not_during_a_training
         listener.sock.recv(4096)
 
     # a training may be silent for long (validation): it is not a stall
-    status.training_started(3, "warm", 20)
+    status.training_started(3, StartKind.WARM, 20)
     assert listener.wait_for("STATUS=", 2) == ["STATUS=training r0003 (warm) epoch 0/20"]
     clock.now += 3600
     assert heartbeat.check().ok
@@ -202,7 +203,7 @@ def test_watchdog_pings_stop_when_the_work_loop_stalls_but_not_during_a_training
     assert listener.wait_for("STATUS=", 2) == ["STATUS=training r0003 epoch 2/20"]
     status.training_event(Trained(best="x", seconds=1.0, resumed=False))
     assert listener.wait_for("STATUS=", 2) == ["STATUS=evaluating r0003"]
-    status.training_finished("succeeded", 12.0)
+    status.training_finished(RunState.SUCCEEDED, 12.0)
     assert listener.wait_for("STATUS=", 2) == ["STATUS=training r0003 succeeded after 12s"]
     clock.now += 61
     assert not heartbeat.check().ok  # after the training the stall rule is back

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from flywheel.app import App, init_data_root
 from flywheel.cli.main import app as cli
 from flywheel.core import ledger
-from flywheel.core.domain import ManifestItem, ModelStatus
+from flywheel.core.domain import ManifestItem, ModelStatus, StartKind
 from flywheel.core.errors import InvalidTransition, StoreError
 from flywheel.core.ledger import Action
 from flywheel.core.manifests import DELTA, FULL, additive_hash
@@ -99,7 +99,7 @@ def test_an_old_database_is_stamped_and_upgraded_keeping_its_rows(tmp_path, db_u
     batch = old.add_batch("b1", "c0ffee", files=2)
     items = {"a": ManifestItem("a", "la", ".jpg", "train", 2), "b": ManifestItem("b", "lb", ".jpg", "val", 1)}
     version_id = _old_version(engine, batch.id, items)
-    run = old.create_run(version_id=version_id, start_kind="scratch", start_checkpoint="yolov8n.yaml")
+    run = old.create_run(version_id=version_id, start_kind=StartKind.SCRATCH, start_checkpoint="yolov8n.yaml")
     model = old.add_model(sha256="ab" * 32, run_id=run.id, version_id=version_id, class_names=["red", "blue"])
     old.set_production(model.id, Action.PROMOTE, "alice", "first model")
     with engine.connect() as conn:
@@ -205,7 +205,7 @@ def test_production_changes_from_many_connections_at_once_stay_consistent(tmp_pa
     upgrade_schema(engine)
     store = Store(engine)
     version = store.create_version(None, None, ["red"], [])
-    run = store.create_run(version_id=version.id, start_kind="scratch", start_checkpoint="yolov8n.yaml")
+    run = store.create_run(version_id=version.id, start_kind=StartKind.SCRATCH, start_checkpoint="yolov8n.yaml")
     ids = [store.add_model(sha256=f"{i:064x}", run_id=run.id, version_id=version.id, class_names=["red"]).id
            for i in range(4)]  # fmt: skip
     store.set_production(ids[0], Action.PROMOTE, "setup", "first")

@@ -1,6 +1,7 @@
-"""The store port's contract (flywheel.core.ports.StorePort), run on the concrete Store against
-SQLite and PostgreSQL (tests/pg_server.py): what the flows may rely on whichever database
-holds the records. Records, never rows, come out; states move only as the core allows."""
+"""The store port's contract (flywheel.core.ports.StorePort), run on the in-memory twin the flows'
+unit tests use and on the concrete Store against SQLite and PostgreSQL (tests/pg_server.py):
+what the flows may rely on whichever store holds the records. Records, never rows, come out;
+states move only as the core allows."""
 
 from __future__ import annotations
 
@@ -13,19 +14,29 @@ from pathlib import Path
 import pytest
 
 from flywheel.core import ledger
-from flywheel.core.domain import ManifestItem, ModelStatus, RunState
+from flywheel.core.domain import ManifestItem, ModelStatus, RunState, StartKind
 from flywheel.core.errors import InvalidTransition, NotFound, RegistryError, StoreError
+from flywheel.core.gate import GateOutcome, GatePolicy, Rule, Score, SetVerdict
+from flywheel.core.gate_details import EvalSetNote, Forgetting, GateDetails
 from flywheel.core.ledger import Action
 from flywheel.core.ports import StorePort
 from flywheel.core.records import Epoch, Evaluation, GateRecord, LedgerEntry, Model, Run, Version
 from flywheel.store import Store, database_url, make_engine, upgrade_schema
-from tests.pg_server import both_backends
+from flywheel.store.memory import MemoryStore
+from tests.pg_server import BACKENDS, both_backends
+
+# The port's contract holds for the twin as for both databases.
+every_store = pytest.mark.parametrize("backend", ["memory", *BACKENDS], indirect=True)
 
 ITEMS = [ManifestItem("a" * 64, "1" * 64, ".jpg", "train", 2), ManifestItem("b" * 64, "2" * 64, ".png", "val", 1)]
 
 
 @pytest.fixture
-def store(tmp_path: Path, db_url: str):
+def store(tmp_path: Path, backend: str, request: pytest.FixtureRequest):
+    if backend == "memory":
+        yield MemoryStore()
+        return
+    db_url = request.getfixturevalue("db_url")
     (tmp_path / "root").mkdir()
     engine = make_engine(database_url(tmp_path / "root", db_url))
     upgrade_schema(engine)
@@ -38,16 +49,19 @@ def _epoch(run_id: int, epoch: int, map50_95: float) -> Epoch:
     return Epoch(run_id=run_id, epoch=epoch, map50_95=map50_95, **losses)
 
 
-def test_the_store_has_every_method_of_the_port_with_its_parameters():
+@pytest.mark.parametrize("implementation", [Store, MemoryStore])
+def test_each_store_has_every_method_of_the_port_with_its_parameters(implementation: type):
     for name, member in vars(StorePort).items():
         if name.startswith("_") or not callable(member):
             continue
-        ours = getattr(Store, name, None)
-        assert ours is not None, f"Store lacks {name}"
-        assert list(inspect.signature(ours).parameters) == list(inspect.signature(member).parameters), name
+        ours = getattr(implementation, name, None)
+        assert ours is not None, f"{implementation.__name__} lacks {name}"
+        assert inspect.signature(ours).parameters == inspect.signature(member).parameters, name
+    typed: StorePort = MemoryStore()  # mypy holds the twin to the port's types
+    assert typed is not None
 
 
-@both_backends
+@every_store
 def test_versions_runs_and_epochs_are_records(store: Store):
     assert store.latest_version() is None and store.versions() == []
     v1 = store.create_version(None, None, ["red"], ITEMS, images_new=2)
@@ -60,13 +74,18 @@ def test_versions_runs_and_epochs_are_records(store: Store):
     with pytest.raises(NotFound):
         store.version(999)
 
-    run = store.create_run(version_id=v1.id, start_kind="scratch", start_checkpoint="yolov8n.yaml", epochs=3)
+    run = store.create_run(version_id=v1.id, start_kind=StartKind.SCRATCH, start_checkpoint="yolov8n.yaml", epochs=3)
     assert isinstance(run, Run) and run.state is RunState.QUEUED and run.started_at is None
+    assert run.start_kind is StartKind.SCRATCH and store.run(run.id).start_kind is StartKind.SCRATCH
     with pytest.raises(dataclasses.FrozenInstanceError):
         run.state = RunState.RUNNING  # type: ignore[misc]
     running = store.update_run(run.id, RunState.RUNNING, params={"lr0": 0.01})
     assert running.state is RunState.RUNNING and running.started_at is not None and running.params == {"lr0": 0.01}
     assert store.update_run(run.id, epochs_done=2).state is RunState.RUNNING  # fields alone: no transition
+    failed_once = store.update_run(run.id, error="disk full")
+    assert failed_once.error == "disk full" and failed_once.params == {"lr0": 0.01}  # the others kept
+    assert store.update_run(run.id, epochs_done=2).error == "disk full"  # error left as it was
+    assert store.update_run(run.id, error=None).error is None  # None clears it
     with pytest.raises(InvalidTransition):
         store.update_run(run.id, RunState.QUEUED)
     assert store.run(run.id) == store.runs()[0] and store.run(run.id).epochs_done == 2
@@ -83,10 +102,10 @@ def test_versions_runs_and_epochs_are_records(store: Store):
     assert done.finished_at is not None
 
 
-@both_backends
+@every_store
 def test_models_production_ledger_pin_scores_and_gate_decisions(store: Store):
     version = store.create_version(None, None, ["red"], ITEMS)
-    run = store.create_run(version_id=version.id, start_kind="scratch", start_checkpoint="yolov8n.yaml")
+    run = store.create_run(version_id=version.id, start_kind=StartKind.SCRATCH, start_checkpoint="yolov8n.yaml")
     a, b = (
         store.add_model(sha256=f"{i:064x}", run_id=run.id, version_id=version.id, class_names=["red"]) for i in (1, 2)
     )
@@ -113,26 +132,32 @@ def test_models_production_ledger_pin_scores_and_gate_decisions(store: Store):
     store.append_ledger(Action.GOLDEN_CHANGED, "flywheel", "golden set changed")
     entries = store.ledger()
     assert [e.action for e in entries] == ["promote", "promote", "pin", "unpin", "golden_changed"]
+    assert all(isinstance(e.action, Action) for e in entries)
     assert ledger.verify(entries) == []
 
     assert store.evaluation(a.sha256, "e" * 64) is None
-    score = Evaluation(
-        model_sha256=a.sha256, eval_sha256="e" * 64, version_id=version.id, map50_95=0.4, map50=0.6,
-        precision=0.7, recall=0.5, per_class={"red": 0.4}, instances={"red": 3},
-    )  # fmt: skip
+    cand = Score(map50_95=0.4, map50=0.6, precision=0.7, recall=0.5, per_class={"red": 0.4}, instances={"red": 3})
+    score = Evaluation(model_sha256=a.sha256, eval_sha256="e" * 64, version_id=version.id, score=cand)
     store.put_evaluation(score)
     assert store.evaluation(a.sha256, "e" * 64) == score
-    store.put_evaluation(dataclasses.replace(score, map50_95=0.45))  # the same key: replaced
-    assert store.evaluation(a.sha256, "e" * 64).map50_95 == 0.45  # type: ignore[union-attr]
+    store.put_evaluation(dataclasses.replace(score, score=dataclasses.replace(cand, map50_95=0.45)))  # replaced
+    assert store.evaluation(a.sha256, "e" * 64).score.map50_95 == 0.45  # type: ignore[union-attr]
 
+    prod = dataclasses.replace(cand, map50_95=0.3)
+    details = GateDetails(
+        eval_sets={"val": EvalSetNote(sha256="e" * 64, images=4)},
+        verdicts=(SetVerdict("val", cand, prod, (), Rule.MAP_NOT_WORSE, (0.01, 0.2)),),
+        forgetting={"val_old": Forgetting(candidate=0.4, production=0.5)},
+        policy=GatePolicy(),
+    )
     gate = GateRecord(
         run_id=run.id, version_id=version.id, eval_sha256="e" * 64, candidate_model_id=b.id,
-        production_model_id=a.id, candidate_map=0.5, production_map=0.4, margin=0.1, tolerance=0.0,
-        outcome="promote", rule="better on val", details={"eval_sets": {}},
+        production_model_id=a.id, candidate_map=0.4, production_map=0.3, margin=0.1, tolerance=0.0,
+        outcome=GateOutcome.PROMOTE, rule=Rule.MAP_NOT_WORSE, details=details,
     )  # fmt: skip
     recorded = store.add_gate_decision(gate)
     assert recorded.id > 0 and recorded.created_at is not None
-    assert dataclasses.replace(recorded, id=0, created_at=None) == gate
+    assert dataclasses.replace(recorded, id=0, created_at=None) == gate  # the details read back typed
     assert store.gate_decisions() == [recorded]
 
 

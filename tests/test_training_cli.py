@@ -10,8 +10,8 @@ from rich.console import Console
 
 from flywheel.app import App
 from flywheel.cli.demo import synthetic_batch
-from flywheel.cli.train import TrainProgress, cancel_running, progress_of
-from flywheel.core.domain import RunState
+from flywheel.cli.train import TrainProgress, progress_of
+from flywheel.core.domain import RunState, StartKind
 from flywheel.core.events import BatchProgress
 from flywheel.store.tables import RunRow
 from tests.fakes import epoch_ended
@@ -39,24 +39,24 @@ def test_cancel_of_a_run_no_process_holds_records_it_at_once(data_root, tmp_path
     """A run left "running" with nobody holding the data root is stale: cancelled at once."""
     app = App(data_root)
     version = app.ingest(synthetic_batch(tmp_path / "b", 8, seed=1), move=False).version
-    run = app.store.create_run(version_id=version.id, start_kind="scratch", start_checkpoint="x.yaml", epochs=2)
+    run = app.store.create_run(version_id=version.id, start_kind=StartKind.SCRATCH, start_checkpoint="x.yaml", epochs=2)
     app.store.update_run(run.id, RunState.RUNNING)
-    (final,) = cancel_running(app, "tester", wait_seconds=1)
+    (final,) = app.cases.cancel_running("tester", wait_seconds=1)
     assert final.state == RunState.CANCELLED and "cancelled by tester" in final.error
-    assert cancel_running(app, "tester", wait_seconds=1) == []
+    assert app.cases.cancel_running("tester", wait_seconds=1) == []
 
 
 def test_progress_bar_follows_batches_and_epochs():
     console = Console(file=io.StringIO(), width=120, force_terminal=False)
     bar = TrainProgress(console)
     with bar:
-        bar.training_started(7, "warm", 4)
+        bar.training_started(7, StartKind.WARM, 4)
         task = bar.task
         bar.training_event(BatchProgress(epoch=2, epochs=4, batch=3, batches=4))
         assert bar.bar.tasks[0].completed == 1.75 and "batch 3/4" in bar.bar.tasks[0].fields["status"]
         bar.training_event(epoch_ended(2, 4, map50_95=0.4321))
         assert bar.bar.tasks[0].completed == 2 and "0.4321" in bar.bar.tasks[0].fields["status"]
-        bar.training_finished("succeeded", 12.0)
+        bar.training_finished(RunState.SUCCEEDED, 12.0)
     assert task is not None and bar.task is None
     assert "r0007" in console.file.getvalue()
 

@@ -251,7 +251,11 @@ def _left_running(app: App, tmp_path: Path, last_pt: bool) -> int:
     """A run as a daemon that died mid-training leaves it: RUNNING, maybe with a last.pt."""
     version = ingest(app, tmp_path, 1)
     run = app.store.create_run(
-        version_id=version, start_kind="scratch", start_checkpoint="yolov8n.yaml", epochs=2, params={"epochs": 2}
+        version_id=version,
+        start_kind=StartKind.SCRATCH,
+        start_checkpoint="yolov8n.yaml",
+        epochs=2,
+        params={"epochs": 2},
     )
     app.store.update_run(run.id, RunState.RUNNING)
     weights = app.paths.runs / f"r{run.id:04d}" / "train" / "weights"

@@ -39,10 +39,11 @@ from flywheel.core.events import (
     WarmStarted,
     parse_event,
 )
+from flywheel.core.gate import Score
 from flywheel.core.spec import TrainSpec
 from flywheel.flow.run_events import record_event
+from flywheel.training.local_trainer import SubprocessTrainer
 from flywheel.training.process import Reporter
-from flywheel.training.runner import SubprocessTrainer
 from tests.fakes import FakeTrainer
 
 ONE_OF_EACH: list[TrainingEvent] = [
@@ -57,12 +58,14 @@ ONE_OF_EACH: list[TrainingEvent] = [
         role="production",
         eval_set="new",
         checkpoint="/data/models/m0001.pt",
-        map50_95=0.5,
-        map50=0.75,
-        precision=0.625,
-        recall=0.25,
-        per_class={"red": 0.5, "blue with spaces": 0.0},
-        instances={"red": 12, "blue with spaces": 3},
+        score=Score(
+            map50_95=0.5,
+            map50=0.75,
+            precision=0.625,
+            recall=0.25,
+            per_class={"red": 0.5, "blue with spaces": 0.0},
+            instances={"red": 12, "blue with spaces": 3},
+        ),
         seconds=2.5,
     ),
     BootstrapInterval(
@@ -142,8 +145,8 @@ def test_nested_values_are_checked_too():
     with pytest.raises(EventError, match=r"'bootstrap': key 'classes'.*missing key 'low'"):
         parse_event(data)
     data = json.loads(_wire(ONE_OF_EACH[7]))
-    data["per_class"]["red"] = "high"
-    with pytest.raises(EventError, match="key 'per_class'\\['red'\\] should be float"):
+    data["score"]["per_class"]["red"] = "high"
+    with pytest.raises(EventError, match="key 'score': key 'per_class'\\['red'\\] should be float"):
         parse_event(data)
 
 

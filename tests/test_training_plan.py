@@ -165,7 +165,7 @@ def test_challenger_due(history, every, after, due):
 def test_the_daemon_side_never_imports_torch():
     code = (
         "import sys, flywheel.cli.main, flywheel.service.daemon, flywheel.flow.cycle, flywheel.cli.train;"
-        "import flywheel.training.runner;"
+        "import flywheel.training.local_trainer;"
         "import flywheel.core.plan, flywheel.training.replay, flywheel.core.spec;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics'));"
         "print(bad); sys.exit(1 if bad else 0)"

@@ -16,10 +16,11 @@ from typing import TypeVar
 
 import pytest
 
-from flywheel.app import App, DataRootLock, init_data_root
+from flywheel.app import App, init_data_root
 from flywheel.cli.demo import drop, synthetic_batch
 from flywheel.core.domain import RunState
 from flywheel.core.errors import TrainingCancelled
+from flywheel.store.data_root import DataRootLock
 
 T = TypeVar("T")
 FLYWHEEL = [sys.executable, "-m", "flywheel"]

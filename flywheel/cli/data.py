@@ -12,12 +12,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flywheel.app import App, DataRootLock
+from flywheel.app import App
 from flywheel.cli.common import Root, call, out, setup_logging, styled
 from flywheel.cli.jsonout import Json, JsonFlag, emit, version_json
 from flywheel.core.domain import batch_name, version_name
 from flywheel.core.errors import Busy, ExitCode
 from flywheel.ingest import quarantine
+from flywheel.store.data_root import DataRootLock
 
 quarantine_app = typer.Typer(
     help="Quarantined files and why: list them, or `retry BATCH` once they are fixed in quarantine/BATCH/."
@@ -42,14 +43,14 @@ def ingest(
         lock.close()
     b = result.batch
     out.print(
-        f"{batch_name(b.id or 0)} {b.state}: {result.accepted} images accepted, {result.new_images} new, "
+        f"{batch_name(b.id)} {b.state}: {result.accepted} images accepted, {result.new_images} new, "
         f"{len(result.quarantined)} files quarantined"
     )
     for rel, why in result.quarantined:
         out.print(styled("  ", ("quarantined", "yellow"), f" {rel}: {why}"), highlight=False)
     if b.reason:
         out.print(styled("  ", ("rejected", "red"), f": {b.reason}"), highlight=False)
-    out.print(f"  version: {version_name(result.version.id or 0) if result.version else 'unchanged'}")
+    out.print(f"  version: {version_name(result.version.id) if result.version else 'unchanged'}")
     if b.state == "rejected":
         raise typer.Exit(ExitCode.FAILED)
 
@@ -63,7 +64,7 @@ def versions(root: Root = Path("."), as_json: JsonFlag = False) -> None:
     table = Table("version", "parent", "created (UTC)", "train", "val", "boxes", "classes")
     for v in store.versions():
         table.add_row(
-            version_name(v.id or 0),
+            version_name(v.id),
             version_name(v.parent_id) if v.parent_id else "-",
             f"{v.created_at:%Y-%m-%d %H:%M:%S}",
             str(v.train_images),

@@ -135,11 +135,11 @@ def run_demo(directory: Path, sample: Path | None, images: int, console: Console
     production = app.store.production()
     if production is None:
         raise FlywheelError("demo ended without a production model")
-    console.print(f"production: {model_name(production.id or 0)} -> {root / 'production' / 'model.pt'}")
+    console.print(f"production: {model_name(production.id)} -> {root / 'production' / 'model.pt'}")
     _predict(root, new_images, console)
     shutil.rmtree(staging, ignore_errors=True)
     console.print(
-        f"next: flywheel models show {model_name(production.id or 0)} --root {root}  (the gate, class by class)\n"
+        f"next: flywheel models show {model_name(production.id)} --root {root}  (the gate, class by class)\n"
         f"      flywheel status --root {root}   |   flywheel rollback --root {root} --reason 'demo'"
     )
 
@@ -190,14 +190,14 @@ def _turn(app: App, batch: Path, root: Path, daemon: threading.Thread, console: 
     gate = next((g for g in app.store.gate_decisions() if g.run_id == run.id), None)
     how = f"{run.start_kind} from {model_name(run.start_model_id)}" if run.start_model_id else run.start_kind
     console.print(
-        f"  {model_name(model.id or 0)}: {run.epochs_done} epochs ({how}) in {time.monotonic() - started:.0f}s, "
+        f"  {model_name(model.id)}: {run.epochs_done} epochs ({how}) in {time.monotonic() - started:.0f}s, "
         f"on {version_name(run.version_id)}"
     )
     if gate is None:
         console.print(styled("  ", (str(model.status), "bold")))
     elif gate.production_model_id is None:
         score = app.store.evaluation(model.sha256, gate.eval_sha256)
-        map50 = f"mAP50 {score.map50:.3f}, " if score is not None else ""
+        map50 = f"mAP50 {score.score.map50:.3f}, " if score is not None else ""
         console.print(
             styled(
                 f"  {map50}mAP50-95 {gate.candidate_map:.3f} on {version_name(run.version_id)}/val; ",

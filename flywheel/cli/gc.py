@@ -8,17 +8,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flywheel.app import App, DataRootLock
+from flywheel.app import App
 from flywheel.cli.common import Root, call, out
 from flywheel.cli.jsonout import JsonFlag, emit
-from flywheel.core.retention import RetentionPolicy
-from flywheel.flow.gc import human_bytes, run_gc, usage_by_area
+from flywheel.flow.gc import human_bytes, usage_by_area
 from flywheel.flow.registry import current_actor
-
-
-def policy_of(application: App) -> RetentionPolicy:
-    r = application.config.retention
-    return RetentionPolicy(r.keep_rejected, r.run_logs_days, r.quarantine_days, r.done_days, r.captured_days)
+from flywheel.store.data_root import DataRootLock
 
 
 def gc(
@@ -35,12 +30,9 @@ def gc(
     kill at any moment. The running daemon does this every retention.gc_interval_hours; a real
     gc here needs the daemon stopped (`--dry-run` does not)."""
     application = call(lambda: App(root))
-    policy = policy_of(application)
     lock = None if dry_run else call(lambda: DataRootLock(application.paths.root).__enter__())
     try:
-        result = call(
-            lambda: run_gc(application.store, application.paths.root, policy, current_actor(), dry_run=dry_run)
-        )
+        result = call(lambda: application.cases.collect_garbage(current_actor(), dry_run=dry_run))
     finally:
         if lock is not None:
             lock.close()

@@ -58,7 +58,7 @@ def ref(name: Callable[[int], str], record_id: int | None) -> str | None:
 
 def batch_json(b: Batch) -> Json:
     return {
-        "id": batch_name(b.id or 0),
+        "id": batch_name(b.id),
         "name": b.name,
         "state": str(b.state),
         "format": b.format,
@@ -78,7 +78,7 @@ def batch_json(b: Batch) -> Json:
 
 def version_json(v: Version) -> Json:
     return {
-        "id": version_name(v.id or 0),
+        "id": version_name(v.id),
         "parent": ref(version_name, v.parent_id),
         "batch": ref(batch_name, v.batch_id),
         "created_at": iso(v.created_at),
@@ -97,7 +97,7 @@ def version_json(v: Version) -> Json:
 
 def run_json(r: Run) -> Json:
     return {
-        "id": run_name(r.id or 0),
+        "id": run_name(r.id),
         "version": version_name(r.version_id),
         "state": str(r.state),
         "purpose": r.purpose,
@@ -131,18 +131,18 @@ def score_json(e: Evaluation | None) -> Json | None:
         return None
     return {
         "eval_sha256": e.eval_sha256,
-        "map50_95": e.map50_95,
-        "map50": e.map50,
-        "precision": e.precision,
-        "recall": e.recall,
-        "per_class": dict(e.per_class),
+        "map50_95": e.score.map50_95,
+        "map50": e.score.map50,
+        "precision": e.score.precision,
+        "recall": e.score.recall,
+        "per_class": dict(e.score.per_class),
     }
 
 
 def model_json(m: Model, val_score: Evaluation | None) -> Json:
     """A model, with its score on its own version's val split (null when none is cached)."""
     return {
-        "id": model_name(m.id or 0),
+        "id": model_name(m.id),
         "status": str(m.status),
         "version": version_name(m.version_id),
         "run": run_name(m.run_id),

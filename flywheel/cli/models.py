@@ -6,7 +6,7 @@ splitting them apart would scatter the group `flywheel --help` shows together.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -18,6 +18,7 @@ from flywheel.core import ledger
 from flywheel.core.domain import model_name, parse_id, run_name, version_name
 from flywheel.core.errors import ExitCode
 from flywheel.core.events import placement_text
+from flywheel.core.gate import GatePolicy, SetVerdict
 from flywheel.core.ports import StorePort
 from flywheel.core.records import Evaluation, Model, as_utc
 from flywheel.flow.compare import compare as compare_models
@@ -54,13 +55,13 @@ def models(ctx: typer.Context, root: Root = Path("."), as_json: JsonFlag = False
     for m in store.models():
         score = _val_score(store, m)
         table.add_row(
-            model_name(m.id or 0),
+            model_name(m.id),
             m.status,
             version_name(m.version_id),
             run_name(m.run_id),
             model_name(m.parent_model_id) if m.parent_model_id else "-",
-            _f(score.map50_95 if score else None),
-            _f(score.map50 if score else None),
+            _f(score.score.map50_95 if score else None),
+            _f(score.score.map50 if score else None),
             m.sha256[:12],
         )
     out.print(table)
@@ -82,7 +83,7 @@ def show(
     if as_json:
         emit("models.show", show_data(store, model))
         return
-    name = model_name(model.id or 0)
+    name = model_name(model.id)
     run = store.run(model.run_id)
     out.print(styled((name, "bold"), f"  {model.status}  sha256 {model.sha256}"))
     out.print(
@@ -111,20 +112,22 @@ def show(
             f"  gate: {decision.outcome} by rule {decision.rule}{' (held: production pinned)' if decision.held else ''}"
             f" against {against}; eval set {decision.eval_sha256[:12]}"
         )
-        golden = decision.details.get("eval_sets", {}).get("golden")
-        if golden:
-            parts = [f"{golden['images']} images, content {golden['content_sha256'][:12]}"]
-            if golden.get("unknown_classes"):
-                parts.append(f"classes the model does not know, left out: {golden['unknown_classes']}")
-            if golden.get("in_training"):
-                parts.append(f"{golden['in_training']} images are also training images")
-            out.print(f"  golden set {golden['folder']}: {'; '.join(parts)}", highlight=False)
-        for verdict in decision.details.get("verdicts", []):
-            _print_verdict(verdict, decision.details.get("policy", {}))
-        for subset, f in decision.details.get("forgetting", {}).items():
+        details = decision.details
+        golden_set = details.eval_sets.get("golden")
+        golden = golden_set.golden if golden_set else None
+        if golden_set and golden:
+            parts = [f"{golden_set.images} images, content {golden.content_sha256[:12]}"]
+            if golden.unknown_classes:
+                parts.append(f"classes the model does not know, left out: {golden.unknown_classes}")
+            if golden.in_training:
+                parts.append(f"{golden.in_training} images are also training images")
+            out.print(f"  golden set {golden.folder}: {'; '.join(parts)}", highlight=False)
+        for verdict in details.verdicts:
+            _print_verdict(verdict, details.policy)
+        for subset, f in details.forgetting.items():
             out.print(
-                f"  forgetting on {subset}: production {_f(f['production'])} -> candidate "
-                f"{_f(f['candidate'])} (drop {f['drop']:+.4f})"
+                f"  forgetting on {subset}: production {_f(f.production)} -> candidate "
+                f"{_f(f.candidate)} (drop {f.drop:+.4f})"
             )
     for entry in store.ledger():
         if model.id in (entry.model_id, entry.previous_model_id):
@@ -141,7 +144,7 @@ def show_data(store: StorePort, model: Model) -> Json:
     decision = next((g for g in store.gate_decisions() if g.candidate_model_id == model.id), None)
     gate: Json | None = None
     if decision is not None:
-        details = decision.details
+        details = decision.details.to_json()
         gate = {
             "id": decision.id,
             "outcome": decision.outcome,
@@ -173,8 +176,8 @@ def show_data(store: StorePort, model: Model) -> Json:
     }
 
 
-def _print_verdict(verdict: dict[str, Any], policy: dict[str, Any]) -> None:
-    cand, prod = verdict["candidate"], verdict["production"]
+def _print_verdict(verdict: SetVerdict, policy: GatePolicy | None) -> None:
+    cand, prod = verdict.candidate, verdict.production
     table = Table(
         "",
         "candidate",
@@ -183,32 +186,33 @@ def _print_verdict(verdict: dict[str, Any], policy: dict[str, Any]) -> None:
         "instances",
         "gated",
         "interval (cand - prod)",
-        title=f"{verdict['eval_set']}: {verdict['rule']} (margin {_f(verdict['margin'])}, "
-        f"tolerance {_f(policy.get('tolerance'))}, max class drop {_f(policy.get('max_class_drop'))})",
+        title=f"{verdict.eval_set}: {verdict.rule} (margin {_f(verdict.margin)}, "
+        f"tolerance {_f(policy.tolerance if policy else None)}, "
+        f"max class drop {_f(policy.max_class_drop if policy else None)})",
     )
     table.add_row(
         "mAP50-95 (all)",
-        _f(cand["map50_95"]),
-        _f(prod["map50_95"] if prod else None),
-        _f(prod["map50_95"] - cand["map50_95"]) if prod else "-",
+        _f(cand.map50_95),
+        _f(prod.map50_95 if prod else None),
+        _f(prod.map50_95 - cand.map50_95) if prod else "-",
         "",
         "yes",
-        _interval(verdict.get("interval")),
+        _interval(verdict.interval),
     )
-    for c in verdict["classes"]:
+    for c in verdict.classes:
         table.add_row(
-            c["name"],
-            _f(c["candidate"]),
-            _f(c["production"]),
-            _f(c["drop"]),
-            str(c["instances"]),
-            "yes" if c["gated"] else "no (few)",
-            _interval(c.get("interval")),
+            c.name,
+            _f(c.candidate),
+            _f(c.production),
+            _f(c.drop),
+            str(c.instances),
+            "yes" if c.gated else "no (few)",
+            _interval(c.interval),
         )
     out.print(table)
 
 
-def _interval(interval: list[float] | None) -> str:
+def _interval(interval: tuple[float, float] | None) -> str:
     return f"[{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "-"
 
 

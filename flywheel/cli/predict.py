@@ -27,8 +27,8 @@ from flywheel.cli.predict_pass import (
     report_skipped,
     run_pass,
 )
+from flywheel.core.prediction import Prediction
 from flywheel.prelabel import writers
-from flywheel.prelabel.records import Prediction
 
 
 def predict(

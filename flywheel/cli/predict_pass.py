@@ -1,8 +1,8 @@
 """What `flywheel predict` and `flywheel suggest` share: their options, one pass of the model
-over the images (resolve the model and a new output folder, collect the images, run the child,
-flywheel.training.predict, with a progress bar), and the summary and skipped-image lines both
-report. This process only reads images with Pillow, shows progress and writes files; the
-commands are in cli/predict.py and cli/suggest.py."""
+over the images (resolve the model and a new output folder, collect the images, predict
+through the Predictor port with flywheel.flow.predicting, with a progress bar), and the
+summary and skipped-image lines both report. This process only reads images with Pillow,
+shows progress and writes files; the commands are in cli/predict.py and cli/suggest.py."""
 
 from __future__ import annotations
 
@@ -22,18 +22,15 @@ from rich.text import Text
 from flywheel.app import App
 from flywheel.cli.common import call, err, out, styled
 from flywheel.cli.jsonout import Json
-from flywheel.core.domain import model_name
-from flywheel.core.errors import FlywheelError, NotFound, UsageError
-from flywheel.core.plan import training_threads
-from flywheel.core.ports import StorePort
+from flywheel.core.errors import FlywheelError, UsageError
 from flywheel.core.predict_events import ImageFailed, ImagePredicted, PredictEvent, PredictStarted
-from flywheel.flow.compare import resolve
+from flywheel.core.prediction import Prediction, PredictOutcome
+from flywheel.flow.predicting import PredictOptions, chosen_model, predict_images
 from flywheel.ingest import archives
 from flywheel.ingest.images import IMAGE_SUFFIXES
 from flywheel.prelabel import inputs as inputs_mod
-from flywheel.prelabel import runner, writers
+from flywheel.prelabel import writers
 from flywheel.prelabel.inputs import Inputs
-from flywheel.prelabel.records import Prediction
 
 Paths = Annotated[
     list[Path], typer.Argument(help="Images to run on: a folder, a .zip/.tar.* archive, or image files.", exists=True)
@@ -72,7 +69,7 @@ class PredictPass:
     """One pass of the model: the images read, what the child made of them, and where to write."""
 
     inputs: Inputs
-    outcome: runner.Outcome
+    outcome: PredictOutcome
     model: str  # m0007, or the .pt file's name
     out: Path
 
@@ -107,14 +104,11 @@ def run_pass(
     also for what the model saw of each image); the staging folder of unpacked archives lives
     until the caller has written the package."""
     application = call(lambda: App(root))
-    store = application.store
-    ref = model if model is not None else call(lambda: _production_name(store))
-    contender = call(lambda: resolve(store, application.registry, ref, trust))
+    contender = call(lambda: chosen_model(application.store, application.registry, model, trust))
     label = Path(contender.label).name if contender.label.endswith(".pt") else contender.label
     target = call(lambda: _out_dir(paths, out_dir, what))
-    work = application.paths.runs / f"predict-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    staging = work / "input"
-    config, training = application.config, application.config.training
+    staging = application.paths.runs / f"predict-input-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    config = application.config
     try:
         found = call(
             lambda: inputs_mod.collect(
@@ -125,16 +119,7 @@ def run_pass(
             for name, why in found.skipped:
                 err.print(_skipped_line(name, why), highlight=False)
             call(lambda: _no_images(paths, len(found.skipped)))
-        request = runner.Request(
-            checkpoint=contender.checkpoint,
-            conf=child_conf,
-            iou=iou,
-            imgsz=imgsz or 0,
-            fallback_imgsz=training.imgsz,
-            device=device or training.device,
-            threads=training_threads(training.threads),
-            embed=embed,
-        )
+        options = PredictOptions(child_conf, iou, imgsz, device, embed)
         bar = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
@@ -152,19 +137,13 @@ def run_pass(
                 elif isinstance(event, ImagePredicted | ImageFailed):
                     bar.update(task, completed=event.index + 1)
 
-            outcome = call(lambda: runner.predict(request, found.images, work, application.paths.ultralytics, on_event))
+            outcome = call(
+                lambda: predict_images(application.predictor, config, contender, options, found.images, on_event)
+            )
         target.mkdir(parents=True, exist_ok=True)
         yield PredictPass(found, outcome, label, target)
-        shutil.rmtree(work, ignore_errors=True)  # done: nothing in it is needed any more
     finally:
-        shutil.rmtree(staging, ignore_errors=True)  # after a failure, predict.log stays in `work`
-
-
-def _production_name(store: StorePort) -> str:
-    production = store.production()
-    if production is None:
-        raise NotFound("no production model yet: train one first, or pass --model m0003 (or a .pt with --trust)")
-    return model_name(production.id or 0)
+        shutil.rmtree(staging, ignore_errors=True)  # after a failure the predictor keeps its predict.log
 
 
 def _no_images(paths: list[Path], skipped: int) -> None:

@@ -30,11 +30,9 @@ def status(root: Root = Path("."), as_json: JsonFlag = False) -> None:
     prod = store.production()
     latest = store.latest_version()
     out.print(f"data root: {application.paths.root}")
+    out.print(f"production: {model_name(prod.id) + ' (' + version_name(prod.version_id) + ')' if prod else 'none'}")
     out.print(
-        f"production: {model_name(prod.id or 0) + ' (' + version_name(prod.version_id) + ')' if prod else 'none'}"
-    )
-    out.print(
-        f"newest version: {version_name(latest.id or 0) if latest else 'none'}"
+        f"newest version: {version_name(latest.id) if latest else 'none'}"
         + (f" ({latest.train_images} train / {latest.val_images} val images)" if latest else "")
     )
     problem = application.registry.production_problem()
@@ -52,7 +50,7 @@ def status(root: Root = Path("."), as_json: JsonFlag = False) -> None:
     table = Table("run", "version", "state", "start", "epochs", "model", "where", "error", title="training runs")
     for r in store.runs()[-LAST:]:
         table.add_row(
-            run_name(r.id or 0),
+            run_name(r.id),
             version_name(r.version_id),
             r.state,
             r.start_kind,
@@ -65,7 +63,7 @@ def status(root: Root = Path("."), as_json: JsonFlag = False) -> None:
     batches = Table("batch", "name", "state", "accepted", "new", "quarantined", "version", title="batches")
     for b in store.batches()[-LAST:]:
         batches.add_row(
-            batch_name(b.id or 0),
+            batch_name(b.id),
             b.name,
             b.state,
             str(b.images_ok),

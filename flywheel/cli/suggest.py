@@ -34,8 +34,8 @@ from flywheel.cli.predict_pass import (
     report_skipped,
     run_pass,
 )
+from flywheel.core.prediction import Prediction
 from flywheel.prelabel import diversity, uncertainty, writers
-from flywheel.prelabel.records import Prediction
 
 
 def suggest(

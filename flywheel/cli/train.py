@@ -13,16 +13,16 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flywheel.app import App, DataRootLock
+from flywheel.app import App
 from flywheel.cli.common import Root, call, err, out, setup_logging
-from flywheel.core.domain import RunState, model_name, parse_id, run_name
+from flywheel.core.domain import RunState, StartKind, model_name, parse_id, run_name
 from flywheel.core.errors import Busy, ExitCode
 from flywheel.core.events import BatchProgress, EpochEnded, TrainingEvent
 from flywheel.core.ports import NullObserver, StorePort
 from flywheel.core.records import Run
 from flywheel.flow.registry import current_actor
 from flywheel.service import train_queue
-from flywheel.training.runner import request_cancel
+from flywheel.store.data_root import DataRootLock
 
 
 def train(
@@ -62,12 +62,12 @@ def train(
     setup_logging()
     if cancel:
         application = call(lambda: App(root))
-        runs = call(lambda: cancel_running(application, current_actor(), wait))
+        runs = call(lambda: application.cases.cancel_running(current_actor(), wait))
         if not runs:
             err.print("no training is running")
             raise typer.Exit(ExitCode.FAILED)
         for r in runs:
-            out.print(f"run {run_name(r.id or 0)}: {r.state}" + (f" ({r.error})" if r.error else ""))
+            out.print(f"run {run_name(r.id)}: {r.state}" + (f" ({r.error})" if r.error else ""))
         raise typer.Exit(ExitCode.OK if all(r.state != "running" for r in runs) else ExitCode.FAILED)
     progress = TrainProgress(err)
     application = call(lambda: App(root, observer=progress))
@@ -119,7 +119,7 @@ class TrainProgress(NullObserver):
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
 
-    def training_started(self, run_id: int, start_kind: str, epochs: int) -> None:
+    def training_started(self, run_id: int, start_kind: StartKind, epochs: int) -> None:
         self.task = self.bar.add_task(f"{run_name(run_id)} ({start_kind})", total=epochs, status="starting")
 
     def training_event(self, event: TrainingEvent) -> None:
@@ -133,34 +133,10 @@ class TrainProgress(NullObserver):
             status = f"epoch {event.epoch}/{event.epochs}, mAP50-95 {event.map50_95:.4f}"
             self.bar.update(self.task, completed=event.epoch, status=status)
 
-    def training_finished(self, outcome: str, seconds: float) -> None:
+    def training_finished(self, outcome: RunState, seconds: float) -> None:
         if self.task is not None:
             self.bar.update(self.task, status=f"{outcome} in {seconds:.0f}s")
             self.task = None
-
-
-def cancel_running(application: App, actor: str, wait_seconds: float) -> list[Run]:
-    """Stop the running training. A process that holds the data root (the daemon, another
-    `flywheel train`) is asked through the run folder and stops after its current batch; a
-    run no process holds any more is recorded cancelled at once. Returns the runs, final."""
-    store = application.store
-    running = [r for r in store.runs() if r.state == RunState.RUNNING and r.id is not None]
-    reason = f"cancelled by {actor} (flywheel train --cancel)"
-    try:
-        with DataRootLock(application.paths.root):  # nobody holds the data root: nobody trains
-            return [store.update_run(r.id or 0, RunState.CANCELLED, error=reason) for r in running]
-    except Busy:
-        pass
-    for r in running:
-        request_cancel(application.paths.runs / run_name(r.id or 0), reason)
-    deadline = time.monotonic() + wait_seconds
-    ids = [r.id or 0 for r in running]
-    while time.monotonic() < deadline:
-        now = [store.run(i) for i in ids]
-        if all(r.state != RunState.RUNNING for r in now):
-            return now
-        time.sleep(0.5)
-    return [store.run(i) for i in ids]
 
 
 def progress_of(run: Run) -> str:
@@ -184,7 +160,7 @@ def through_daemon(
     store = application.store
 
     def first_after(run_id: int) -> Run | None:  # the request's candidate run (a challenger comes later)
-        return next((r for r in store.runs() if (r.id or 0) > run_id), None)
+        return next((r for r in store.runs() if r.id > run_id), None)
 
     with console.status("waiting for the daemon to take the request") as status:
         while (where := train_queue.progress(root, request.id)).state == "queued":
@@ -192,7 +168,7 @@ def through_daemon(
         while where.state == "taken":
             run = first_after(where.after_run or 0)
             if run is not None:
-                status.update(f"run {run_name(run.id or 0)}: {run.state}, epoch {progress_of(run)}")
+                status.update(f"run {run_name(run.id)}: {run.state}, epoch {progress_of(run)}")
             time.sleep(0.5)
             where = train_queue.progress(root, request.id)
     train_queue.forget(root, request.id)
@@ -211,7 +187,7 @@ def run_ending(store: StorePort, run: Run) -> list[str]:
 
 
 def _one_run(store: StorePort, run: Run, what: str) -> str:
-    head = f"{what} {run_name(run.id or 0)}: {run.state}"
+    head = f"{what} {run_name(run.id)}: {run.state}"
     if run.model_id is None:
         return head + (f" ({run.error})" if run.error else "")
     words = next((e.reason for e in store.ledger() if e.model_id == run.model_id), "")  # the gate's, its first

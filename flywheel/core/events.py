@@ -25,6 +25,9 @@ from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any, ClassVar, TypeAlias, TypeVar, get_args, get_origin, get_type_hints
 
 from flywheel.core.errors import EventError
+from flywheel.core.gate import Score
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -116,12 +119,7 @@ class Evaluated:
     role: str  # "candidate" or "production" (or a compared model's label)
     eval_set: str
     checkpoint: str
-    map50_95: float
-    map50: float
-    precision: float
-    recall: float
-    per_class: dict[str, float]  # AP50-95 of each class present in the eval set
-    instances: dict[str, int]  # boxes per class in the eval set
+    score: Score  # a nested object on the wire
     seconds: float
 
 
@@ -230,7 +228,7 @@ def read_stream(
             event = parse(line)
         except EventError as exc:
             if not line.endswith("\n"):
-                logging.getLogger("flywheel.events").warning("ignored %s's last, unfinished line: %s", who, exc)
+                log.warning("ignored %s's last, unfinished line: %s", who, exc)
                 continue
             return exc
         on_event(event)

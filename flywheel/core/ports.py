@@ -3,14 +3,28 @@ flows never import an adapter (the composition root, `flywheel.app`, wires them 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from flywheel.core.domain import ManifestItem, RunState
+from flywheel.core.domain import ManifestItem, RunState, StartKind
 from flywheel.core.events import TrainingEvent
+from flywheel.core.ingest_result import IngestResult
 from flywheel.core.ledger import Action
-from flywheel.core.records import Epoch, Evaluation, GateRecord, LedgerEntry, Model, Run, Version
+from flywheel.core.predict_events import PredictEvent
+from flywheel.core.prediction import ImageInput, PredictOutcome, PredictRequest
+from flywheel.core.records import (
+    KEEP,
+    Epoch,
+    Evaluation,
+    GateRecord,
+    Keep,
+    LedgerEntry,
+    Model,
+    ProductionChange,
+    Run,
+    Version,
+)
 from flywheel.core.spec import TrainSpec
 
 
@@ -42,18 +56,46 @@ class Exporter(Protocol):
     def export_onnx(self, checkpoint: Path, out: Path, imgsz: int) -> Path: ...
 
 
+class BatchIngester(Protocol):
+    """Turns a dropped batch (a folder or an archive) into records, stored objects and the next
+    dataset version (flywheel.ingest.pipeline.BatchPipeline). `move`: take it out of the inbox
+    afterwards; `again`: even if the same content was ingested before."""
+
+    def ingest(self, batch_dir: Path, *, move: bool, again: bool = False) -> IngestResult: ...
+
+
+class RunStopper(Protocol):
+    """Asks whichever process runs a training to stop it after its current batch (the run
+    folder's CANCEL file, flywheel.training.local_trainer.request_cancel)."""
+
+    def request_stop(self, run_id: int, reason: str) -> None: ...
+
+
+class Predictor(Protocol):
+    """Runs a model over images and says what it found in each (flywheel.training.local_predictor:
+    a child process). An in-process runtime implements the same call. `on_event` hears each
+    predict event as it comes (progress); the outcome holds every image's answer."""
+
+    def predict(
+        self,
+        request: PredictRequest,
+        images: Sequence[ImageInput],
+        on_event: Callable[[PredictEvent], None] | None = None,
+    ) -> PredictOutcome: ...
+
+
 class Notifier(Protocol):
     """Tells the outside world that production changed (flywheel.service.notify: a command, a
     webhook); must not block the caller."""
 
-    def notify(self, change: dict[str, Any]) -> None: ...
+    def notify(self, change: ProductionChange) -> None: ...
 
     def wait(self, timeout: float = 30.0) -> None:
         """Until the notifications under way are sent (a CLI command waits before it exits)."""
 
 
 class NullNotifier:
-    def notify(self, change: dict[str, Any]) -> None:
+    def notify(self, change: ProductionChange) -> None:
         pass
 
     def wait(self, timeout: float = 30.0) -> None:
@@ -65,24 +107,24 @@ class Observer(Protocol):
 
     def batch_processed(self, seconds: float, quarantined_reasons: list[str]) -> None: ...
 
-    def training_started(self, run_id: int, start_kind: str, epochs: int) -> None: ...
+    def training_started(self, run_id: int, start_kind: StartKind, epochs: int) -> None: ...
 
     def training_event(self, event: TrainingEvent) -> None: ...
 
-    def training_finished(self, outcome: str, seconds: float) -> None: ...
+    def training_finished(self, outcome: RunState, seconds: float) -> None: ...
 
 
 class NullObserver:
     def batch_processed(self, seconds: float, quarantined_reasons: list[str]) -> None:
         pass
 
-    def training_started(self, run_id: int, start_kind: str, epochs: int) -> None:
+    def training_started(self, run_id: int, start_kind: StartKind, epochs: int) -> None:
         pass
 
     def training_event(self, event: TrainingEvent) -> None:
         pass
 
-    def training_finished(self, outcome: str, seconds: float) -> None:
+    def training_finished(self, outcome: RunState, seconds: float) -> None:
         pass
 
 
@@ -129,12 +171,40 @@ class StorePort(Protocol):
         ...
 
     # --- training runs and their epochs
-    def create_run(self, **fields: Any) -> Run:
-        """A QUEUED run with these fields (flywheel.core.records.Run's names)."""
+    def create_run(
+        self,
+        version_id: int,
+        start_kind: StartKind,
+        start_checkpoint: str,
+        start_model_id: int | None = None,
+        epochs: int = 0,
+        params: dict[str, Any] | None = None,
+        purpose: str = "candidate",
+        challenger_for: int | None = None,
+        replay: dict[str, Any] | None = None,
+    ) -> Run:
+        """A QUEUED run (flywheel.core.records.Run's fields)."""
         ...
 
-    def update_run(self, run_id: int, state: RunState | None = None, **fields: Any) -> Run:
-        """Move the run to `state` (checked; stamps started_at / finished_at) and set `fields`."""
+    def update_run(
+        self,
+        run_id: int,
+        state: RunState | None = None,
+        *,
+        error: str | Keep | None = KEEP,
+        model_id: int | None = None,
+        epochs_done: int | None = None,
+        resumed: int | None = None,
+        batch: int | None = None,
+        batches: int | None = None,
+        warm_tensors_matched: int | None = None,
+        warm_tensors_total: int | None = None,
+        params: dict[str, Any] | None = None,
+        guard: dict[str, Any] | None = None,
+        environment: dict[str, Any] | None = None,
+    ) -> Run:
+        """Move the run to `state` (checked; stamps started_at / finished_at) and set the fields
+        given; a field left None (`error`: KEEP, as None clears it) keeps its value."""
         ...
 
     def run(self, run_id: int) -> Run: ...
@@ -152,8 +222,10 @@ class StorePort(Protocol):
     def delete_epochs(self, run_id: int) -> None: ...
 
     # --- models and the production pointer
-    def add_model(self, **fields: Any) -> Model:
-        """A CANDIDATE model with these fields (flywheel.core.records.Model's names)."""
+    def add_model(
+        self, sha256: str, run_id: int, version_id: int, class_names: list[str], parent_model_id: int | None = None
+    ) -> Model:
+        """A CANDIDATE model (flywheel.core.records.Model's fields)."""
         ...
 
     def model(self, model_id: int) -> Model: ...

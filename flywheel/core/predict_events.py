@@ -1,16 +1,15 @@
-"""What the predict child tells the CLI, as typed events.
+"""What the predict child tells the process that started it, as typed events.
 
 The same wire format as the training child's (flywheel/core/events.py): one JSON object a line,
 `{"event": kind, **fields}`, on the pipe named by FLYWHEEL_EVENT_FD. The child
-(flywheel/training/predict.py) builds these classes and writes them with `encode`; the CLI
-(flywheel/prelabel/runner.py) reads every line with `parse_predict_event`, which checks each key
-and its type, so a key renamed on one side fails at once, naming it. Keys the reader does not
-know are ignored: a newer child may add one.
+(flywheel/training/predict_child.py) builds these classes and writes them with `encode`; the
+predictor that started it (flywheel/training/local_predictor.py) reads every line with
+`parse_predict_event`, which checks each key and its type, so a key renamed on one side fails at
+once, naming it. Keys the reader does not know are ignored: a newer child may add one.
 
 Events come in this order: started; image or image_failed per image, in the request's order,
 each image followed by its embedding when the request asked for embeddings; done. Or failed,
-when the whole run fails (the checkpoint does not load, or is not a detector).
-"""
+when the whole run fails (the checkpoint does not load, or is not a detector)."""
 
 from __future__ import annotations
 

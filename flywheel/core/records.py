@@ -12,11 +12,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from enum import Enum
+from typing import Any, Final
 
-from flywheel.core.domain import BatchState, ModelStatus, RunState
+from flywheel.core.domain import BatchState, ModelStatus, RunState, StartKind
+from flywheel.core.gate import GateOutcome, Rule, Score
+from flywheel.core.gate_details import GateDetails
+from flywheel.core.ledger import Action
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # only for records built by hand (a placeholder, a test)
+
+
+class _Keep(Enum):
+    KEEP = "keep"
+
+
+# "leave this field as it is" for a field whose None is a value (StorePort.update_run's error)
+KEEP: Final = _Keep.KEEP
+Keep = _Keep
 
 
 def as_utc(value: datetime) -> datetime:
@@ -69,7 +82,7 @@ class Run:
     id: int
     version_id: int
     state: RunState
-    start_kind: str
+    start_kind: StartKind
     start_model_id: int | None
     start_checkpoint: str
     created_at: datetime
@@ -126,12 +139,7 @@ class Evaluation:
     model_sha256: str
     eval_sha256: str
     version_id: int
-    map50_95: float
-    map50: float
-    precision: float
-    recall: float
-    per_class: dict[str, float]
-    instances: dict[str, int] = field(default_factory=dict)
+    score: Score  # the columns map50_95, map50, precision, recall, per_class, instances
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,10 +156,10 @@ class GateRecord:
     production_map: float | None
     margin: float | None
     tolerance: float
-    outcome: str
-    rule: str
+    outcome: GateOutcome
+    rule: Rule
     held: bool = False  # passed, but production was pinned: left a candidate
-    details: dict[str, Any] = field(default_factory=dict)
+    details: GateDetails = field(default_factory=GateDetails)
     created_at: datetime | None = None  # set by the store
 
 
@@ -161,10 +169,35 @@ class LedgerEntry:
 
     id: int
     at: datetime
-    action: str  # flywheel.core.ledger.Action
+    action: Action
     model_id: int | None
     previous_model_id: int | None
     actor: str
     reason: str
     prev_hash: str
     entry_hash: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProductionChange:
+    """What a notifier (flywheel.core.ports.Notifier) is told when production changes."""
+
+    action: Action
+    model: str  # its name, m0004
+    previous: str | None
+    actor: str
+    reason: str
+    at: datetime
+    production: dict[str, Any]  # the model's description, as production/<model>/model.json holds it
+
+    def to_json(self) -> dict[str, Any]:
+        """The body sent to the command and the webhook (docs: `[notify]`)."""
+        return {
+            "action": str(self.action),
+            "model": self.model,
+            "previous": self.previous,
+            "actor": self.actor,
+            "reason": self.reason,
+            "at": as_utc(self.at).isoformat(),
+            "production": self.production,
+        }

@@ -21,7 +21,7 @@ from flywheel.core.spec import EvalTarget
 from flywheel.flow.deps import FlowDeps
 from flywheel.flow.evalsets import EvalSet
 from flywheel.flow.registry import Registry
-from flywheel.flow.scoring import compare_dir, evaluation_spec, known_score, remember, score_of, version_scoring
+from flywheel.flow.scoring import compare_dir, evaluation_spec, known_score, remember, version_scoring
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def resolve(store: StorePort, registry: Registry, ref: str, trust: bool) -> Cont
             )
         return Contender(str(path), path, sha256_file(path))
     model = store.model(parse_id(ref, "m"))
-    return Contender(model_name(model.id or 0), registry.checkpoint(model), model.sha256)
+    return Contender(model_name(model.id), registry.checkpoint(model), model.sha256)
 
 
 def compare(
@@ -67,7 +67,7 @@ def compare(
         sets = {e.name: e for e in scoring.eval_sets}
         for event in deps.trainer.run(spec, lambda _e: None):
             if isinstance(event, Evaluated):
-                score = score_of(event)
+                score = event.score
                 results[event.role][event.eval_set] = score
                 remember(store, by_label[event.role].sha256, sets[event.eval_set], version_id, score)
     return scoring.eval_sets, results

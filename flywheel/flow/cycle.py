@@ -31,11 +31,11 @@ from flywheel.flow.promotion import gate_and_promote
 from flywheel.flow.recovery import MAX_RESUMES, reopen
 from flywheel.flow.results import CycleResult
 from flywheel.flow.run_events import OutageBuffer
-from flywheel.flow.scoring import VersionScoring, known_score, score_of, version_scoring
+from flywheel.flow.scoring import VersionScoring, known_score, version_scoring
 from flywheel.flow.starts import generations, replay_sample_for, run_start, warm_budget_for
 from flywheel.training import replay
 
-log = logging.getLogger("flywheel.flow.cycle")
+log = logging.getLogger(__name__)
 
 # After a training, how long its held events wait for a database that went away during it; past
 # this the run is left for the daemon's next step to record as interrupted (and resume).
@@ -116,7 +116,6 @@ def _open_run(
     params = resolve_params(config, start, budget) | (resume.params if resume is not None else {})  # as planned
     sample = None if resume is not None else replay_sample_for(deps, start, version_id)
     if resume is not None:
-        assert resume.id is not None
         adopted = isinstance(deps.trainer, RemoteTrainer) and deps.trainer.adopts(resume.id)
         run, last = reopen(store, ws.runs, resume, config.training.on_interrupt, adopted)
     else:
@@ -134,7 +133,6 @@ def _open_run(
             ),
             "",
         )
-    assert run.id is not None
     out_dir = ws.runs / run_name(run.id)
     train_yaml = data_yaml
     if sample is not None:
@@ -163,7 +161,6 @@ def _train(deps: FlowDeps, turn: _Turn, run: Run, spec: TrainSpec) -> list[Train
     """The trainer runs the spec; each event is recorded as it comes. A cancelled or failed
     training is recorded so and raised."""
     store, observer, start = deps.store, deps.observer, turn.start
-    assert run.id is not None
     store.update_run(run.id, RunState.RUNNING)
     crash_point("train.started")
     log.info(
@@ -188,18 +185,18 @@ def _train(deps: FlowDeps, turn: _Turn, run: Run, spec: TrainSpec) -> list[Train
         recorder.drain(OUTAGE_WAIT_SECONDS)
     except TrainingCancelled as exc:
         store.update_run(run.id, RunState.CANCELLED, error=str(exc))
-        observer.training_finished("cancelled", time.monotonic() - started)
+        observer.training_finished(RunState.CANCELLED, time.monotonic() - started)
         raise
     except ExecutorUnavailable as exc:  # not the run's fault: it waits, interrupted, for the cluster
         resumed = max(run.resumed - 1, 0)  # this try does not count against MAX_RESUMES
         store.update_run(run.id, RunState.INTERRUPTED, error=f"waiting for the executor: {exc}", resumed=resumed)
-        observer.training_finished("interrupted", time.monotonic() - started)
+        observer.training_finished(RunState.INTERRUPTED, time.monotonic() - started)
         raise
     except FlywheelError as exc:
         store.update_run(run.id, RunState.FAILED, error=str(exc))
-        observer.training_finished("failed", time.monotonic() - started)
+        observer.training_finished(RunState.FAILED, time.monotonic() - started)
         raise
-    observer.training_finished("succeeded", time.monotonic() - started)
+    observer.training_finished(RunState.SUCCEEDED, time.monotonic() - started)
     return events
 
 
@@ -207,13 +204,11 @@ def _gate(deps: FlowDeps, turn: _Turn, run: Run, events: list[TrainingEvent]) ->
     """The trained checkpoint registered as a candidate, gated against production on the same
     eval sets, promoted or rejected; the run recorded succeeded."""
     store, production, version = deps.store, turn.production, turn.scoring.version
-    assert run.id is not None
     best = Path(next(e.best for e in events if isinstance(e, Trained)))
-    scores = {(e.role, e.eval_set): score_of(e) for e in events if isinstance(e, Evaluated)}
+    scores = {(e.role, e.eval_set): e.score for e in events if isinstance(e, Evaluated)}
     candidate = deps.registry.add_candidate(
         best, run.id, run.version_id, production.id if production else None, version.class_names
     )
-    assert candidate.id is not None
     bootstraps = [e for e in events if isinstance(e, BootstrapInterval)]
     intervals = {e.eval_set: (e.low, e.high) for e in bootstraps}
     class_intervals = {e.eval_set: {name: (c.low, c.high) for name, c in e.classes.items()} for e in bootstraps}
@@ -243,7 +238,7 @@ def resume_interrupted(deps: FlowDeps) -> list[CycleResult]:
     if config.training.on_interrupt == "leave":
         return results
     for run in store.runs():
-        if run.state != RunState.INTERRUPTED or run.id is None:
+        if run.state != RunState.INTERRUPTED:
             continue
         if run.resumed >= MAX_RESUMES:
             store.update_run(run.id, RunState.CANCELLED, error=f"interrupted {run.resumed + 1} times: not tried again")

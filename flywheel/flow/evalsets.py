@@ -12,13 +12,13 @@ Ultralytics reads like a folder (labels found by swapping /images/ for /labels/)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from flywheel.core.domain import ManifestItem
+from flywheel.core.gate_details import EvalSetNote, GoldenNote
 from flywheel.core.manifests import additive_hash
 
 PRIMARY = "val"
@@ -31,7 +31,10 @@ class EvalSet:
     sha256: str
     data_yaml: Path
     images: int
-    notes: dict[str, Any] = field(default_factory=dict)  # recorded with the gate decision
+    golden: GoldenNote | None = None  # the golden set's, recorded with the gate decision
+
+    def note(self) -> EvalSetNote:
+        return EvalSetNote(sha256=self.sha256, images=self.images, golden=self.golden)
 
 
 def version_eval_sets(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from flywheel.core.config import Config
 from flywheel.core.domain import model_name
 from flywheel.core.faults import crash_point
 from flywheel.core.ledger import Action
@@ -42,6 +43,11 @@ class GcResult:
     @property
     def freed(self) -> int:
         return sum(r.size for r in self.removals)
+
+
+def policy_of(config: Config) -> RetentionPolicy:
+    r = config.retention
+    return RetentionPolicy(r.keep_rejected, r.run_logs_days, r.quarantine_days, r.done_days, r.captured_days)
 
 
 def collect(store: StorePort, root: Path, policy: RetentionPolicy, now: float | None = None) -> list[Removal]:

@@ -32,6 +32,7 @@ import yaml
 from flywheel.core.config import Config, resolve
 from flywheel.core.domain import ManifestItem
 from flywheel.core.errors import GoldenSetError
+from flywheel.core.gate_details import GoldenNote
 from flywheel.core.hashing import sha256_bytes, sha256_file
 from flywheel.core.ledger import Action
 from flywheel.core.ports import StorePort
@@ -43,7 +44,7 @@ from flywheel.ingest.labels import finish
 from flywheel.ingest.layout import ignore_code, list_entries
 from flywheel.ingest.reasons import BatchRefused, Problem
 
-log = logging.getLogger("flywheel.core.gate")
+log = logging.getLogger(__name__)
 
 GOLDEN = "golden"  # the eval set's name (evalsets.GATED)
 KEY = "gate.golden_dir"
@@ -181,9 +182,14 @@ def eval_set(
     folder = eval_root / f"{GOLDEN}-{sha[:16]}"
     if not (folder / "data.yaml").is_file():
         _write(golden, index, class_names, folder)
-    notes = {"folder": str(golden.folder), "content_sha256": golden.sha256, "boxes": golden.boxes}
-    notes |= {"unknown_classes": unknown, "in_training": len(in_training)}
-    return EvalSet(GOLDEN, sha, folder / "data.yaml", len(golden.images), notes)
+    note = GoldenNote(
+        folder=str(golden.folder),
+        content_sha256=golden.sha256,
+        boxes=golden.boxes,
+        unknown_classes=dict(unknown),
+        in_training=len(in_training),
+    )
+    return EvalSet(GOLDEN, sha, folder / "data.yaml", len(golden.images), note)
 
 
 def _write(golden: GoldenSet, index: Mapping[str, int], class_names: list[str], folder: Path) -> None:

@@ -14,7 +14,7 @@ from flywheel.flow.deps import FlowDeps
 from flywheel.flow.results import CycleResult
 from flywheel.flow.starts import generations
 
-log = logging.getLogger("flywheel.flow.cycle")
+log = logging.getLogger(__name__)
 
 Cycle = Callable[..., CycleResult]  # run_cycle, passed in: the guard runs a second cycle
 
@@ -27,7 +27,7 @@ def guard(deps: FlowDeps, result: CycleResult, run_cycle: Cycle) -> CycleResult:
     history = generations(store)
     reason = challenger_due(history, t.scratch_challenger_every, t.scratch_challenger_after_rejections)
     reason = reason or refresh_due(history, t.refresh_growth)
-    if reason is None or warm.id is None:
+    if reason is None:
         return result
     log.info("also training from model.base on %s (refresh or guard): %s", version_name(warm.version_id), reason)
     try:
@@ -49,7 +49,6 @@ def guard(deps: FlowDeps, result: CycleResult, run_cycle: Cycle) -> CycleResult:
         winner = "scratch"
     elif production is not None and result.model is not None and production.id == result.model.id:
         winner = "warm"
-    assert challenger.run.id is not None
     outcome = {"reason": reason, "warm_run": warm.id, "challenger_run": challenger.run.id, "winner": winner}
     run = store.update_run(challenger.run.id, guard=outcome)
     store.update_run(warm.id, guard=outcome)

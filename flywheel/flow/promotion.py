@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict
-from typing import Any
 
 from flywheel.core.config import Config
 from flywheel.core.domain import model_name
 from flywheel.core.faults import crash_point
-from flywheel.core.gate import GateDecision, GateOutcome, GatePolicy, Score, SetVerdict, decide_gate
+from flywheel.core.gate import GateDecision, GateOutcome, GatePolicy, Score, decide_gate
+from flywheel.core.gate_details import GateDetails, forgetting_of
 from flywheel.core.ports import StorePort
 from flywheel.core.records import GateRecord, Model
 from flywheel.flow.evalsets import GATED, EvalSet
 from flywheel.flow.registry import Registry
 from flywheel.flow.scoring import known_score, remember
 
-log = logging.getLogger("flywheel.core.gate")
+log = logging.getLogger(__name__)
 
 
 def policy_of(config: Config) -> GatePolicy:
@@ -48,7 +47,6 @@ def gate_and_promote(
     intervals: Mapping[str, tuple[float, float]] | None = None,  # eval set -> bootstrap (low, high)
     class_intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,  # eval set -> class -> same
 ) -> GateDecision:
-    assert candidate.id is not None
     pairs: dict[str, tuple[Score, Score | None]] = {}
     for eval_set in eval_sets:
         cand = scores[("candidate", eval_set.name)]
@@ -61,12 +59,12 @@ def gate_and_promote(
         pairs[eval_set.name] = (cand, prod)
     gated = {name: pair for name, pair in pairs.items() if name in GATED}
     decision = decide_gate(gated, policy_of(config), intervals, class_intervals)
-    details = {
-        "eval_sets": {s.name: {"sha256": s.sha256, "images": s.images, **s.notes} for s in eval_sets},
-        "verdicts": [_verdict(v) for v in decision.verdicts],
-        "forgetting": _forgetting(pairs),
-        "policy": asdict(decision.policy),
-    }
+    details = GateDetails(
+        eval_sets={s.name: s.note() for s in eval_sets},
+        verdicts=decision.verdicts,
+        forgetting=forgetting_of(pairs),
+        policy=decision.policy,
+    )
     pin = store.pin()
     held = decision.outcome is GateOutcome.PROMOTE and pin is not None and production is not None
     store.add_gate_decision(
@@ -101,25 +99,3 @@ def gate_and_promote(
         registry.reject(candidate.id, reason=decision.explain())
     log.info("model %s %s", model_name(candidate.id), decision.explain())
     return decision
-
-
-def _verdict(v: SetVerdict) -> dict[str, Any]:
-    return {
-        "eval_set": v.eval_set,
-        "rule": v.rule,
-        "margin": v.margin,
-        "candidate": asdict(v.candidate),
-        "production": asdict(v.production) if v.production else None,
-        "classes": [{**asdict(c), "drop": c.drop} for c in v.classes],
-        "interval": list(v.interval) if v.interval else None,
-    }
-
-
-def _forgetting(pairs: Mapping[str, tuple[Score, Score | None]]) -> dict[str, Any]:
-    """mAP50-95 drop (production - candidate) on the images the parent had and on the new ones."""
-    out: dict[str, Any] = {}
-    for name in ("val_old", "val_new"):
-        cand, prod = pairs.get(name, (None, None))
-        if cand is not None and prod is not None:
-            out[name] = {"candidate": cand.map50_95, "production": prod.map50_95, "drop": prod.map50_95 - cand.map50_95}
-    return out

@@ -24,7 +24,7 @@ from flywheel.core.ports import StorePort
 from flywheel.core.records import Epoch, Run
 from flywheel.flow.registry import Registry
 
-log = logging.getLogger("flywheel.flow.recovery")
+log = logging.getLogger(__name__)
 
 MAX_RESUMES = 3  # a run the daemon died under this often is not tried again
 ORPHAN_GRACE_SECONDS = 30.0  # an orphaned child asked to stop gets this long before SIGKILL
@@ -48,8 +48,6 @@ def mark_interrupted(store: StorePort, registry: Registry | None = None) -> list
     finished instead: the recorded decision is carried out, nothing is trained or scored again."""
     marked = []
     for run in store.runs():
-        if run.id is None:
-            continue
         if run.state == RunState.RUNNING:
             stop_orphan(run)
             if registry is not None and finish_decided(store, registry, run):
@@ -72,7 +70,7 @@ def stop_orphan(run: Run, grace_seconds: float = ORPHAN_GRACE_SECONDS) -> bool:
         return False
     log.warning(
         "run %s: its training child (pid %d) outlived the process that started it; stopping it",
-        run_name(run.id or 0),
+        run_name(run.id),
         pid,
     )
     with contextlib.suppress(ProcessLookupError):
@@ -99,9 +97,8 @@ def _is_training_child(pid: int) -> bool:
 
 def finish_decided(store: StorePort, registry: Registry, run: Run) -> bool:
     """Carry out the gate decision recorded for `run`'s candidate, if there is one; True if so."""
-    assert run.id is not None
     model = next((m for m in store.models() if m.run_id == run.id), None)
-    if model is None or model.id is None:
+    if model is None:
         return False  # no candidate yet: the resumed run trains (or scores) on
     decision = next((g for g in store.gate_decisions() if g.candidate_model_id == model.id), None)
     if decision is None:
@@ -126,7 +123,6 @@ def reopen(store: StorePort, runs: Path, run: Run, mode: str, adopted: bool = Fa
     `adopted`: the trainer follows the job that still runs (or finished) for this run rather
     than training again (a Ray job outlives the daemon): its folder is left as that job has it,
     and the epochs it reports again replace those recorded (one row per epoch)."""
-    assert run.id is not None
     out_dir = runs / run_name(run.id)
     last = out_dir / "train" / "weights" / "last.pt"
     resume_from = str(last) if mode == "resume" and last.is_file() else ""

@@ -27,10 +27,10 @@ from flywheel.core.faults import crash_point
 from flywheel.core.hashing import sha256_file
 from flywheel.core.ledger import Action
 from flywheel.core.ports import Exporter, Notifier, NullNotifier, Objects, StorePort
-from flywheel.core.records import LedgerEntry, Model, as_utc
+from flywheel.core.records import LedgerEntry, Model, ProductionChange, as_utc
 from flywheel.flow.gc import removed_note
 
-log = logging.getLogger("flywheel.flow.registry")
+log = logging.getLogger(__name__)
 
 
 def current_actor() -> str:
@@ -80,7 +80,7 @@ class Registry:
             return self.checkpoints.verify(model.sha256)
         except IntegrityError as exc:
             gone = removed_note(self.checkpoints.path(model.sha256))
-            raise IntegrityError(f"model {model_name(model.id or 0)}: {gone or exc}") from None
+            raise IntegrityError(f"model {model_name(model.id)}: {gone or exc}") from None
 
     # --- production changes ---------------------------------------------------------------
     def promote(self, model_id: int, reason: str, actor: str = "flywheel", force: bool = False) -> LedgerEntry:
@@ -105,20 +105,20 @@ class Registry:
         """Make the previous production model (or `to`) production again. No training, no eval."""
         with self._locked():
             current = self.store.production()
-            if current is None or current.id is None:
+            if current is None:
                 raise RegistryError("no model is in production yet, so there is nothing to roll back")
             target = self.store.model(to) if to is not None else self.store.previous_production(current.id)
             if target.id == current.id:
                 raise RegistryError(f"{model_name(current.id)} is already in production")
             if target.status != ModelStatus.RETIRED:
                 raise RegistryError(
-                    f"{model_name(target.id or 0)} is {target.status}: rollback goes back to a model that "
+                    f"{model_name(target.id)} is {target.status}: rollback goes back to a model that "
                     "was in production before (status retired); see `flywheel models`"
                 )
             self.checkpoint(target)  # refuse before switching if its file is damaged
-            entry = self.store.set_production(target.id or 0, Action.ROLLBACK, actor or current_actor(), reason)
+            entry = self.store.set_production(target.id, Action.ROLLBACK, actor or current_actor(), reason)
             self.publish()
-        log.info("rolled back production %s -> %s: %s", model_name(current.id), model_name(target.id or 0), reason)
+        log.info("rolled back production %s -> %s: %s", model_name(current.id), model_name(target.id), reason)
         self._announce(entry)
         return entry
 
@@ -145,7 +145,7 @@ class Registry:
         try:
             self.exporter.export_onnx(self.checkpoint(model), self.onnx_path(model), self.onnx_imgsz)
         except FlywheelError as exc:
-            log.error("model %s: %s", model_name(model.id or 0), exc)
+            log.error("model %s: %s", model_name(model.id), exc)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -160,15 +160,15 @@ class Registry:
     def _announce(self, entry: LedgerEntry) -> None:
         model = self.store.model(entry.model_id or 0)
         self.notifier.notify(
-            {
-                "action": entry.action,
-                "model": model_name(model.id or 0),
-                "previous": model_name(entry.previous_model_id) if entry.previous_model_id else None,
-                "actor": entry.actor,
-                "reason": entry.reason,
-                "at": as_utc(entry.at).isoformat(),
-                "production": self.describe(model),
-            }
+            ProductionChange(
+                action=entry.action,
+                model=model_name(model.id),
+                previous=model_name(entry.previous_model_id) if entry.previous_model_id else None,
+                actor=entry.actor,
+                reason=entry.reason,
+                at=entry.at,
+                production=self.describe(model),
+            )
         )
 
     # --- the production folder ------------------------------------------------------------
@@ -176,7 +176,7 @@ class Registry:
         """Make `production/` show the database's production model. Idempotent: the daemon
         calls it at start-up, so a crash between the database commit and the swap heals."""
         model = self.store.production()
-        if model is None or model.id is None:
+        if model is None:
             return None
         name = model_name(model.id)
         folder = self._published / name
@@ -211,7 +211,7 @@ class Registry:
         if model is None or (stored_ok and published_ok):
             return ""
         bad = [str(p) for p, ok in ((stored, stored_ok), (published, published_ok)) if not ok]
-        name = model_name(model.id or 0)
+        name = model_name(model.id)
         return f"production model {name}: {' and '.join(bad)} do not hash to its sha256 {model.sha256}"
 
     def heal_production(self) -> str:
@@ -221,7 +221,7 @@ class Registry:
         if model is None or (stored_ok and published_ok):
             return ""
         if stored_ok:  # missing: a crash between the production commit and the swap left no copy yet
-            state = f"damaged (not the sha256 of {model_name(model.id or 0)})" if published.is_file() else "missing"
+            state = f"damaged (not the sha256 of {model_name(model.id)})" if published.is_file() else "missing"
             shutil.rmtree(published.parent, ignore_errors=True)
             self.publish()
             return f"{published} was {state}: copied again from {stored}"
@@ -230,14 +230,14 @@ class Registry:
             os.replace(stored.with_name(f".restore-{stored.name}"), stored)
             return f"{stored} was damaged (not its sha256): restored from {published}"
         raise IntegrityError(  # the message from what was just hashed: no second read of either file
-            f"production model {model_name(model.id or 0)}: {stored} and {published} do not hash to its sha256 "
+            f"production model {model_name(model.id)}: {stored} and {published} do not hash to its sha256 "
             f"{model.sha256}: both copies are damaged, nothing trains from it. Run "
             f"`flywheel rollback --reason '...'` to serve the previous model, or restore {stored} from a backup"
         )
 
     def _production_copies(self) -> tuple[bool, bool, Path, Path, Model | None]:
         model = self.store.production()
-        if model is None or model.id is None:
+        if model is None:
             return True, True, Path(), Path(), None
         stored = self.checkpoints.path(model.sha256)
         published = self._published / model_name(model.id) / "model.pt"
@@ -249,7 +249,7 @@ class Registry:
         version = self.store.version(model.version_id)
         score = self.store.evaluation(model.sha256, version.val_sha256)
         return {
-            "id": model_name(model.id or 0),
+            "id": model_name(model.id),
             "sha256": model.sha256,
             "version": version_name(model.version_id),
             "run": run_name(model.run_id),
@@ -260,11 +260,11 @@ class Registry:
             if score is None
             else {
                 "eval_set": f"{version_name(model.version_id)}/val",
-                "map50_95": score.map50_95,
-                "map50": score.map50,
-                "precision": score.precision,
-                "recall": score.recall,
-                "per_class": score.per_class,
+                "map50_95": score.score.map50_95,
+                "map50": score.score.map50,
+                "precision": score.score.precision,
+                "recall": score.score.recall,
+                "per_class": score.score.per_class,
             },
         }
 

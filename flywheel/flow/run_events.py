@@ -28,7 +28,7 @@ from flywheel.core.ports import StorePort
 from flywheel.core.records import Epoch
 from flywheel.core.spec import TrainSpec
 
-log = logging.getLogger("flywheel.flow.cycle")
+log = logging.getLogger(__name__)
 
 
 class OutageBuffer:

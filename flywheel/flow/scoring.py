@@ -14,7 +14,6 @@ from pathlib import Path
 
 from flywheel.core.config import Config
 from flywheel.core.domain import ManifestItem
-from flywheel.core.events import Evaluated
 from flywheel.core.gate import Score
 from flywheel.core.plan import training_threads
 from flywheel.core.ports import Datasets, StorePort
@@ -46,39 +45,16 @@ def version_scoring(
     return VersionScoring(version, manifest, data_yaml, eval_sets)
 
 
-def score_of(event: Evaluated) -> Score:
-    return Score(
-        event.map50_95,
-        event.map50,
-        event.precision,
-        event.recall,
-        dict(event.per_class),
-        dict(event.instances),
-    )
-
-
 def known_score(store: StorePort, model_sha256: str, eval_set: EvalSet) -> Score | None:
     """The cached score of the checkpoint with `model_sha256` on `eval_set`, if any."""
-    row = store.evaluation(model_sha256, eval_set.sha256)
-    if row is None:
-        return None
-    return Score(row.map50_95, row.map50, row.precision, row.recall, dict(row.per_class), dict(row.instances))
+    cached = store.evaluation(model_sha256, eval_set.sha256)
+    return None if cached is None else cached.score
 
 
 def remember(store: StorePort, model_sha256: str, eval_set: EvalSet, version_id: int, score: Score) -> None:
     """Cache a score: (checkpoint sha256, eval-set hash) is never computed twice."""
     store.put_evaluation(
-        Evaluation(
-            model_sha256=model_sha256,
-            eval_sha256=eval_set.sha256,
-            version_id=version_id,
-            map50_95=score.map50_95,
-            map50=score.map50,
-            precision=score.precision,
-            recall=score.recall,
-            per_class=score.per_class,
-            instances=score.instances,
-        )
+        Evaluation(model_sha256=model_sha256, eval_sha256=eval_set.sha256, version_id=version_id, score=score)
     )
 
 

@@ -29,7 +29,7 @@ def run_start(deps: FlowDeps, production: Model | None, start_from: str | None, 
         return choose_start(config, data_root, (request.model_id, registry.checkpoint(model)))
     if request is None or request.what == "production":
         if production is not None:
-            return choose_start(config, data_root, (production.id or 0, registry.checkpoint(production)))
+            return choose_start(config, data_root, (production.id, registry.checkpoint(production)))
         if request is not None:
             raise UsageError("--from production: there is no production model yet; use --from base")
     return choose_start(config, data_root, None, request.path if request is not None and request.path else None)

@@ -1,11 +1,12 @@
-"""What ingest takes and gives: where things go, the options from config, and the result."""
+"""What ingest takes: where things go and the options from config (what it gives,
+IngestResult, is core's: the flows read it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from flywheel.core.records import Batch, Version
+from flywheel.core.ingest_result import IngestResult
 from flywheel.store import ObjectStore
 
 
@@ -32,17 +33,4 @@ class IngestOptions:
     refuse_batch_on_link_outside: bool = False  # a link leaving a folder batch: its own file (False) or all
 
 
-@dataclass
-class IngestResult:
-    batch: Batch
-    version: Version | None
-    accepted: int = 0
-    new_images: int = 0
-    relabelled: int = 0
-    quarantined: list[tuple[str, str]] = field(default_factory=list)  # relpath, reason
-    codes: list[str] = field(default_factory=list)  # each quarantined file's code, in the same order
-    ignored: list[str] = field(default_factory=list)
-    notes: list[tuple[str, str, str]] = field(default_factory=list)  # relpath, code, text
-    format: str | None = None
-    already: bool = False  # the same content was ingested before (as `batch`): nothing was done
-    left_in_inbox: str = ""  # why the processed batch is still in the inbox (it may not be moved)
+__all__ = ["IngestOptions", "IngestPaths", "IngestResult"]

@@ -23,7 +23,7 @@ from flywheel.ingest.reasons import BatchRefused, Code
 from flywheel.ingest.report import BatchPlacement, write_quarantine
 from flywheel.store import Store
 
-log = logging.getLogger("flywheel.ingest")
+log = logging.getLogger(__name__)
 
 
 class BatchRun:
@@ -38,7 +38,7 @@ class BatchRun:
 
     @property
     def label(self) -> str:
-        return f"{batch_name(self.batch.id or 0)}-{self.src.dropped.name}"
+        return f"{batch_name(self.batch.id)}-{self.src.dropped.name}"
 
     def header(self, **fields: Any) -> dict[str, Any]:
         return {"batch": self.label, "source": str(self.src.dropped), "reason": None, "code": None, **fields}
@@ -77,7 +77,7 @@ class BatchRun:
         whole = self.src.dropped if not self.src.listing.count else None  # an archive that did not unpack
         write_quarantine(target, self.src.listing.root, self.outcome, self.header(reason=why, code=code), whole)
         row = self.store.update_batch(
-            self.batch.id or 0,
+            self.batch.id,
             BatchState.REJECTED,
             reason=why,
             quarantined=len(self.outcome.quarantined),
@@ -92,7 +92,7 @@ class BatchRun:
     def ingest(
         self, parsed: Parsed, class_names: list[str], remap: dict[int, int], shas: dict[str, str], checks: Checks
     ) -> IngestResult:
-        store, outcome, batch_id = self.store, self.outcome, self.batch.id or 0
+        store, outcome, batch_id = self.store, self.outcome, self.batch.id
         for rel, code, reason in parsed.refused:
             outcome.quarantine(rel, code, reason)
         for rel in parsed.ignored:

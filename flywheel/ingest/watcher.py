@@ -17,7 +17,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-log = logging.getLogger("flywheel.watch")
+log = logging.getLogger(__name__)
 
 
 class SettleTracker:

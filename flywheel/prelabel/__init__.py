@@ -2,7 +2,7 @@
 an uncertainty ranking of unlabeled images (`flywheel predict`, `flywheel suggest`).
 
 A package of its own, not part of `ingest` (which reads batches in) nor of `training` (the
-only place torch lives): `records`, `writers` and `uncertainty` are pure (no torch, no
-database), so tests and a later benchmark can call them on fixed detections; `inputs` and
-`runner` are the CLI-side steps around the child process `flywheel.training.predict`.
+only place torch lives): `writers` and `uncertainty` are pure (no torch, no database), so
+tests and a benchmark can call them on fixed detections (flywheel.core.prediction's records);
+`inputs` collects the images a Predictor (flywheel.core.ports) is asked about.
 """

@@ -8,25 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from flywheel.core.prediction import ImageInput
 from flywheel.ingest import archives
 from flywheel.ingest.images import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, check_image
 from flywheel.ingest.layout import list_files
 from flywheel.ingest.reasons import BatchRefused, Problem
 
 
-@dataclass(frozen=True)
-class Found:
-    name: str  # POSIX relpath the package will use
-    path: Path
-    width: int  # as displayed, i.e. after the EXIF rotation: the frame of the written boxes
-    height: int
-    origin: str  # where it was found, for people: a path, or ARCHIVE:MEMBER
-    orientation: int = 1  # EXIF orientation, 1 = as stored
-
-
 @dataclass
 class Inputs:
-    images: list[Found] = field(default_factory=list)
+    images: list[ImageInput] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # name, reason
     ignored: int = 0  # files that are not images (labels, notes)
 
@@ -94,4 +85,4 @@ def _consider(
         unique = str(rel.with_name(f"{rel.stem}_{n}{rel.suffix}"))
         n += 1
     taken.add(unique)
-    found.images.append(Found(unique, path, info.width, info.height, origin, info.orientation))
+    found.images.append(ImageInput(unique, path, info.width, info.height, origin, info.orientation))

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from flywheel.prelabel.records import Prediction
+from flywheel.core.prediction import Prediction
 
 FORMATS = ("yolo", "coco", "labelstudio", "cvat")
 IMAGES = "images"

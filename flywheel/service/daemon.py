@@ -16,10 +16,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from flywheel.app import App, DaemonAdapters
 from flywheel.core.domain import batch_name, run_name, version_name
 from flywheel.core.errors import (
     DataRootError,
@@ -33,22 +31,23 @@ from flywheel.core.ports import RemoteTrainer
 from flywheel.flow.recovery import mark_interrupted
 from flywheel.service import train_queue
 from flywheel.service.backoff import Backoff
+from flywheel.service.daemon_parts import DaemonAdapters, DaemonWork
 from flywheel.service.health import storage_message, storage_problem
 from flywheel.service.trigger import Trigger
 
-log = logging.getLogger("flywheel.service.daemon")
+log = logging.getLogger(__name__)
 
 IDLE_BEAT_SECONDS = 5.0  # an idle work loop still wakes this often to show it is alive
 
 
 class Daemon:
-    """The work loop and its start and stop; every adapter it runs on comes built, from
-    flywheel.app.build_daemon, which also made `app.observer` the systemd/metrics chain."""
+    """The work loop and its start and stop; its work and every adapter it runs on come built,
+    from flywheel.app.build_daemon, which also made the flows' observer the systemd/metrics chain."""
 
-    def __init__(self, app: App, adapters: DaemonAdapters):
-        self.app = app
+    def __init__(self, work: DaemonWork, adapters: DaemonAdapters):
+        self.work = work
         self.adapters = adapters
-        self.metrics_registry = adapters.metrics_registry  # Prometheus's; the model registry is app.registry
+        self.metrics_registry = adapters.metrics_registry  # Prometheus's; the model registry is work.registry
         self.live = adapters.live
         self.degraded = adapters.degraded
         self.tracker = adapters.tracker
@@ -56,13 +55,14 @@ class Daemon:
         self._wake = threading.Event()
         self.metrics_port = 0
         self.ready = adapters.ready
-        self.trigger = Trigger(self.app, self.wake)
+        self.trigger = Trigger(work, self.wake)
         # systemd's notify protocol, the work loop's heartbeat, STATUS lines (flywheel.service.systemd)
         self.notifier = adapters.notifier
         self.heartbeat = adapters.heartbeat
         self.status = adapters.status
         self._executor_where = ""
         self.backoff = Backoff()
+        self._gc_due = threading.Event()
 
     def wake(self) -> None:
         self._wake.set()
@@ -73,33 +73,36 @@ class Daemon:
             self.notifier.stopping(f"stopping: finishing {self.heartbeat.activity}")
         self.stopping.set()
         self._wake.set()
-        self.app.trainer.cancel()
+        self.work.trainer.cancel()
 
     def run(self) -> None:
         """Serve until `stop()` (or SIGTERM/SIGINT when run from the main thread)."""
-        app = self.app
+        work, config = self.work, self.work.config
         with self.adapters.lock():
             try:
                 self._check_production()  # before publish, which needs the registry's copy intact
-                app.registry.publish()  # heal a crash between a production commit and its swap
+                work.registry.publish()  # heal a crash between a production commit and its swap
             except IntegrityError as exc:  # serve, say so on /readyz, train from nothing damaged
                 self.degraded.set(str(exc))
-            for r in mark_interrupted(app.store, app.registry):  # a run a dead daemon left "running"
-                policy = app.config.training.on_interrupt
+            for r in mark_interrupted(work.store, work.registry):  # a run a dead daemon left "running"
+                policy = config.training.on_interrupt
                 log.warning("run %s was interrupted (on_interrupt: %s)", run_name(r.id or 0), policy)
-            train_queue.drop_taken(app.paths.root)
+            train_queue.drop_taken(work.data_root)
             server = self.adapters.http_server()
             self.metrics_port = server.port
-            log.info("metrics on http://%s:%d/metrics", app.config.metrics.host, self.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", config.metrics.host, self.metrics_port)
             watcher = self.adapters.inbox_watcher(self.wake)
             watcher.start()
-            scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
-            settle = max(0.2, min(1.0, app.config.inbox.settle_seconds / 4))
+            scheduler = self.adapters.scheduler
+            settle = max(0.2, min(1.0, config.inbox.settle_seconds / 4))
             scheduler.add_job(self._check_settled, "interval", seconds=settle, id="settle")
-            scheduler.add_job(self.wake, "interval", seconds=app.config.inbox.rescan_seconds, id="rescan")
-            if app.config.schedule.cron:
-                trigger = CronTrigger.from_crontab(app.config.schedule.cron, timezone="UTC")
+            scheduler.add_job(self.wake, "interval", seconds=config.inbox.rescan_seconds, id="rescan")
+            if config.schedule.cron:
+                trigger = CronTrigger.from_crontab(config.schedule.cron, timezone="UTC")
                 scheduler.add_job(self.trigger.cron_fired, trigger, id="cron")
+            if config.retention.gc_interval_hours > 0:  # gc runs in the work loop, between trainings
+                hours = config.retention.gc_interval_hours
+                scheduler.add_job(self._gc_due.set, "interval", hours=hours, id="gc")
             if self.notifier.watchdog_seconds:  # WatchdogSec=: ping at half the period, however late
                 interval = self.notifier.watchdog_seconds / 2
                 scheduler.add_job(
@@ -108,7 +111,7 @@ class Daemon:
             scheduler.start()
             self.ready.set()
             self.status.ready(self._idle)
-            log.info("flywheel running on %s", app.paths.root)
+            log.info("flywheel running on %s", work.data_root)
             try:
                 self._work_loop()
             finally:
@@ -122,7 +125,7 @@ class Daemon:
     @property
     def _idle(self) -> str:
         note = f"; {self.trigger.note}" if self.trigger.note else ""
-        return f"idle: watching {self.app.paths.inbox}{note}"
+        return f"idle: watching {self.work.inbox}{note}"
 
     def _check_settled(self) -> None:
         if self.tracker.complete():
@@ -150,7 +153,7 @@ class Daemon:
             except TrainingCancelled as exc:
                 log.info("%s", exc)
             except ExecutorUnavailable as exc:  # the cluster: said once, trainings wait, retried after a pause
-                self.live.executor_up.labels(self.app.config.training.executor).set(0)
+                self.live.executor_up.labels(self.work.config.training.executor).set(0)
                 self._retry_later("executor", str(exc))
             except IntegrityError as exc:  # said once (Degraded logs changes only), on /readyz and the gauge
                 self._retry_later("integrity", str(exc))
@@ -178,7 +181,7 @@ class Daemon:
     def _check_production(self) -> None:
         """Production's two copies against its sha256, at start and before each step that may
         train from it: one damaged copy is restored from the other; both: IntegrityError."""
-        restored = self.app.registry.heal_production()
+        restored = self.work.registry.heal_production()
         if restored:
             log.warning("production model restored: %s", restored)
 
@@ -186,10 +189,10 @@ class Daemon:
         """Before trainings: the place they run takes them (a Ray cluster answers and, once, a
         trainer node sees the data root at its path); else ExecutorUnavailable, and nothing
         trains this step: the waiting versions and interrupted runs stay as they are."""
-        trainer, executor = self.app.trainer, self.app.config.training.executor
+        trainer, executor = self.work.trainer, self.work.config.training.executor
         if isinstance(trainer, RemoteTrainer):
             try:
-                where = trainer.check(self.app.paths.root)
+                where = trainer.check(self.work.data_root)
             except DataRootError as exc:  # the shared file system is not mounted right: the same wait
                 raise ExecutorUnavailable(str(exc)) from None
             if where != self._executor_where:
@@ -201,16 +204,20 @@ class Daemon:
         # A training whose recording failed for good (the database away past its wait) is left
         # "running" with nobody running it: record it as interrupted now, so it resumes, rather
         # than at the next restart. Between steps this worker thread runs no training.
-        for r in mark_interrupted(self.app.store, self.app.registry):
+        for r in mark_interrupted(self.work.store, self.work.registry):
             log.warning("run %s was left running with nobody running it: interrupted", run_name(r.id))
         for batch_dir in self.tracker.complete():  # ingest needs no production model: it goes on
             if self.stopping.is_set():
                 return
             self._ingest(batch_dir)
+        if self._gc_due.is_set() and not self.stopping.is_set():
+            self._gc_due.clear()
+            freed = self.work.cases.collect_garbage("flywheel")
+            log.info("gc: freed %d bytes in %d paths (retention policy)", freed.freed, len(freed.removals))
         self._check_production()  # a damaged production model: degraded, nothing trains from it
         self._check_executor()  # a cluster that cannot be reached: degraded, the versions wait
         if not self.stopping.is_set():
-            self.app.resume_interrupted()  # resume or restart per training.on_interrupt
+            self.work.cases.resume_interrupted()  # resume or restart per training.on_interrupt
         self.trigger.asked(self.stopping)  # `flywheel train` while the daemon runs, then the schedule
         if not self.stopping.is_set():
             self.trigger.scheduled()
@@ -222,7 +229,7 @@ class Daemon:
         )
         self.status.step(f"ingesting batch {batch_dir.name}")
         try:
-            result = self.app.ingest(batch_dir, move=True)
+            result = self.work.cases.ingest(batch_dir, move=True)
         except FlywheelError as exc:
             if storage_problem(exc):
                 raise  # not the batch's fault: retried at each rescan until the disk takes writes again
@@ -257,7 +264,7 @@ class Daemon:
 def serve(daemon: Daemon) -> None:
     """Run the daemon (flywheel.app.build_daemon) in the foreground until SIGTERM or SIGINT; a
     second signal, or a stop that outlasts `daemon.shutdown_timeout`, exits at once."""
-    timeout = daemon.app.config.daemon.shutdown_timeout
+    timeout = daemon.work.config.daemon.shutdown_timeout
 
     def overdue() -> None:
         log.error(

@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from flywheel.core.errors import IntegrityError, StoreError
 
-log = logging.getLogger("flywheel.service.health")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,14 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from flywheel import __version__
+from flywheel.core.domain import RunState, StartKind
 from flywheel.core.errors import FlywheelError
 from flywheel.core.events import BatchProgress, EpochEnded, Placed, TrainingEvent
 from flywheel.service.metrics_families import RUN_OUTCOMES, SCORE_METRICS, START_KINDS
 from flywheel.service.metrics_state import StateCollector
 from flywheel.store import ObjectStore, Store
 
-log = logging.getLogger("flywheel.service.metrics")
+log = logging.getLogger(__name__)
 
 _DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)
 # batch arrival -> gate decision: from a tiny CPU training (tens of seconds) to a week
@@ -133,7 +134,7 @@ class LiveMetrics:
         # The reasons are free text here; by-reason counts come from the database, in codes.
         self.batch_seconds.observe(seconds)
 
-    def training_started(self, run_id: int, start_kind: str, epochs: int) -> None:
+    def training_started(self, run_id: int, start_kind: StartKind, epochs: int) -> None:
         self.running.set(1)
         self.run_id.set(run_id)
         for kind in {*START_KINDS, start_kind}:
@@ -161,7 +162,7 @@ class LiveMetrics:
         elif isinstance(event, BatchProgress) and event.batches:
             self.batch_progress.set(event.batch / event.batches)
 
-    def training_finished(self, outcome: str, seconds: float) -> None:
+    def training_finished(self, outcome: RunState, seconds: float) -> None:
         self.running.set(0)
         self.duration.labels(outcome).observe(seconds)
 

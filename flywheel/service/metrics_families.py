@@ -14,7 +14,8 @@ from prometheus_client.core import (
 )
 
 from flywheel.core.domain import RunState, model_name, version_name
-from flywheel.store.stats import Latency, Scores, Snapshot
+from flywheel.core.gate import Score
+from flywheel.store.stats import Latency, Snapshot
 
 LATENCY_BUCKETS = (10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800, 604800)
 RUN_OUTCOMES = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.INTERRUPTED)
@@ -148,7 +149,7 @@ def model_families(snap: Snapshot) -> Iterator[Metric]:
     for role, scores in (("production", snap.production_score), ("candidate", snap.candidate_score)):
         if scores is None:
             continue
-        _add_scores(score, class_ap, role, scores)
+        _add_scores(score, class_ap, role, scores.score)
         eval_version.add_metric([role], scores.version_id)
     yield score
     yield class_ap
@@ -189,7 +190,7 @@ def model_families(snap: Snapshot) -> Iterator[Metric]:
     )
 
 
-def _add_scores(score: GaugeMetricFamily, class_ap: GaugeMetricFamily, role: str, scores: Scores) -> None:
+def _add_scores(score: GaugeMetricFamily, class_ap: GaugeMetricFamily, role: str, scores: Score) -> None:
     for metric in SCORE_METRICS:
         score.add_metric([role, metric], getattr(scores, metric))
     for name, ap in sorted(scores.per_class.items()):

@@ -28,7 +28,7 @@ from flywheel.service.metrics_families import (
 from flywheel.store import ObjectStore, Store
 from flywheel.store.stats import ClassCounts, Snapshot, snapshot
 
-log = logging.getLogger("flywheel.service.metrics")
+log = logging.getLogger(__name__)
 
 
 class UsedBytes:

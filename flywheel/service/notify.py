@@ -17,12 +17,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from typing import Any
 
-log = logging.getLogger("flywheel.notify")
+from flywheel.core.records import ProductionChange
+
+log = logging.getLogger(__name__)
 
 
-class Notifier:
+class CommandWebhookNotifier:
+    """The Notifier port (flywheel.core.ports) over a shell command and a webhook."""
+
     def __init__(self, command: str = "", webhook: str = "", retries: int = 3, retry_seconds: float = 2.0):
         self.command = command
         self.webhook = webhook
@@ -30,8 +33,8 @@ class Notifier:
         self.retry_seconds = retry_seconds
         self._threads: list[threading.Thread] = []
 
-    def notify(self, change: dict[str, Any]) -> None:
-        body = json.dumps(change, default=str)
+    def notify(self, change: ProductionChange) -> None:
+        body = json.dumps(change.to_json(), default=str)
         if self.command:
             self._start("command", lambda: self._run_command(body, change))
         if self.webhook:
@@ -67,11 +70,11 @@ class Notifier:
                 log.warning("notify %s %r failed (attempt %d of %d): %s", kind, target, attempt, self.retries, exc)
                 time.sleep(self.retry_seconds * attempt)
 
-    def _run_command(self, body: str, change: dict[str, Any]) -> None:
+    def _run_command(self, body: str, change: ProductionChange) -> None:
         env = {
             **os.environ,
-            "FLYWHEEL_ACTION": str(change.get("action", "")),
-            "FLYWHEEL_MODEL": str(change.get("model", "")),
+            "FLYWHEEL_ACTION": str(change.action),
+            "FLYWHEEL_MODEL": change.model,
             "FLYWHEEL_EVENT": body,
         }
         done = subprocess.run(self.command, shell=True, input=body, text=True, env=env, timeout=60, capture_output=True)

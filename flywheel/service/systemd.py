@@ -24,12 +24,12 @@ from collections.abc import Mapping
 
 from sdnotify import SystemdNotifier
 
-from flywheel.core.domain import run_name
+from flywheel.core.domain import RunState, StartKind, run_name
 from flywheel.core.events import EpochEnded, Evaluated, Trained, TrainingEvent
 from flywheel.core.ports import Observer
 from flywheel.service.health import Heartbeat
 
-log = logging.getLogger("flywheel.service.systemd")
+log = logging.getLogger(__name__)
 
 SOCKET_ENV = "NOTIFY_SOCKET"
 WATCHDOG_USEC_ENV = "WATCHDOG_USEC"
@@ -144,7 +144,7 @@ class StatusObserver:
         self.heartbeat.beat()
         self.inner.batch_processed(seconds, quarantined_reasons)
 
-    def training_started(self, run_id: int, start_kind: str, epochs: int) -> None:
+    def training_started(self, run_id: int, start_kind: StartKind, epochs: int) -> None:
         self._run, self._epochs = run_name(run_id), epochs
         self._training(True, f"training {self._run} ({start_kind}) epoch 0/{epochs}")
         self.inner.training_started(run_id, start_kind, epochs)
@@ -160,7 +160,7 @@ class StatusObserver:
             self.heartbeat.beat()
         self.inner.training_event(event)
 
-    def training_finished(self, outcome: str, seconds: float) -> None:
+    def training_finished(self, outcome: RunState, seconds: float) -> None:
         self._training(False, f"training {self._run} {outcome} after {seconds:.0f}s")
         self.inner.training_finished(outcome, seconds)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from flywheel.core.errors import UsageError
 
-log = logging.getLogger("flywheel.service.train_queue")
+log = logging.getLogger(__name__)
 DONE_KEPT_SECONDS = 24 * 3600
 
 

@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, fields
-from enum import StrEnum
 from typing import Any, TypeVar
 
 from sqlmodel import SQLModel
 
-from flywheel.core.domain import BatchState, ModelStatus, RunState
+from flywheel.core.domain import BatchState, ModelStatus, RunState, StartKind
+from flywheel.core.gate import GateOutcome, Rule, Score
+from flywheel.core.gate_details import GateDetails
+from flywheel.core.ledger import Action
 from flywheel.core.records import Batch, Epoch, Evaluation, GateRecord, LedgerEntry, Model, Run, Version
 from flywheel.store.tables import EpochRow, EvaluationRow, GateRow
 
-R = TypeVar("R", Batch, Version, Run, Epoch, Model, Evaluation, GateRecord, LedgerEntry)
+R = TypeVar("R", Batch, Version, Run, Epoch, Model, GateRecord, LedgerEntry)
 
-# The state columns are plain strings in the database; records carry the core's enums.
-_STATES: dict[type, tuple[str, type[StrEnum]]] = {
-    Batch: ("state", BatchState),
-    Run: ("state", RunState),
-    Model: ("status", ModelStatus),
+# Columns stored as plain strings or JSON that records carry typed: the core's enums, the
+# gate's details (read tolerantly: rows from older releases lack newer keys).
+_TYPED: dict[type, dict[str, Callable[[Any], Any]]] = {
+    Batch: {"state": BatchState},
+    Run: {"state": RunState, "start_kind": StartKind},
+    Model: {"status": ModelStatus},
+    GateRecord: {"outcome": GateOutcome, "rule": Rule, "details": GateDetails.from_json},
+    LedgerEntry: {"action": Action},
 }
 
 
 def record(cls: type[R], row: SQLModel) -> R:
     values: dict[str, Any] = {f.name: getattr(row, f.name) for f in fields(cls)}
-    if cls in _STATES:
-        name, enum = _STATES[cls]
-        values[name] = enum(values[name])
+    for name, read in _TYPED.get(cls, {}).items():
+        values[name] = read(values[name])
     return cls(**values)
 
 
@@ -43,10 +48,36 @@ def epoch_row(epoch: Epoch) -> EpochRow:
 
 
 def evaluation_row(evaluation: Evaluation) -> EvaluationRow:
-    return EvaluationRow(**asdict(evaluation))
+    return EvaluationRow(
+        model_sha256=evaluation.model_sha256,
+        eval_sha256=evaluation.eval_sha256,
+        version_id=evaluation.version_id,
+        **asdict(evaluation.score),
+    )
+
+
+def evaluation_record(row: EvaluationRow | None) -> Evaluation | None:
+    if row is None:
+        return None
+    return Evaluation(
+        model_sha256=row.model_sha256, eval_sha256=row.eval_sha256, version_id=row.version_id, score=score_of(row)
+    )
+
+
+def score_of(row: EvaluationRow) -> Score:
+    """The one score shape (flywheel.core.gate.Score) from its columns."""
+    return Score(
+        map50_95=row.map50_95,
+        map50=row.map50,
+        precision=row.precision,
+        recall=row.recall,
+        per_class={str(k): float(v) for k, v in dict(row.per_class).items()},
+        instances={str(k): int(v) for k, v in dict(row.instances or {}).items()},
+    )
 
 
 def gate_row(gate: GateRecord) -> GateRow:
     # id and created_at are the database's to assign
-    values = {k: v for k, v in asdict(gate).items() if k not in ("id", "created_at")}
+    values = {f.name: getattr(gate, f.name) for f in fields(gate) if f.name not in ("id", "created_at")}
+    values["details"] = gate.details.to_json()
     return GateRow(**values)

@@ -26,7 +26,7 @@ from flywheel.store.db import LOCK_KEY, hint, mask
 if TYPE_CHECKING:
     from alembic.config import Config
 
-log = logging.getLogger("flywheel.store")
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest revision in migrations/versions/: bump it with each new revision (a test checks).

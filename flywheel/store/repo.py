@@ -23,6 +23,7 @@ from flywheel.core.domain import (
     ManifestItem,
     ModelStatus,
     RunState,
+    StartKind,
     batch_name,
     check_transition,
     model_name,
@@ -31,9 +32,20 @@ from flywheel.core.domain import (
 )
 from flywheel.core.errors import NotFound, RegistryError
 from flywheel.core.ledger import GENESIS, Action, digest
-from flywheel.core.records import Batch, Epoch, Evaluation, GateRecord, LedgerEntry, Model, Run, Version
+from flywheel.core.records import (
+    KEEP,
+    Batch,
+    Epoch,
+    Evaluation,
+    GateRecord,
+    Keep,
+    LedgerEntry,
+    Model,
+    Run,
+    Version,
+)
 from flywheel.store import versions
-from flywheel.store.convert import epoch_row, evaluation_row, gate_row, maybe, record, records
+from flywheel.store.convert import epoch_row, evaluation_record, evaluation_row, gate_row, maybe, record, records
 from flywheel.store.db import session
 from flywheel.store.image_hashes import ImageHashes
 from flywheel.store.tables import (
@@ -122,13 +134,63 @@ class Store:
         return record(Version, row)
 
     # --- training runs --------------------------------------------------------------------
-    def create_run(self, **fields: Any) -> Run:
-        row = RunRow(state=RunState.QUEUED, **fields)
+    def create_run(
+        self,
+        version_id: int,
+        start_kind: StartKind,
+        start_checkpoint: str,
+        start_model_id: int | None = None,
+        epochs: int = 0,
+        params: dict[str, Any] | None = None,
+        purpose: str = "candidate",
+        challenger_for: int | None = None,
+        replay: dict[str, Any] | None = None,
+    ) -> Run:
+        row = RunRow(
+            state=RunState.QUEUED,
+            version_id=version_id,
+            start_kind=start_kind,
+            start_checkpoint=start_checkpoint,
+            start_model_id=start_model_id,
+            epochs=epochs,
+            params=params or {},
+            purpose=purpose,
+            challenger_for=challenger_for,
+            replay=replay or {},
+        )
         with session(self.engine) as s:
             s.add(row)
         return record(Run, row)
 
-    def update_run(self, run_id: int, state: RunState | None = None, **fields: Any) -> Run:
+    def update_run(
+        self,
+        run_id: int,
+        state: RunState | None = None,
+        *,
+        error: str | Keep | None = KEEP,
+        model_id: int | None = None,
+        epochs_done: int | None = None,
+        resumed: int | None = None,
+        batch: int | None = None,
+        batches: int | None = None,
+        warm_tensors_matched: int | None = None,
+        warm_tensors_total: int | None = None,
+        params: dict[str, Any] | None = None,
+        guard: dict[str, Any] | None = None,
+        environment: dict[str, Any] | None = None,
+    ) -> Run:
+        given = {
+            "model_id": model_id,
+            "epochs_done": epochs_done,
+            "resumed": resumed,
+            "batch": batch,
+            "batches": batches,
+            "warm_tensors_matched": warm_tensors_matched,
+            "warm_tensors_total": warm_tensors_total,
+            "params": params,
+            "guard": guard,
+            "environment": environment,
+        }
         with session(self.engine, exclusive=True) as s:
             row = _get(s, RunRow, run_id, run_name(run_id))
             if state is not None:
@@ -138,8 +200,11 @@ class Store:
                     row.started_at = utcnow()
                 elif state is not RunState.QUEUED:
                     row.finished_at = utcnow()
-            for key, value in fields.items():
-                setattr(row, key, value)
+            if error is not KEEP:
+                row.error = error
+            for key, value in given.items():
+                if value is not None:
+                    setattr(row, key, value)
             s.add(row)
         return record(Run, row)
 
@@ -171,8 +236,17 @@ class Store:
                 s.delete(row)
 
     # --- models, evaluations, gate decisions ----------------------------------------------
-    def add_model(self, **fields: Any) -> Model:
-        row = ModelRow(status=ModelStatus.CANDIDATE, **fields)
+    def add_model(
+        self, sha256: str, run_id: int, version_id: int, class_names: list[str], parent_model_id: int | None = None
+    ) -> Model:
+        row = ModelRow(
+            status=ModelStatus.CANDIDATE,
+            sha256=sha256,
+            run_id=run_id,
+            version_id=version_id,
+            class_names=list(class_names),
+            parent_model_id=parent_model_id,
+        )
         with session(self.engine) as s:
             s.add(row)
         return record(Model, row)
@@ -257,7 +331,7 @@ class Store:
 
     def evaluation(self, model_sha256: str, eval_sha256: str) -> Evaluation | None:
         with session(self.engine) as s:
-            return maybe(Evaluation, s.get(EvaluationRow, (model_sha256, eval_sha256)))
+            return evaluation_record(s.get(EvaluationRow, (model_sha256, eval_sha256)))
 
     def put_evaluation(self, evaluation: Evaluation) -> None:
         """Cache a score; one already cached under the same (model, eval set) is replaced."""

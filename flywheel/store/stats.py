@@ -26,6 +26,9 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from flywheel.core.domain import RunState
+from flywheel.core.gate_details import GateDetails
+from flywheel.core.records import Evaluation
+from flywheel.store.convert import evaluation_record
 from flywheel.store.db import session
 from flywheel.store.objects import ObjectStore
 from flywheel.store.repo import Store
@@ -40,23 +43,11 @@ from flywheel.store.tables import (
     as_utc,
 )
 
-log = logging.getLogger("flywheel.stats")
+log = logging.getLogger(__name__)
 
 # Quarantined files of a batch recorded without reason codes (BatchRow.quarantine_reasons, a
 # count per code of flywheel.ingest.reasons.Code) are counted under this one.
 UNCLASSIFIED = "unclassified"
-
-
-@dataclass(frozen=True)
-class Scores:
-    """A model's score on one eval set (an EvaluationRow, detached from the session)."""
-
-    map50_95: float
-    map50: float
-    precision: float
-    recall: float
-    per_class: dict[str, float]
-    version_id: int
 
 
 @dataclass(frozen=True)
@@ -96,9 +87,9 @@ class Snapshot:
     # the last gate decision's forgetting measures (production - candidate), by measure
     forgetting: dict[str, float] = field(default_factory=dict)
     production: ModelRow | None = None
-    production_score: Scores | None = None
+    production_score: Evaluation | None = None
     candidate: ModelRow | None = None
-    candidate_score: Scores | None = None
+    candidate_score: Evaluation | None = None
     last_promotion_at: datetime | None = None
     pinned: bool = False
     latencies: list[Latency] = field(default_factory=list)
@@ -209,18 +200,18 @@ def _models(s: Session, snap: Snapshot) -> None:
             .where(EvaluationRow.model_sha256 == production.sha256)
             .order_by(col(VersionRow.id).desc())
         ).first()
-        snap.production_score = _scores(row)
+        snap.production_score = evaluation_record(row)
     candidate = s.exec(select(ModelRow).order_by(col(ModelRow.id).desc())).first()
     snap.candidate = candidate
     if candidate is not None:  # its score on its own version's val split, as the gate saw it
         version = s.get(VersionRow, candidate.version_id)
         if version is not None:
-            snap.candidate_score = _scores(s.get(EvaluationRow, (candidate.sha256, version.val_sha256)))
+            snap.candidate_score = evaluation_record(s.get(EvaluationRow, (candidate.sha256, version.val_sha256)))
 
     last = s.exec(select(GateRow).order_by(col(GateRow.id).desc())).first()
     snap.last_decision = last
     if last is not None and last.production_model_id is not None:
-        snap.forgetting = dict(_subset_drops(getattr(last, "details", None) or {}))
+        snap.forgetting = dict(_subset_drops(GateDetails.from_json(last.details)))
         cand = s.get(ModelRow, last.candidate_model_id)
         prod = s.get(ModelRow, last.production_model_id)
         if cand is not None and prod is not None:
@@ -231,13 +222,12 @@ def _models(s: Session, snap: Snapshot) -> None:
                 snap.forgetting["max_class_ap_drop"] = drop
 
 
-def _subset_drops(details: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
+def _subset_drops(details: GateDetails) -> Iterator[tuple[str, float]]:
     """The gate's own forgetting figures: mAP50-95 drop from production to candidate on the val
     images the parent version already had (`val_old`) and on the new ones (`val_new`)."""
     for eval_set, measure in (("val_old", "old_images_map_drop"), ("val_new", "new_images_map_drop")):
-        entry = (details.get("forgetting") or {}).get(eval_set)
-        if isinstance(entry, Mapping) and isinstance(entry.get("drop"), int | float):
-            yield measure, float(entry["drop"])
+        if eval_set in details.forgetting:
+            yield measure, details.forgetting[eval_set].drop
 
 
 def forgetting(production: Mapping[str, float], candidate: Mapping[str, float]) -> float | None:
@@ -247,13 +237,6 @@ def forgetting(production: Mapping[str, float], candidate: Mapping[str, float]) 
     if not production:
         return None
     return max(ap - candidate.get(name, 0.0) for name, ap in production.items())
-
-
-def _scores(row: EvaluationRow | None) -> Scores | None:
-    if row is None:
-        return None
-    per_class = {str(k): float(v) for k, v in dict(row.per_class).items()}
-    return Scores(row.map50_95, row.map50, row.precision, row.recall, per_class, row.version_id)
 
 
 def _latencies(s: Session) -> list[Latency]:

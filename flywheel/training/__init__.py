@@ -1,1 +1,2 @@
-"""The training edge: the spec (no torch), the child process (Ultralytics), the runner."""
+"""The training edge: the child processes (Ultralytics: training, predict_child, export) and
+the adapters that start them (local_trainer, local_predictor, ray_jobs)."""

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from flywheel.core.events import BootstrapInterval, ClassInterval, Evaluated
+from flywheel.core.gate import Score
 from flywheel.core.spec import EvalTarget, TrainSpec
 from flywheel.training import bootstrap
 from flywheel.training.process import Reporter
@@ -42,13 +43,15 @@ def evaluate(spec: TrainSpec, checkpoint: Path, target: EvalTarget, report: Repo
         Evaluated(
             role=role,
             eval_set=target.eval_set,
-            instances=instances,
             checkpoint=str(checkpoint),
-            map50_95=float(box.map),
-            map50=float(box.map50),
-            precision=float(box.mp),
-            recall=float(box.mr),
-            per_class=per_class,
+            score=Score(
+                map50_95=float(box.map),
+                map50=float(box.map50),
+                precision=float(box.mp),
+                recall=float(box.mr),
+                per_class=per_class,
+                instances=instances,
+            ),
             seconds=time.monotonic() - started,
         )
     )

@@ -27,7 +27,7 @@ from flywheel.core.errors import (
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
-log = logging.getLogger("flywheel.training")
+log = logging.getLogger(__name__)
 
 
 EVENTS_FILE = "events.jsonl"

@@ -20,14 +20,14 @@ from flywheel.core.domain import run_name
 from flywheel.core.errors import EventError, ExecutorUnavailable
 from flywheel.core.events import Placed, TrainingEvent, parse_event
 from flywheel.core.spec import TrainSpec
+from flywheel.training.local_trainer import CANCEL_FILE
 from flywheel.training.ray_client import EVENTS_FILE, TERMINAL, RayJob, job_record
 from flywheel.training.ray_errors import job_outcome
-from flywheel.training.runner import CANCEL_FILE
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
-log = logging.getLogger("flywheel.training")
+log = logging.getLogger(__name__)
 
 
 class JobFollowing:

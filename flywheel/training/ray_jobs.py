@@ -41,15 +41,15 @@ from flywheel.core.domain import run_name
 from flywheel.core.errors import NotFound
 from flywheel.core.events import TrainingEvent
 from flywheel.core.spec import TrainSpec
+from flywheel.training.local_trainer import KILL_AFTER_SECONDS
 from flywheel.training.ray_client import POLL_SECONDS, RayJob, check_shared_root, connect
 from flywheel.training.ray_follow import JobFollowing
 from flywheel.training.ray_submit import JobSubmission
-from flywheel.training.runner import KILL_AFTER_SECONDS
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
-log = logging.getLogger("flywheel.training")
+log = logging.getLogger(__name__)
 
 ADOPTED = {"PENDING", "RUNNING", "SUCCEEDED"}  # a run's newest job in these states is followed, not resubmitted
 

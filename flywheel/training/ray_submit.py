@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING
 
 from flywheel.core.domain import run_name
 from flywheel.core.spec import TrainSpec
+from flywheel.training.child_process import child_environment
+from flywheel.training.local_trainer import CANCEL_FILE
 from flywheel.training.ray_client import EVENT_FD, EVENTS_FILE, RayJob, job_record, submission_id
 from flywheel.training.ray_errors import call_job_api
-from flywheel.training.runner import CANCEL_FILE, child_environment
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
-log = logging.getLogger("flywheel.training")
+log = logging.getLogger(__name__)
 
 
 class JobSubmission:
@@ -65,7 +66,7 @@ class JobSubmission:
         )
 
     def environment(self, spec: TrainSpec) -> dict[str, str]:
-        """The child's environment (runner.py's), plus Ray's stop grace period for the supervisor."""
+        """The child's environment (child_process.py's), plus Ray's stop grace period for the supervisor."""
         return {
             **child_environment(EVENT_FD, self.config_dir, spec.threads),
             "RAY_JOB_STOP_WAIT_TIME_S": str(max(1, round(self.stop_wait_seconds))),

@@ -30,9 +30,9 @@ from flywheel.ingest.layout import ignore_code
 from flywheel.ingest.reasons import BatchRefused, Code
 from flywheel.store import Store
 
-__all__ = ["IngestOptions", "IngestPaths", "IngestResult", "ingest_batch"]
+__all__ = ["BatchPipeline", "IngestOptions", "IngestPaths", "IngestResult", "ingest_batch"]
 
-log = logging.getLogger("flywheel.ingest")
+log = logging.getLogger(__name__)
 
 
 def ingest_batch(
@@ -56,6 +56,40 @@ def ingest_batch(
             f"cannot ingest {batch_dir}: {exc}. Nothing was lost: the batch is left in place (an interrupted "
             "ingest resumes when it is seen again); check free space and permissions"
         ) from exc
+
+
+class BatchPipeline:
+    """The BatchIngester port (flywheel.core.ports) on this module: `ingest_batch` with the
+    paths and options a data root's config gives."""
+
+    def __init__(
+        self,
+        store: Store,
+        paths: IngestPaths,
+        options: IngestOptions,
+        val_fraction: float,
+        marker: str,
+        ignore: list[str],
+    ):
+        self.store = store
+        self.paths = paths
+        self.options = options
+        self.val_fraction = val_fraction
+        self.marker = marker
+        self.ignore = ignore
+
+    def ingest(self, batch_dir: Path, *, move: bool, again: bool = False) -> IngestResult:
+        return ingest_batch(
+            self.store,
+            self.paths,
+            batch_dir,
+            val_fraction=self.val_fraction,
+            marker=self.marker,
+            ignore=self.ignore,
+            move=move,
+            options=self.options,
+            again=again,
+        )
 
 
 def _ingest_batch(

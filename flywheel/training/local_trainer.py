@@ -12,7 +12,6 @@ has not exited `KILL_AFTER_SECONDS` later is killed.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -24,26 +23,13 @@ from flywheel.core.domain import run_name
 from flywheel.core.errors import EventError, TrainingCancelled, TrainingError
 from flywheel.core.events import ChildCancelled, ChildFailed, Placed, TrainingEvent, parse_event, read_stream
 from flywheel.core.spec import TrainSpec
+from flywheel.training.child_process import start_child
 
-log = logging.getLogger("flywheel.training")
+log = logging.getLogger(__name__)
 
 CANCEL_FILE = "CANCEL"
 KILL_AFTER_SECONDS = 60.0
 POLL_SECONDS = 0.5
-
-
-def child_environment(event_fd: int, config_dir: Path, threads: int) -> dict[str, str]:
-    """What the training child needs in its environment, whichever executor starts it: its
-    event pipe's descriptor, Ultralytics' settings in the data root, offline, and its threads."""
-    return {
-        "FLYWHEEL_EVENT_FD": str(event_fd),
-        "YOLO_CONFIG_DIR": str(config_dir),
-        "MPLCONFIGDIR": str(config_dir / "matplotlib"),
-        "YOLO_OFFLINE": "true",
-        "YOLO_AUTOINSTALL": "false",
-        "OMP_NUM_THREADS": str(threads),
-        "PYTHONUNBUFFERED": "1",
-    }
 
 
 def request_cancel(out_dir: Path, reason: str) -> Path:
@@ -52,6 +38,17 @@ def request_cancel(out_dir: Path, reason: str) -> Path:
     path = out_dir / CANCEL_FILE
     path.write_text(reason + "\n")
     return path
+
+
+class RunFolders:
+    """The RunStopper port (flywheel.core.ports) on the run folders: `request_cancel` in
+    `runs/<run>/`, which the trainer running that run watches."""
+
+    def __init__(self, runs: Path):
+        self.runs = runs
+
+    def request_stop(self, run_id: int, reason: str) -> None:
+        request_cancel(self.runs / run_name(run_id), reason)
 
 
 class SubprocessTrainer:
@@ -73,24 +70,14 @@ class SubprocessTrainer:
         spec_path = out / "spec.json"
         spec.write(spec_path)
         log_path = out / "train.log"
-        read_fd, write_fd = os.pipe()
-        env = {**os.environ, **child_environment(write_fd, self.config_dir, spec.threads)}
         self._cancelled.clear()
         self._reason = ""
         (out / CANCEL_FILE).unlink(missing_ok=True)  # a request from an earlier attempt of this run
         events: list[TrainingEvent] = []
         with log_path.open("ab") as log_file:
-            try:
-                self._proc = subprocess.Popen(
-                    [self.python, "-m", "flywheel.training.child", str(spec_path)],
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    pass_fds=(write_fd,),
-                    env=env,
-                )
-            finally:
-                os.close(write_fd)  # the child holds the only writer: EOF when it exits
+            self._proc, pipe = start_child(
+                self.python, "flywheel.training.child", spec_path, log_file, self.config_dir, spec.threads
+            )
             placed = Placed("local", socket.gethostname(), str(self._proc.pid))
             events.append(placed)
             on_event(placed)
@@ -107,7 +94,7 @@ class SubprocessTrainer:
                     events.append(event)
                     on_event(event)
 
-                with os.fdopen(read_fd, "r") as pipe:
+                with pipe:
                     malformed = read_stream(pipe, parse_event, take, "the training child")
                 if malformed is not None:  # its pipe is closed too: its next write stops it
                     self._proc.terminate()

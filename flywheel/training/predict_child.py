@@ -1,4 +1,4 @@
-"""The predict child process: `python -m flywheel.training.predict REQUEST_JSON`.
+"""The predict child process: `python -m flywheel.training.predict_child REQUEST_JSON`.
 
 Runs one checkpoint over a list of images, one image at a time, and reports each result as a
 JSON line on the file descriptor named by FLYWHEEL_EVENT_FD (stdout when unset); its own
