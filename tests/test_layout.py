@@ -81,8 +81,6 @@ def io_when_core_runs() -> dict[str, list[str]]:
 # Known breaches at run time, strict xfail so each flips when fixed.
 RUNNING_PENDING = {
     "config parsing from text": "the cron check imports APScheduler",
-    "planning a run": "choose_start stats model.base",
-    "a train spec to text and back": "TrainSpec writes and reads its file",
 }
 
 
