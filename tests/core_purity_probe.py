@@ -94,9 +94,9 @@ ROOT = Path("/nonexistent-data-root")
 
 
 def config_from_text() -> None:
-    data = tomllib.loads(DEFAULT_TOML)
-    data.setdefault("schedule", {})["cron"] = "30 2 * * 1-5"
-    assert config.parse(data).schedule.cron == "30 2 * * 1-5"
+    scheduled = DEFAULT_TOML.replace('cron = ""', 'cron = "30 2 * * 1-5"', 1)  # a crontab to check
+    assert config.parse_toml(scheduled).schedule.cron == "30 2 * * 1-5"
+    assert config.parse(tomllib.loads(DEFAULT_TOML)) == config.Config()
     try:
         config.parse({"training": {"imgsz": "640", "nope": 1}})
     except flywheel.core.errors.ConfigError as exc:

@@ -79,9 +79,7 @@ def io_when_core_runs() -> dict[str, list[str]]:
 
 
 # Known breaches at run time, strict xfail so each flips when fixed.
-RUNNING_PENDING = {
-    "config parsing from text": "the cron check imports APScheduler",
-}
+RUNNING_PENDING: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(

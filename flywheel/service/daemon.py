@@ -17,7 +17,6 @@ from pathlib import Path
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 
 from flywheel.app import App, DaemonAdapters
 from flywheel.core.domain import batch_name, run_name, version_name
@@ -32,6 +31,7 @@ from flywheel.core.errors import (
 from flywheel.core.ports import RemoteTrainer
 from flywheel.flow.recovery import mark_interrupted
 from flywheel.service import train_queue
+from flywheel.service.cron import cron_trigger
 from flywheel.service.health import storage_message, storage_problem
 from flywheel.service.trigger import Trigger
 
@@ -96,7 +96,7 @@ class Daemon:
             scheduler.add_job(self._check_settled, "interval", seconds=settle, id="settle")
             scheduler.add_job(self.wake, "interval", seconds=app.config.inbox.rescan_seconds, id="rescan")
             if app.config.schedule.cron:
-                trigger = CronTrigger.from_crontab(app.config.schedule.cron, timezone="UTC")
+                trigger = cron_trigger(app.config.schedule.cron)
                 scheduler.add_job(self.trigger.cron_fired, trigger, id="cron")
             if self.notifier.watchdog_seconds:  # WatchdogSec=: ping at half the period, however late
                 interval = self.notifier.watchdog_seconds / 2
