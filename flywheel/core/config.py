@@ -66,7 +66,7 @@ class TrainingConfig(_Section):
     # A warm start's budget (flywheel/core/budget.py): "auto" follows the share of new
     # images and how converged the parent was; "fixed" trains epochs_warm epochs.
     warm_budget: Literal["auto", "fixed"] = "auto"
-    warm_budget_factor: float = Field(1.5, gt=0, le=10)  # 1.5 since 2026-12-04: docs/benchmarks.md
+    warm_budget_factor: float = Field(1.5, gt=0, le=10)  # 1.5: x1.0 fell behind retraining (docs/benchmarks.md)
     epochs_warm_min: int = Field(5, ge=1)
     epochs_warm_max: int = Field(0, ge=0)  # 0: epochs_scratch
     unconverged_boost: float = Field(1.5, ge=1, le=10)  # x the budget under a parent still improving
