@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flywheel.core import config as config_mod
+from flywheel import config_file
 from flywheel.core.config import CONFIG_NAME, Config
 from flywheel.core.errors import ConfigError, DataRootError
 from flywheel.core.ports import NullObserver, Observer, Predictor, Trainer
@@ -52,7 +52,7 @@ def init_data_root(root: Path, config_text: str | None = None) -> Path:
     cfg = root / CONFIG_NAME
     if not cfg.exists():
         cfg.write_text(config_text or default_config_text())
-    config = config_mod.load(root)
+    config = config_file.load(root)
     engine = make_engine(database_url(root, config.database.url))
     try:
         upgrade_schema(engine)
@@ -100,7 +100,7 @@ class App:
                 f"{self.paths.root} is not a flywheel data root (no {CONFIG_NAME}); "
                 f"create one with `flywheel init {root}`"
             )
-        self.config: Config = config_mod.load(self.paths.root)
+        self.config: Config = config_file.load(self.paths.root)
         self.engine = make_engine(database_url(self.paths.root, self.config.database.url))
         upgrade_schema(self.engine)  # creates or migrates the schema (flywheel/store/migrate.py)
         self.store = Store(self.engine)

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 import flywheel
+from flywheel.config_file import load
 from flywheel.core import config as config_mod
-from flywheel.core.config import CONFIG_NAME, Config, load, parse, resolve
+from flywheel.core.config import CONFIG_NAME, Config, parse, resolve
 from flywheel.core.errors import ConfigError
 
 DEFAULT_TOML = Path(flywheel.__file__).parent / "default_config.toml"

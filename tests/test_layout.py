@@ -1,5 +1,6 @@
 """The layout's import contract: flywheel/core is pure (no database, training, watching, metrics
-or scheduling library gets loaded by importing it) and depends on nothing outside itself;
+or scheduling library gets loaded by importing it, and its functions touch no file, socket or
+process and load no such library when they run) and depends on nothing outside itself;
 flywheel/flow does not reach up into the service, the CLI or the composition root."""
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.core_purity_probe import SCENARIOS
+
 PACKAGE = Path(__file__).parents[1] / "flywheel"
 HEAVY = ("sqlalchemy", "sqlmodel", "torch", "ultralytics", "watchdog", "prometheus_client", "apscheduler")
+HEAVY += ("requests", "httpx")
 
 # Known breaches, each a single case marked strict xfail so that it flips when it is fixed.
 PENDING: dict[str, str] = {}
@@ -57,6 +61,58 @@ def test_importing_a_core_module_loads_no_heavy_library(module: str):
     assert proc.returncode == 0, proc.stderr
     loaded = sorted({name.split(".")[0] for name in json.loads(proc.stdout)})
     assert not loaded, f"importing {module} loads {', '.join(loaded)}"
+
+
+PROBE = Path(__file__).with_name("core_purity_probe.py")
+
+
+@pytest.fixture(scope="module")
+def io_when_core_runs() -> dict[str, list[str]]:
+    """What each of the probe's scenarios did under its I/O guard, from one fresh interpreter (the
+    import test above cannot see a library imported, or a file opened, inside a function)."""
+    proc = subprocess.run(
+        [sys.executable, str(PROBE)], capture_output=True, text=True, timeout=120, check=False, cwd=PACKAGE.parent
+    )
+    assert proc.returncode == 0, proc.stderr
+    report: dict[str, list[str]] = json.loads(proc.stdout)["scenarios"]
+    return report
+
+
+# Known breaches at run time, strict xfail so each flips when fixed.
+RUNNING_PENDING: dict[str, str] = {}
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=RUNNING_PENDING[s])) if s in RUNNING_PENDING else s
+        for s in SCENARIOS
+    ],
+)
+def test_core_functions_do_no_io_when_they_run(scenario: str, io_when_core_runs: dict[str, list[str]]):
+    assert io_when_core_runs[scenario] == [], f"{scenario}: {'; '.join(io_when_core_runs[scenario])}"
+
+
+def test_the_io_guard_catches_each_kind_of_io():
+    # the test above passes vacuously if the probe's guards miss a kind of I/O
+    kinds = {
+        "a file opened": "open(PROBE_FILE).close()",
+        "a file's existence checked": "Path(PROBE_FILE).is_file()",
+        "a folder listed": "os.listdir('.')",
+        "a process started": "os.system('true')",
+        "a socket opened": "import socket as s; s.create_connection(('127.0.0.1', 9))",
+        "an I/O library imported": "import apscheduler.triggers.cron",
+    }
+    run = "import os, json; from pathlib import Path; import tests.core_purity_probe as p; PROBE_FILE = p.__file__\n"
+    run += f"KINDS = {kinds!r}\n"
+    run += "p.SCENARIOS = {k: (lambda c=c: exec(c, globals())) for k, c in KINDS.items()}; p.main()"
+    proc = subprocess.run(
+        [sys.executable, "-c", run], capture_output=True, text=True, timeout=120, check=False, cwd=PACKAGE.parent
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)["scenarios"]
+    missed = [kind for kind in kinds if not report[kind] or any("scenario failed" in s for s in report[kind])]
+    assert not missed, f"the guard missed: {missed} ({report})"
 
 
 def imported(path: Path) -> set[str]:

@@ -12,7 +12,8 @@ import pytest
 
 from flywheel.app import App
 from flywheel.cli.demo import synthetic_batch
-from flywheel.core.config import parse
+from flywheel.config_file import load
+from flywheel.core.config import CONFIG_NAME, parse
 from flywheel.core.errors import ConfigError
 from flywheel.core.schedule import SchedulePolicy, Waiting, decide_schedule
 from flywheel.flow.waiting import waiting
@@ -45,10 +46,15 @@ def test_min_new_images_counts_and_the_schedule_trains_whatever_waits():
     assert decide_schedule(Waiting(3, 1, 60), cron_only, cron_due=True).train
 
 
-def test_cron_is_checked_when_the_config_is_read():
-    assert parse({"schedule": {"cron": " 30 2 * * 1-5 "}}).schedule.cron == "30 2 * * 1-5"
-    with pytest.raises(ConfigError, match=r"schedule\.cron.*Wrong number of fields"):
-        parse({"schedule": {"cron": "30 2 * *"}})
+def test_cron_is_checked_when_the_config_is_read(tmp_path):
+    config = tmp_path / CONFIG_NAME
+    config.write_text('[schedule]\ncron = " 30 2 * * 1-5 "\n')
+    assert load(tmp_path).schedule.cron == "30 2 * * 1-5"
+    config.write_text('[schedule]\ncron = "30 2 * *"\n')
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path)
+    assert f"{config}: key `schedule.cron`: not a crontab expression (Wrong number of fields" in str(error.value)
+    assert "(got '30 2 * *')" in str(error.value)
     with pytest.raises(ConfigError, match=r"schedule\.min_new_images"):
         parse({"schedule": {"min_new_images": -1}})
 

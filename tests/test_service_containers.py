@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flywheel.core.config import Config, load
+from flywheel.config_file import load
+from flywheel.core.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -48,13 +49,14 @@ def test_parse_start_refuses_what_it_does_not_know():
 
 
 def test_choose_start_warm_from_a_registered_model_else_base(tmp_path):
-    config = parse({})
-    assert choose_start(config, tmp_path, (4, Path("/m/4.pt"))) == Start(StartKind.WARM, "/m/4.pt", 4)
-    assert choose_start(config, tmp_path, None) == SCRATCH
-    (tmp_path / "coco.pt").write_bytes(b"x")
-    assert choose_start(config, tmp_path, None, "coco.pt").checkpoint == str(tmp_path / "coco.pt")
+    on_disk = {tmp_path / "coco.pt", tmp_path / "mine.yaml"}
+    choose = partial(choose_start, parse({}), tmp_path, is_file=on_disk.__contains__)
+    assert choose((4, Path("/m/4.pt"))) == Start(StartKind.WARM, "/m/4.pt", 4)
+    assert choose(None) == SCRATCH  # a model YAML Ultralytics ships, by name
+    assert choose(None, "mine.yaml").checkpoint == str(tmp_path / "mine.yaml")
+    assert choose(None, "coco.pt").checkpoint == str(tmp_path / "coco.pt")
     with pytest.raises(UsageError, match="never downloads"):
-        choose_start(config, tmp_path, None, "missing.pt")
+        choose(None, "missing.pt")
 
 
 def test_warm_and_scratch_runs_get_their_own_settings():

@@ -29,7 +29,7 @@ app = typer.Typer(
 )
 
 # The order `flywheel --help` lists the commands in (typer lists them as registered, commands
-# before groups): kept as it was before the commands moved into modules by group.
+# before groups): fixed here, so moving a command between modules does not reorder the help.
 HELP_ORDER = (
     "init", "run", "ingest", "train", "rollback", "status", "versions", "demo",
     "promote", "pin", "unpin", "history", "compare", "predict", "suggest",

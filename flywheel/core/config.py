@@ -1,4 +1,5 @@
-"""Load and validate `config.toml`.
+"""Validate the content of `config.toml` (flywheel/config_file.py reads the file and runs the
+checks that need the disk or a scheduler; this module takes text and values only).
 
 The file lives in the data root; relative paths in it are relative to that folder. Every key
 has a default (the commented `config.toml` at the repository root is the reference), unknown
@@ -65,7 +66,7 @@ class TrainingConfig(_Section):
     # A warm start's budget (flywheel/core/budget.py): "auto" follows the share of new
     # images and how converged the parent was; "fixed" trains epochs_warm epochs.
     warm_budget: Literal["auto", "fixed"] = "auto"
-    warm_budget_factor: float = Field(1.5, gt=0, le=10)  # 1.5 since 2026-12-04: docs/benchmarks.md
+    warm_budget_factor: float = Field(1.5, gt=0, le=10)  # 1.5: x1.0 fell behind retraining (docs/benchmarks.md)
     epochs_warm_min: int = Field(5, ge=1)
     epochs_warm_max: int = Field(0, ge=0)  # 0: epochs_scratch
     unconverged_boost: float = Field(1.5, ge=1, le=10)  # x the budget under a parent still improving
@@ -161,15 +162,8 @@ class ScheduleConfig(_Section):
 
     @field_validator("cron")
     @classmethod
-    def _crontab(cls, value: str) -> str:
-        if value.strip():
-            from apscheduler.triggers.cron import CronTrigger
-
-            try:
-                CronTrigger.from_crontab(value, timezone="UTC")
-            except ValueError as exc:
-                raise ValueError(f'not a crontab expression ({exc}); e.g. "0 2 * * *" for 02:00 UTC daily') from None
-        return value.strip()
+    def _stripped(cls, value: str) -> str:
+        return value.strip()  # parsed where a scheduler is: flywheel/service/cron.py, when the file loads
 
 
 class ReplayConfig(_Section):
@@ -277,43 +271,13 @@ def _got(err: Any) -> str:
     return f" (got {value!r}" + ("; TOML writes numbers and true/false without quotes)" if quoted else ")")
 
 
-def load(data_root: Path) -> Config:
-    path = data_root / CONFIG_NAME
+def parse_toml(text: str, source: str = CONFIG_NAME) -> Config:
+    """`parse` for the text of a config.toml; `source` names the file in every error."""
     try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path} not found: run `flywheel init {data_root}` to create a data root") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the line it names") from None
-    config = parse(raw, str(path))
-    base = config.model.base
-    if base.endswith(".pt") and not resolve(data_root, base).is_file():
-        raise ConfigError(
-            f"{path}: key `model.base`: checkpoint {resolve(data_root, base)} does not exist. "
-            "flywheel never downloads weights: put the .pt there, or use a YAML such as "
-            "yolov8n.yaml to train from scratch"
-        )
-    if base.endswith((".yaml", ".yml")) and not resolve(data_root, base).is_file() and not shipped_model_yaml(base):
-        raise ConfigError(
-            f"{path}: key `model.base`: {base!r} is neither a file under the data root nor a model YAML that "
-            "Ultralytics ships (e.g. yolov8n.yaml, yolo11s.yaml); fix the name or put the YAML there"
-        )
-    return config
-
-
-def shipped_model_yaml(name: str) -> bool:
-    """Whether Ultralytics ships a model YAML by this name, found the way it looks one up
-    (`yolov8n.yaml` is `yolov8.yaml` at scale n), without importing it (seconds, and torch)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("ultralytics")
-    if spec is None or not spec.submodule_search_locations:
-        return True  # cannot tell here; the training child will say
-    models = Path(next(iter(spec.submodule_search_locations))) / "cfg" / "models"
-    stem = Path(name).name
-    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", Path(stem).stem) + Path(stem).suffix
-    return any(models.rglob(stem)) or any(models.rglob(unified))
+        raise ConfigError(f"{source}: not valid TOML ({exc}); fix the line it names") from None
+    return parse(data, source)
 
 
 def resolve(data_root: Path, value: str) -> Path:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 from flywheel.core.domain import ManifestItem
 
-FULL = "full"  # every item stored with the version; sorted-list hashes (before delta manifests)
+FULL = "full"  # every item stored with the version; sorted-list hashes (a database may still hold such rows)
 DELTA = "delta"  # only the items added or re-labelled over the parent; additive hashes
 _MOD = 2**256
 

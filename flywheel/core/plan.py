@@ -19,7 +19,7 @@ Two kinds of start (`domain.StartKind`):
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,18 +77,25 @@ def parse_start(text: str) -> StartRequest:
 
 
 def choose_start(
-    config: Config, data_root: Path, production: tuple[int, Path] | None, base: str | None = None
+    config: Config,
+    data_root: Path,
+    production: tuple[int, Path] | None,
+    base: str | None = None,
+    *,
+    is_file: Callable[[Path], bool],
 ) -> Start:
     """Warm from a registered model (id, verified checkpoint) when given, else from `base`
-    (default `model.base`): a YAML trains from scratch, a .pt the user provides is loaded."""
+    (default `model.base`): a YAML trains from scratch, a .pt the user provides is loaded.
+    `is_file`: whether a path names a file (the caller looks; the plan reads no disk)."""
     if production is not None:
         model_id, checkpoint = production
         return Start(StartKind.WARM, str(checkpoint), model_id)
     value = base or config.model.base
     path = resolve(data_root, value)
-    if value.endswith(".pt") and not path.is_file():
+    found = is_file(path)
+    if value.endswith(".pt") and not found:
         raise UsageError(f"{path} does not exist; flywheel never downloads weights: put the .pt there")
-    return Start(StartKind.SCRATCH, str(path) if path.exists() else value, None)
+    return Start(StartKind.SCRATCH, str(path) if found else value, None)
 
 
 def strategy_name(

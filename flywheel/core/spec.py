@@ -1,15 +1,15 @@
 """What the daemon hands a training child, and what the child says back.
 
-Kept free of torch and Ultralytics so the daemon can import it: the daemon writes a
-`TrainSpec` as `runs/<run>/spec.json`; the child reads it, trains, evaluates, and writes
-events as JSON lines on a pipe (flywheel/core/events.py) and its own log to `runs/<run>/train.log`.
+Kept free of torch and Ultralytics so the daemon can import it, and of files so it stays pure:
+the trainer writes a `TrainSpec`'s `to_json()` as `runs/<run>/spec.json`; the child reads it with
+`from_json`, trains, evaluates, and writes events as JSON lines on a pipe
+(flywheel/core/events.py) and its own log to `runs/<run>/train.log`.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 CANCELLED_EXIT = 3  # the child's exit code when it stopped on request
@@ -65,11 +65,11 @@ class TrainSpec:
     replay_sha256: str = ""  # hash of the replay sample's image list; empty: the whole version
     resume: str = ""  # a last.pt to continue (Ultralytics resume); empty: start from `start`
 
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
-    def read(cls, path: Path) -> TrainSpec:
-        data: dict[str, Any] = json.loads(path.read_text())
+    def from_json(cls, text: str) -> TrainSpec:
+        data: dict[str, Any] = json.loads(text)
         data["evaluate"] = [EvalTarget(**e) for e in data.get("evaluate", [])]
         return cls(**data)

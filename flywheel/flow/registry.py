@@ -182,7 +182,7 @@ class Registry:
         folder = self._published / name
         stored = self.checkpoint(model)
         shared = (folder / "model.pt").is_file() and os.path.samefile(folder / "model.pt", stored)
-        if not (folder / "model.json").is_file() or shared:  # shared: a hard link made by flywheel < 0.2
+        if not (folder / "model.json").is_file() or shared:  # shared: a hard link, so damage to one is damage to both
             tmp = self._published / f".tmp-{name}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)

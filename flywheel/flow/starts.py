@@ -3,6 +3,9 @@ the budget a warm start gets, and the replay sample it trains on."""
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+
 from flywheel.core.budget import Budget
 from flywheel.core.config import Config
 from flywheel.core.domain import ManifestItem, ModelStatus, RunState, StartKind
@@ -18,21 +21,22 @@ def run_start(deps: FlowDeps, production: Model | None, start_from: str | None, 
     """`start_from`: `flywheel train --from` (default: production, else model.base); `resume`:
     an interrupted run, which starts where it started the first time."""
     store, registry, config, data_root = deps.store, deps.registry, deps.config, deps.workspace.data_root
+    choose = partial(choose_start, config, data_root, is_file=Path.is_file)  # the plan itself reads no disk
     if resume is not None:
         if resume.start_model_id is not None:  # the checkpoint is verified against its sha256 again
             model = store.model(resume.start_model_id)
-            return choose_start(config, data_root, (resume.start_model_id, registry.checkpoint(model)))
+            return choose((resume.start_model_id, registry.checkpoint(model)))
         return Start(StartKind(resume.start_kind), resume.start_checkpoint, None)
     request = parse_start(start_from) if start_from else None
     if request is not None and request.what == "model" and request.model_id is not None:
         model = store.model(request.model_id)
-        return choose_start(config, data_root, (request.model_id, registry.checkpoint(model)))
+        return choose((request.model_id, registry.checkpoint(model)))
     if request is None or request.what == "production":
         if production is not None:
-            return choose_start(config, data_root, (production.id, registry.checkpoint(production)))
+            return choose((production.id, registry.checkpoint(production)))
         if request is not None:
             raise UsageError("--from production: there is no production model yet; use --from base")
-    return choose_start(config, data_root, None, request.path if request is not None and request.path else None)
+    return choose(None, request.path if request is not None and request.path else None)
 
 
 def warm_budget_for(

@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from apscheduler.triggers.cron import CronTrigger
-
 from flywheel.core.domain import batch_name, run_name, version_name
 from flywheel.core.errors import (
     DataRootError,
@@ -31,6 +29,7 @@ from flywheel.core.ports import RemoteTrainer
 from flywheel.flow.recovery import mark_interrupted
 from flywheel.service import train_queue
 from flywheel.service.backoff import Backoff
+from flywheel.service.cron import cron_trigger
 from flywheel.service.daemon_parts import DaemonAdapters, DaemonWork
 from flywheel.service.health import storage_message, storage_problem
 from flywheel.service.trigger import Trigger
@@ -98,7 +97,7 @@ class Daemon:
             scheduler.add_job(self._check_settled, "interval", seconds=settle, id="settle")
             scheduler.add_job(self.wake, "interval", seconds=config.inbox.rescan_seconds, id="rescan")
             if config.schedule.cron:
-                trigger = CronTrigger.from_crontab(config.schedule.cron, timezone="UTC")
+                trigger = cron_trigger(config.schedule.cron)
                 scheduler.add_job(self.trigger.cron_fired, trigger, id="cron")
             if config.retention.gc_interval_hours > 0:  # gc runs in the work loop, between trainings
                 hours = config.retention.gc_interval_hours

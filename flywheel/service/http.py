@@ -129,7 +129,7 @@ def ask(url: str, timeout: float) -> tuple[int, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flywheel.core import config as config_mod
+    from flywheel import config_file
     from flywheel.core.errors import FlywheelError
 
     parser = argparse.ArgumentParser(
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=5.0)
     args = parser.parse_args(argv)
     try:
-        metrics = config_mod.load(args.root).metrics
+        metrics = config_file.load(args.root).metrics
     except FlywheelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ def _offline_environment(threads: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    spec = TrainSpec.read(Path(argv[1]))
+    spec = TrainSpec.from_json(Path(argv[1]).read_text())
     fd = int(os.environ.get("FLYWHEEL_EVENT_FD", "1"))
     report = Reporter(os.fdopen(fd, "w", buffering=1))
     _offline_environment(spec.threads)

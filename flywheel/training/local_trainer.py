@@ -68,7 +68,7 @@ class SubprocessTrainer:
         out = Path(spec.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         spec_path = out / "spec.json"
-        spec.write(spec_path)
+        spec_path.write_text(spec.to_json())
         log_path = out / "train.log"
         self._cancelled.clear()
         self._reason = ""

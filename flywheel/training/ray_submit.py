@@ -77,7 +77,7 @@ class JobSubmission:
         out = Path(spec.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         spec_path = out / "spec.json"
-        spec.write(spec_path)
+        spec_path.write_text(spec.to_json())
         (out / CANCEL_FILE).unlink(missing_ok=True)  # a request from an earlier attempt of this run
         (out / EVENTS_FILE).write_bytes(b"")  # this attempt's events only (no earlier attempt's job runs)
         sid = submission_id(spec.run_id, attempt, self.prefix)
