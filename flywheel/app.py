@@ -188,7 +188,9 @@ def build_daemon(root: Path, trainer: Trainer | None = None) -> Daemon:
         stopping=stopping,
         scheduler=BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1}),
         lock=lambda: DataRootLock(paths.root),
-        http_server=lambda: HttpServer(config.metrics.host, config.metrics.port, metrics_registry, probes),
+        http_server=lambda: HttpServer(
+            config.metrics.host, config.metrics.port, metrics_registry, probes, config.metrics.render_seconds
+        ),
         inbox_watcher=lambda wake: InboxWatcher(tracker, wake, also=train_queue.queue_dir(paths.root)),
     )
     work = DaemonWork(app.cases, app.store, app.registry, app.trainer, config, paths.root, paths.inbox)

@@ -377,3 +377,68 @@ def test_probe_command_exit_codes_without_a_daemon(tmp_path: Path, capsys):
     assert "metrics.port is 0" in capsys.readouterr().err
     (tmp_path / "config.toml").write_text(f"[metrics]\nport = {free_port()}\n")
     assert http_mod.main(["readyz", "--root", str(tmp_path), "--timeout", "2"]) == 1
+
+
+class CountingCollector:
+    """Counts how often the registry is walked (each walk is a database snapshot in the daemon)."""
+
+    def __init__(self) -> None:
+        self.collected = 0
+        self._lock = threading.Lock()
+
+    def describe(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield GaugeMetricFamily("flywheel_test_walks", "walks so far")
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        with self._lock:
+            self.collected += 1
+        time.sleep(0.05)  # as a snapshot query takes time: concurrent scrapes overlap it
+        yield GaugeMetricFamily("flywheel_test_walks", "walks so far", value=self.collected)
+
+
+def test_concurrent_scrapes_share_one_render_of_the_registry():
+    registry, counter = CollectorRegistry(), CountingCollector()
+    registry.register(counter)
+    server = HttpServer("127.0.0.1", 0, registry, {}, render_seconds=60.0)
+    try:
+        start, bodies = threading.Barrier(16), []
+
+        def scrape_once() -> None:
+            start.wait()
+            bodies.append(get(server.port, "/metrics"))
+
+        threads = [threading.Thread(target=scrape_once) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(bodies) == 16 and {b[0] for b in bodies} == {200}
+        assert counter.collected == 1  # 16 scrapes, one walk of the collectors
+        assert len({b[2] for b in bodies}) == 1
+        assert "flywheel_test_walks 1.0" in bodies[0][2]
+        # a name[] filter is its own render, of that family alone
+        registry.register(Gauge("flywheel_test_other", "another family", registry=None))
+        status, _, text = get(server.port, "/metrics?name[]=flywheel_test_walks")
+        assert status == 200 and "flywheel_test_walks 2.0" in text and "flywheel_test_other" not in text
+    finally:
+        server.stop()
+
+
+def test_the_exposition_renders_again_once_its_copy_is_older_than_max_age():
+    registry, counter = CollectorRegistry(), CountingCollector()
+    registry.register(counter)
+    now = [100.0]
+    exposition = http_mod.Exposition(registry, max_age=1.0, clock=lambda: now[0])
+    first = exposition.render(None, None)
+    now[0] += 0.9
+    assert exposition.render(None, None) == first and counter.collected == 1
+    now[0] += 0.2
+    content_type, body = exposition.render(None, None)
+    assert counter.collected == 2 and b"flywheel_test_walks 2.0" in body
+    assert content_type.startswith("text/plain")
+    openmetrics, _ = exposition.render("application/openmetrics-text; version=1.0.0", None)
+    assert openmetrics.startswith("application/openmetrics-text") and counter.collected == 3

@@ -195,6 +195,7 @@ class NotifyConfig(_Section):
 class MetricsConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
+    render_seconds: float = Field(1.0, ge=0)
 
 
 class HealthConfig(_Section):

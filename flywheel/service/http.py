@@ -15,21 +15,23 @@ HEALTHCHECK): exit 0 on 200, 1 otherwise, 2 when the data root's config cannot b
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import socket
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import MetricsHandler
+from prometheus_client.exposition import MetricsHandler, choose_encoder, gzip_accepted
 
 from flywheel.service.health import Check
 
@@ -51,13 +53,38 @@ def check_body(checks: list[Check]) -> tuple[int, dict[str, object]]:
     return (503 if failing else 200), body
 
 
+class Exposition:
+    """The registry rendered at most once per `max_age` seconds, whoever asks: concurrent
+    scrapes share one render (one database snapshot, one walk of the collectors) instead of
+    each running its own. 16 clients at once beside a training took p99 2.4 s and up to 7 s
+    when each scrape rendered; Prometheus scrapes every 15 s, so a value a second old is fresh."""
+
+    def __init__(self, registry: CollectorRegistry, max_age: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.registry, self.max_age, self.clock = registry, max_age, clock
+        self._lock = threading.Lock()  # single flight: one render at a time, the others wait for it
+        self._cache: dict[tuple[str, tuple[str, ...]], tuple[float, bytes]] = {}
+
+    def render(self, accept: str | None, names: list[str] | None) -> tuple[str, bytes]:
+        encoder, content_type = choose_encoder(accept or "")
+        key = (content_type, tuple(sorted(names or ())))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and self.clock() - hit[0] < self.max_age:
+                return content_type, hit[1]
+            registry = self.registry.restricted_registry(names) if names else self.registry
+            body = encoder(registry)
+            self._cache[key] = (self.clock(), body)
+            return content_type, body
+
+
 class _Handler(MetricsHandler):
     probes: ClassVar[Mapping[str, Probe]] = {}
+    exposition: ClassVar[Exposition]
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path == "/metrics":
-            super().do_GET()
+            self._metrics()
             return
         probe = self.probes.get(path)
         if probe is not None:
@@ -71,6 +98,19 @@ class _Handler(MetricsHandler):
             self._send(200, "text/html; charset=utf-8", f"<h1>flywheel</h1><ul>{links}</ul>\n".encode())
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz or /readyz\n")
+
+    def _metrics(self) -> None:
+        names = parse_qs(urlsplit(self.path).query).get("name[]")
+        content_type, body = self.exposition.render(self.headers.get("Accept"), names)
+        encoding = gzip_accepted(self.headers.get("Accept-Encoding") or "")
+        payload = gzip.compress(body, compresslevel=1) if encoding else body
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        if encoding:
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def _send(self, status: int, content_type: str, payload: bytes) -> None:
         self.send_response(status)
@@ -91,9 +131,17 @@ class _Server(ThreadingHTTPServer):
 class HttpServer:
     """Serves /metrics and the probes from a background thread until `stop()`."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, probes: Mapping[str, Probe]):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        probes: Mapping[str, Probe],
+        render_seconds: float = 1.0,  # /metrics renders at most this often (Exposition)
+    ):
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-        handler = type("FlywheelHandler", (_Handler,), {"registry": registry, "probes": dict(probes)})
+        attrs = {"registry": registry, "probes": dict(probes), "exposition": Exposition(registry, render_seconds)}
+        handler = type("FlywheelHandler", (_Handler,), attrs)
         server_class = type("FlywheelServer", (_Server,), {"address_family": family})
         self._server: ThreadingHTTPServer = server_class((host, port), handler)
         self.host = host
