@@ -91,7 +91,9 @@ def burst(port: int, requests: int, threads: int) -> dict[str, Any]:
 def arm(work: Path, render_seconds: float, requests: int, threads: int) -> dict[str, Any]:
     root = work / f"root-{render_seconds:g}"
     training = {"epochs_scratch": 300, "imgsz": 320, "batch": 16, "device": "cpu"}
-    write_config(root, training, extra={"metrics": {"render_seconds": render_seconds}})
+    write_config(root, training)
+    config = root / "config.toml"  # [metrics] is written by write_config: add the key to it
+    config.write_text(config.read_text().replace("port = 0\n", f"port = 0\nrender_seconds = {render_seconds}\n", 1))
     data = bccd_copy(work)
     images = sorted((data / "images" / "train").glob("*.jpg"))[:120]
     batch = yolo_batch(work / f"batch-{render_seconds:g}", images, NAMES)
