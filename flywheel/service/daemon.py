@@ -212,7 +212,8 @@ class Daemon:
         if self._gc_due.is_set() and not self.stopping.is_set():
             self._gc_due.clear()
             freed = self.work.cases.collect_garbage("flywheel")
-            log.info("gc: freed %d bytes in %d paths (retention policy)", freed.freed, len(freed.removals))
+            if freed.removals:  # the ledger has the details; nothing freed is not news
+                log.info("gc: freed %d bytes in %d paths (retention policy)", freed.freed, len(freed.removals))
         self._check_production()  # a damaged production model: degraded, nothing trains from it
         self._check_executor()  # a cluster that cannot be reached: degraded, the versions wait
         if not self.stopping.is_set():
