@@ -86,6 +86,16 @@ def test_policy_keeps_every_model_that_was_production_and_the_newest_rejected():
     removed = [r.path for r in plan(found, {}, models, RetentionPolicy(keep_rejected=1))]
     # 7 is the newest rejected (its file is also the retired m1's); 5, 3 and 2 are older
     assert removed == ["models/xx/b.pt", "models/xx/c.pt", "models/xx/e.pt"]
+    # keep_retired N: only the newest N retired keep theirs (rollback reaches no further); never production
+    models.append(ModelFacts(8, "g", ModelStatus.RETIRED))
+    found.append(Found("models/xx/g.pt", Area.MODEL_WEIGHTS, 1, 1, "g"))
+    removed = {r.path: r.why for r in plan(found, {}, models, RetentionPolicy(keep_rejected=1, keep_retired=1))}
+    assert sorted(removed) == ["models/xx/b.pt", "models/xx/c.pt", "models/xx/e.pt"]  # "a" is also rejected m7's
+    models.append(ModelFacts(9, "h", ModelStatus.RETIRED))
+    found.append(Found("models/xx/h.pt", Area.MODEL_WEIGHTS, 1, 1, "h"))
+    removed = {r.path: r.why for r in plan(found, {}, models, RetentionPolicy(keep_rejected=0, keep_retired=1))}
+    assert "models/xx/g.pt" in removed and "retention.keep_retired" in removed["models/xx/g.pt"]
+    assert "models/xx/h.pt" not in removed and "models/xx/d.pt" not in removed and "models/xx/f.pt" not in removed
 
 
 # --- on a real data root --------------------------------------------------------------------

@@ -208,6 +208,7 @@ class DaemonConfig(_Section):
 
 class RetentionConfig(_Section):
     keep_rejected: int = Field(5, ge=0)
+    keep_retired: int = Field(0, ge=0)
     run_logs_days: float = Field(30.0, ge=0)
     quarantine_days: float = Field(90.0, ge=0)
     done_days: float = Field(30.0, ge=0)

@@ -66,6 +66,7 @@ class RetentionPolicy:
     """`[retention]` in config.toml; an age of 0 keeps that area forever."""
 
     keep_rejected: int = 5
+    keep_retired: int = 0  # 0: every model that was ever production keeps its weights (rollback)
     run_logs_days: float = 30.0
     quarantine_days: float = 90.0
     done_days: float = 30.0
@@ -88,27 +89,34 @@ def plan(
     quarantined: frozenset[str] = frozenset(),  # batch labels still in quarantine (not retried)
 ) -> list[Removal]:
     """The removals the policy allows, in the order `found` lists them."""
-    rejected_kept, weights_kept = _weights_to_keep(list(models), policy.keep_rejected)
+    listed = list(models)
+    _, weights_kept = _weights_to_keep(listed, policy.keep_rejected, policy.keep_retired)
+    retired_shas = {m.sha256 for m in listed if m.status is ModelStatus.RETIRED}
     out: list[Removal] = []
     for f in found:
-        why = _why(f, runs, rejected_kept, weights_kept, policy, quarantined)
+        why = _why(f, runs, retired_shas, weights_kept, policy, quarantined)
         if why:
             out.append(Removal(f.path, f.area, f.size, why))
     return out
 
 
-def _weights_to_keep(models: list[ModelFacts], keep_rejected: int) -> tuple[set[str], set[str]]:
-    rejected = sorted((m for m in models if m.status is ModelStatus.REJECTED), key=lambda m: m.id, reverse=True)
-    newest_rejected = {m.sha256 for m in rejected[: max(keep_rejected, 0)]}
-    # a sha shared by a kept model and a rejected one stays: the file is the kept model's too
-    kept = {m.sha256 for m in models if m.status is not ModelStatus.REJECTED} | newest_rejected
-    return newest_rejected, kept
+def _weights_to_keep(models: list[ModelFacts], keep_rejected: int, keep_retired: int = 0) -> tuple[set[str], set[str]]:
+    def newest(status: ModelStatus, n: int) -> set[str]:
+        ranked = sorted((m for m in models if m.status is status), key=lambda m: m.id, reverse=True)
+        return {m.sha256 for m in ranked[: max(n, 0)]}
+
+    newest_rejected = newest(ModelStatus.REJECTED, keep_rejected)
+    retired = {m.sha256 for m in models if m.status is ModelStatus.RETIRED}
+    kept_retired = retired if keep_retired <= 0 else newest(ModelStatus.RETIRED, keep_retired)
+    always = {m.sha256 for m in models if m.status in (ModelStatus.PRODUCTION, ModelStatus.CANDIDATE)}
+    # a sha shared by a kept model and a removable one stays: the file is the kept model's too
+    return newest_rejected, always | kept_retired | newest_rejected
 
 
 def _why(
     f: Found,
     runs: Mapping[int, RunFacts],
-    rejected_kept: set[str],
+    retired_shas: set[str],
     weights_kept: set[str],
     policy: RetentionPolicy,
     quarantined: frozenset[str],
@@ -120,6 +128,8 @@ def _why(
     if f.area is Area.MODEL_WEIGHTS:
         if f.owner in weights_kept:
             return ""
+        if f.owner in retired_shas:
+            return f"weights of a retired model older than the newest {policy.keep_retired} (retention.keep_retired)"
         return f"weights of a rejected model older than the newest {policy.keep_rejected} (retention.keep_rejected)"
     if f.area is Area.QUARANTINE:
         return _aged(f, policy.quarantine_days, "retention.quarantine_days")

@@ -47,7 +47,9 @@ class GcResult:
 
 def policy_of(config: Config) -> RetentionPolicy:
     r = config.retention
-    return RetentionPolicy(r.keep_rejected, r.run_logs_days, r.quarantine_days, r.done_days, r.captured_days)
+    return RetentionPolicy(
+        r.keep_rejected, r.keep_retired, r.run_logs_days, r.quarantine_days, r.done_days, r.captured_days
+    )
 
 
 def collect(store: StorePort, root: Path, policy: RetentionPolicy, now: float | None = None) -> list[Removal]:
