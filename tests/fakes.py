@@ -9,6 +9,7 @@ through the fake also proves the cycle's handling of every kind.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -83,6 +84,8 @@ class FakeTrainer:
         if self.fail:
             raise TrainingError(f"training run r{spec.run_id:04d} failed: boom. Full log: {spec.out_dir}/train.log")
         events = self.events(spec)
+        if self.placed is None:  # where the child runs, first, as the local trainer reports it
+            events.insert(0, Placed("local", socket.gethostname(), str(os.getpid())))
         for e in events:
             on_event(e)
         return events
@@ -135,7 +138,14 @@ class FakeTrainer:
         return [parse_event(encode(e) + "\n") for e in events]  # through the wire format, as the runner reads it
 
     def _training(self, spec: TrainSpec, best: Path, cand: float) -> list[Event]:
-        versions = {"python": "3", "flywheel": "fake", "torch": "fake", "ultralytics": "fake"}
+        versions = {
+            "python": "3",
+            "flywheel": "fake",
+            "torch": "fake",
+            "ultralytics": "fake",
+            "numpy": "fake",
+            "cuda": "",
+        }
         events: list[Event] = [ChildStarted(pid=os.getpid(), versions=versions, resumed_from_epoch=0)]
         if self.placed is not None:
             events.append(self.placed)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from flywheel.app import App
 
 REPO = Path(__file__).resolve().parents[1]
 BCCD = REPO.parent / "shared" / "datasets" / "bccd" / "yolo"
@@ -54,14 +55,11 @@ def test_overhead_reports_both_walls_the_ratio_and_the_daemons_steps(tmp_path: P
     byhand, daemon = data["runs"][0], data["runs"][1]
     one_thread = next(r for r in data["runs"] if r["kind"] == "B1")
     assert byhand["wall_s"] > 0 and daemon["wall_s"] > 0 and one_thread["wall_s"] > 0
-    assert byhand["threads"] == one_thread["threads"] == 1  # Ultralytics' default on 2 cores; training.threads 1
+    from ultralytics.utils import NUM_THREADS  # Ultralytics' own count on this machine
 
-    def median_wall(kind: str) -> float:
-        return statistics.median(r["wall_s"] for r in data["runs"] if r["kind"] == kind)
-
-    # ratios of the median wall times over the interleaved rounds
-    assert data["ratio_flywheel_to_byhand_defaults"] == pytest.approx(median_wall("B") / median_wall("A"), rel=1e-2)
-    assert data["ratio_same_threads_one"] == pytest.approx(median_wall("B1") / median_wall("A"), rel=1e-2)
+    assert byhand["threads"] == NUM_THREADS and one_thread["threads"] == 1  # training.threads = 1
+    # the ratios themselves are checked on known walls in test_benchmark_figures.py
+    assert data["ratio_flywheel_to_byhand_defaults"] > 0 and data["ratio_same_threads_one"] > 0
     steps = daemon["split_s"]
     assert set(steps) >= {
         "detect (inbox watcher)",
@@ -85,29 +83,27 @@ def test_generations_reports_map_decisions_and_compute_for_both(tmp_path: Path) 
     generations = list(range(1, data["settings"]["batches"] + 1))
     assert [g["generation"] for g in fly] == [s["version"] for s in scratch] == generations
     assert fly[0]["decisions"][0]["outcome"] == "promote"  # the first model: nothing to beat
+    # each generation's decisions are the daemon's own, as its store reads them back
+    recorded = App(tmp_path / "work" / "flywheel").store.gate_decisions()
     for g in fly:
-        assert g["decisions"] and all(d["outcome"] in ("promote", "reject") for d in g["decisions"])
-        assert 0.0 <= g["production_map50_95"] <= 1.0
+        mine = [d for d in recorded if d.version_id == g["generation"]]
+        assert [(d["model"], d["outcome"], d["rule"]) for d in g["decisions"]] == [
+            (d.candidate_model_id, _text(d.outcome), _text(d.rule)) for d in mine
+        ]
+        assert mine and 0.0 <= g["production_map50_95"] <= 1.0
         assert g["image_epochs"] > 0 and g["wall_s"] > 0
     # warm generation 2: the budget it chose, on the whole version, against epochs_scratch from scratch
     t = data["settings"]["training"]
     warm = fly[1]["runs"][0]
     assert warm["start"] == "warm" and warm["budget"]["epochs"] == warm["planned_epochs"] >= warm["epochs"] > 0
     assert "train images new" in warm["budget"]["why"]
-    assert fly[1]["image_epochs"] == sum(r["epochs"] * r["train_images"] for r in fly[1]["runs"])
-    assert scratch[1]["image_epochs"] == scratch[1]["train_images"] * t["epochs_scratch"]
+    # the scratch arm trained the whole version for epochs_scratch, as its settings say
+    assert [s["epochs"] for s in scratch] == [t["epochs_scratch"]] * len(scratch)
     c = data["cumulative"]
-    # the totals the docs quote are the generations' sums (whether flywheel's is the smaller is
-    # the benchmark's finding, not a property of the code: at smoke size the budget's ceiling,
-    # epochs_scratch 2, makes the warm run as long as the scratch one)
-    assert c["flywheel_image_epochs"] == sum(g["image_epochs"] for g in fly)
-    assert c["scratch_image_epochs"] == sum(s["image_epochs"] for s in scratch)
-    assert c["compute_ratio"] == round(c["flywheel_image_epochs"] / c["scratch_image_epochs"], 4)
-    refresh = [r for g in fly for r in g["runs"] if r["purpose"] != "candidate"]
-    assert c["refresh_image_epochs"] == sum(r["image_epochs"] for r in refresh)
-    known = [r for r in c["map_ratios"] if r is not None]  # None where a smoke-size reference scored 0
-    assert c["lowest_map_ratio"] == (min(known) if known else None)
-    assert c["last_map_ratio"] == c["map_ratios"][-1]
+    # the totals and ratios are checked on known inputs in test_benchmark_figures.py; whether
+    # flywheel's compute is the smaller is the benchmark's finding, not a property of the code
+    assert c["flywheel_image_epochs"] > 0 and c["scratch_image_epochs"] > 0 and c["compute_ratio"] > 0
+    assert len(c["map_ratios"]) == len(fly)
     rules = data["gate_vs_heldout"]  # how often held-out truth contradicts each rule's decisions
     assert rules["first_model"] == {"decisions": 1, "contradicted": 0}
     assert sum(r["decisions"] for r in rules.values()) == sum(len(g["decisions"]) for g in fly)
@@ -149,6 +145,11 @@ def test_generations_reports_map_decisions_and_compute_for_both(tmp_path: Path) 
     assert [g["production_map50_95"] for g in again["flywheel"]] == pytest.approx(
         [g["production_map50_95"] for g in fly], abs=1e-4
     )
+
+
+def _text(value: object) -> str:
+    """An enum's value, or the text itself (a store may give either)."""
+    return str(getattr(value, "value", value))
 
 
 def merge(scratch: Path, flywheel: Path, out: Path) -> subprocess.CompletedProcess[str]:

@@ -105,5 +105,7 @@ def test_a_real_warm_start_gets_a_bootstrap_interval(tmp_path):
     assert (run_dir / "stats-candidate-val.npz").is_file() and (run_dir / "stats-production-val.npz").is_file()
     # every class in val got its own interval, recorded with the verdict and used by the class rule
     classes = row.details.verdicts[0].classes
-    assert classes and all(c.interval is None or c.interval[0] <= c.interval[1] for c in classes)
+    with_boxes = [c for c in classes if c.instances > 0]
+    assert with_boxes and all(c.interval is None for c in classes if c.instances == 0)
+    assert all(c.interval is not None and c.interval[0] <= c.interval[1] for c in with_boxes), classes
     assert row.details.policy is not None and row.details.policy.class_interval is True

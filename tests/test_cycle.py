@@ -73,8 +73,9 @@ def test_worse_candidate_is_rejected_and_production_stays(data_root, tmp_path):
     assert (data_root / "production" / "model.json").read_text().count('"m0001"') == 1
 
 
-@pytest.mark.parametrize("class_bootstrap", [False, True])
-def test_cached_production_score_is_not_recomputed(data_root, tmp_path, class_bootstrap):
+def _rejected_then_trained_again(data_root: Path, tmp_path: Path, class_bootstrap: bool) -> tuple[App, FakeTrainer]:
+    """Production m0001 scored 0.4 on v2 while rejecting a candidate; then v2 trains again,
+    with the fake now saying 0.9 for production, so a fresh score is told from the cached one."""
     config = data_root / "config.toml"
     config.write_text(config.read_text() + f"\n[gate]\nclass_bootstrap = {str(class_bootstrap).lower()}\n")
     trainer = FakeTrainer([0.4, 0.1, 0.2], production_map=0.4)
@@ -82,13 +83,26 @@ def test_cached_production_score_is_not_recomputed(data_root, tmp_path, class_bo
     app.train(_ingest(app, tmp_path, 1))
     version = _ingest(app, tmp_path, 2)
     app.train(version)  # rejected: production scored on this version once
-    app.train(version)  # same production, same eval set: the cached score is used
+    assert ("production", "val") in {(t.role, t.eval_set) for t in trainer.specs[1].evaluate}
+    trainer.production_map = 0.9
+    app.train(version)  # same production, same eval set
+    return app, trainer
+
+
+def test_cached_production_score_is_not_recomputed(data_root, tmp_path):
+    app, trainer = _rejected_then_trained_again(data_root, tmp_path, class_bootstrap=False)
+    assert {t.role for t in trainer.specs[2].evaluate} == {"candidate"}  # production not scored again
+    assert trainer.specs[2].bootstrap_samples == 0
+    assert app.store.gate_decisions()[-1].production_map == 0.4  # the stored score, not the fake's 0.9 now
+
+
+def test_per_class_intervals_score_production_again_for_its_matches(data_root, tmp_path):
+    """The per-class intervals need production's per-image matches on the gated set, which no
+    cached score keeps: production is scored again."""
+    app, trainer = _rejected_then_trained_again(data_root, tmp_path, class_bootstrap=True)
     roles = {(t.role, t.eval_set) for t in trainer.specs[2].evaluate}
-    if class_bootstrap:  # the per-class intervals need production's per-image matches on the gated set
-        assert ("production", "val") in roles and trainer.specs[2].bootstrap_samples == 1000
-    else:
-        assert {role for role, _ in roles} == {"candidate"} and trainer.specs[2].bootstrap_samples == 0
-    assert app.store.gate_decisions()[-1].production_map == 0.4
+    assert ("production", "val") in roles and trainer.specs[2].bootstrap_samples == 1000
+    assert app.store.gate_decisions()[-1].production_map == 0.9
 
 
 def test_failed_training_is_recorded_and_leaves_production_alone(data_root, tmp_path):

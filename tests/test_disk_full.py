@@ -5,7 +5,9 @@ inbox), and recovers by itself once the disk takes writes again, with an intact 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -104,7 +106,22 @@ def test_full_disk_and_read_only_root_degrade_the_daemon_which_recovers_alone(sm
 
         # -- full: alive, serving, degraded, nothing lost ------------------------------------
         _, body = until("degraded", lambda: (r := get(port, "/readyz"))[0] == 503 and "degraded" in r[1] and r, daemon)
-        assert "No space left on device" in body or "full" in body, body
+        checks = json.loads(body)["checks"]
+        full = f"data root {root} is not writable: No space left on device"
+        assert checks["data_root"] == {"ok": False, "detail": full}, body
+        # the step that hit the full disk first: the database's write, or a file's copy
+        work = checks["work"]["detail"]
+        in_database = (
+            f"degraded: database error at sqlite:///{root}/flywheel.db: OperationalError: (sqlite3.OperationalError) "
+            "database or disk is full. If the disk is full or read-only, free space or fix permissions and restart"
+        )
+        in_a_file = re.fullmatch(
+            rf"degraded: cannot write at {re.escape(str(root))}/\S+: No space left on device\. Free space on the "
+            r"data root's disk, or make it writable; the daemon retries by itself",
+            work,
+        )
+        assert not checks["work"]["ok"] and (work == in_database or in_a_file), body
+        assert json.loads(body)["reason"] == f"{work}; {full}"
         assert get(port, "/healthz")[0] == 200
         assert value(scrape(port), "flywheel_degraded") == 1
         assert (root / "inbox" / "b1" / "READY").is_file() and App(root).store.versions() == []

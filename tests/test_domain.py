@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -74,10 +78,29 @@ def test_split_is_a_function_of_the_hash_alone():
     assert 0.17 < share < 0.23
 
 
+def _splits_in_a_fresh_process(shas: list[str], hash_seed: str) -> dict[str, str]:
+    """Each version is split by a later daemon: another process, another str-hash seed."""
+    code = (
+        "import json, sys\nfrom flywheel.core.domain import split_of\n"
+        "print(json.dumps({s: split_of(s, 0.2) for s in json.load(sys.stdin)}))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(shas), capture_output=True, text=True, env=env, check=True
+    )
+    return dict(json.loads(proc.stdout))
+
+
 def test_split_never_moves_an_image_when_the_dataset_grows():
-    old = {s: split_of(s, 0.2) for s in (_sha(i) for i in range(500))}
-    grown = {s: split_of(s, 0.2) for s in (_sha(i) for i in range(1000))}
-    assert all(grown[s] == split for s, split in old.items())
+    first = [_sha(i) for i in range(500)]
+    added = [_sha(i) for i in range(500, 1000)]
+    # the grown version lists its images in another order, the new ones first, and is split later
+    grown_order = [s for pair in zip(added, reversed(first), strict=True) for s in pair]
+    old = _splits_in_a_fresh_process(first, hash_seed="1")
+    grown = _splits_in_a_fresh_process(grown_order, hash_seed="2")
+    assert {s: grown[s] for s in first} == old
+    new_val = sum(grown[s] == "val" for s in added) / len(added)
+    assert 0.15 < new_val < 0.25  # the new images are split at the same fraction, not all put in train
 
 
 def test_split_rejects_a_fraction_outside_0_1():

@@ -27,7 +27,6 @@ def executor_config(request: pytest.FixtureRequest) -> str:
     """The tiny training config for one executor."""
     config = TINY_CONFIG.format(port=0).replace("[training]\n", "[training]\nthreads = 1\n")
     if request.param == "ray":
-        pytest.importorskip("ray.job_submission", reason="ray[default] is not installed")
         cluster = request.getfixturevalue("ray_cluster")
         config = config.replace("[training]\n", '[training]\nexecutor = "ray"\n')
         prefix = f"c{secrets.token_hex(3)}-"

@@ -114,7 +114,6 @@ def _ray_config(root: Path) -> None:
 
 
 def test_executor_ray_builds_the_ray_trainer_from_the_config(data_root: Path):
-    pytest.importorskip("ray")
     _ray_config(data_root)
     trainer = App(data_root).trainer
     from flywheel.training.ray_jobs import RayJobTrainer

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 
+import onnx  # the dev extra has it: a broken install fails, not skips
 import pytest
 
 from flywheel.app import App, init_data_root
 from flywheel.cli.demo import synthetic_batch
 
-onnx = pytest.importorskip("onnx")
 pytestmark = pytest.mark.slow
 
 CONFIG = """\
@@ -23,6 +23,10 @@ imgsz = 64
 batch = 8
 [production]
 export_onnx = true
+[gate]
+# a 1-epoch 64 px model scores about 0: no mAP or class drop can exceed 1, so both promote
+tolerance = 1.0
+max_class_drop = 1.0
 """
 
 
@@ -31,7 +35,7 @@ def test_promoted_models_carry_an_onnx_export_and_rollback_reuses_it(tmp_path):
     app = App(root)
     for seed in (1, 2):
         result = app.train(app.ingest(synthetic_batch(tmp_path / f"b{seed}", 16, seed=seed), move=False).version.id)
-        assert result.decision.outcome == "promote"
+        assert result.decision.outcome == "promote", result.decision.explain()
     exported = root / "production" / "model.onnx"
     onnx.checker.check_model(onnx.load(str(exported)))
     # a copy of the registry's export (production never shares an inode with the registry)

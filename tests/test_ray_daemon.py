@@ -17,9 +17,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("ray.job_submission", reason="ray[default] is not installed")
-
 from typer.testing import CliRunner
 
 from flywheel.app import App, build_daemon, init_data_root

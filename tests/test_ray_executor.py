@@ -15,8 +15,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("ray.job_submission", reason="ray[default] is not installed")
-
 from flywheel.core.errors import DataRootError, ExecutorUnavailable, TrainingCancelled, TrainingError
 from flywheel.core.events import ChildCancelled, EpochEnded, Placed
 from flywheel.core.events import TrainingEvent as Event

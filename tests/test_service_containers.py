@@ -182,7 +182,9 @@ def dockerfile_env(dockerfile: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
-def test_image_runs_as_a_non_root_user_with_a_volume_and_a_healthcheck(dockerfile: Path):
+def test_dockerfile_final_stage_names_a_non_root_user_a_volume_and_a_healthcheck(dockerfile: Path):
+    """What the Dockerfile says (parsed, not built or run): its last stage's USER, VOLUME, EXPOSE,
+    HEALTHCHECK, ENV and entry point."""
     stage = final_stage(dockerfile)
     words = [w for w, _ in stage]
     user = [a for w, a in stage if w == "USER"]

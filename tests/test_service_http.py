@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -133,16 +135,49 @@ def test_readyz_is_503_with_the_reason_when_the_data_root_is_gone(served, tmp_pa
     assert get(port, "/readyz")[0] == 200  # and ready again once it is back
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file permissions; the test above covers root")
-def test_data_root_without_write_permission_is_not_ready(tmp_path):
-    root = tmp_path / "ro"
-    root.mkdir()
-    root.chmod(0o555)
-    try:
-        check = data_root_check(root)
-    finally:
-        root.chmod(0o755)
-    assert not check.ok and "Permission denied" in check.detail
+def _data_root_check_as_a_user(root: Path) -> tuple[bool, str]:
+    """The check in a forked child as a user that file modes bind: root writes through them, so
+    as root (how CI runs) the child drops to `nobody` first. Forked, not exec'd: the interpreter
+    may live where `nobody` cannot read it (a pyenv under /root)."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave without running any of pytest's cleanup
+        try:
+            os.close(reader)
+            if os.geteuid() == 0:
+                nobody = pwd.getpwnam("nobody")
+                os.setgroups([])
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+            check = data_root_check(root)
+            os.write(writer, json.dumps([check.ok, check.detail]).encode())
+        except BaseException as exc:  # whatever it was, the parent reports it
+            os.write(writer, json.dumps([None, repr(exc)]).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        ok, detail = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert ok is not None, detail
+    return ok, detail
+
+
+def test_data_root_without_write_permission_is_not_ready():
+    with tempfile.TemporaryDirectory() as folder:  # not under pytest's tmp dir, which only its owner may enter
+        parent = Path(folder)
+        parent.chmod(0o755)
+        writable, read_only = parent / "rw", parent / "ro"
+        writable.mkdir(mode=0o777)
+        writable.chmod(0o777)
+        read_only.mkdir()
+        read_only.chmod(0o555)
+        try:
+            assert _data_root_check_as_a_user(writable)[0]  # the same user can write where modes let it
+            ok, detail = _data_root_check_as_a_user(read_only)
+        finally:
+            read_only.chmod(0o755)
+    assert not ok and detail == f"data root {read_only} is not writable: Permission denied"
 
 
 def test_an_unreachable_database_is_not_ready(tmp_path):

@@ -17,7 +17,7 @@ from typing import Any, get_args
 import pytest
 from typer.testing import CliRunner
 
-from flywheel.app import App
+from flywheel.app import App, init_data_root
 from flywheel.cli.demo import synthetic_batch
 from flywheel.cli.main import app as cli
 from flywheel.core.errors import EventError, TrainingError
@@ -44,6 +44,7 @@ from flywheel.core.spec import TrainSpec
 from flywheel.flow.run_events import record_event
 from flywheel.training.local_trainer import SubprocessTrainer
 from flywheel.training.process import Reporter
+from tests.conftest import TINY_CONFIG
 from tests.fakes import FakeTrainer
 
 ONE_OF_EACH: list[TrainingEvent] = [
@@ -271,3 +272,74 @@ def test_where_a_run_trained_is_recorded_and_shown(data_root: Path, tmp_path: Pa
     assert data["runs"][-1]["placement"] == {"executor": "ray", "node": placed.node, "submission_id": "r0001"}
     data = json.loads(runner.invoke(cli, ["models", "show", "m0001", "--root", str(data_root), "--json"]).output)
     assert data["run"]["placement"]["submission_id"] == "r0001"
+
+
+class _Recording:
+    """A trainer that keeps every event another one sends, one list a run."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.runs: list[list[TrainingEvent]] = []
+
+    def run(self, spec: Any, on_event: Any) -> list[TrainingEvent]:
+        events: list[TrainingEvent] = []
+        self.runs.append(events)
+
+        def both(event: TrainingEvent) -> None:
+            events.append(event)
+            on_event(event)
+
+        result: list[TrainingEvent] = self.inner.run(spec, both)
+        return result
+
+    def cancel(self) -> None:
+        self.inner.cancel()
+
+
+def _shape(value: Any) -> Any:
+    """A value's type, and for a mapping its key and value types (not its values)."""
+    if isinstance(value, dict):
+        return ("dict", frozenset(type(k).__name__ for k in value), frozenset(_shape(v) for v in value.values()))
+    if isinstance(value, list | tuple):
+        return ("seq", frozenset(_shape(v) for v in value))
+    return type(value).__name__
+
+
+def _outline(events: list[TrainingEvent]) -> list[tuple[str, tuple[tuple[str, Any], ...]]]:
+    """Each event's kind and its fields' shapes, progress left out (the child throttles it to a
+    few a second) and repeats of one kind in a row counted once (the fake trains fewer epochs)."""
+    outline: list[tuple[str, tuple[tuple[str, Any], ...]]] = []
+    for event in events:
+        if isinstance(event, BatchProgress):
+            continue
+        item = (event.kind, tuple((f.name, _shape(getattr(event, f.name))) for f in fields(event)))
+        if not outline or outline[-1] != item:
+            outline.append(item)
+    return outline
+
+
+@pytest.mark.slow
+def test_the_fake_sends_what_a_real_child_sends(tmp_path: Path):
+    """The fake trainer's events (tests/fakes.py), held to a real tiny training's: a scratch run,
+    then a warm start scored against production. Same kinds in the same order, same fields of
+    the same types, the same eval targets, the same library keys."""
+    config = TINY_CONFIG.format(port=0).replace("imgsz = 64\nbatch = 8\n", "imgsz = 32\nbatch = 4\nnbs = 4\n")
+    real = App(init_data_root(tmp_path / "real", config))
+    real.trainer = recorded_real = _Recording(real.trainer)
+    trainer = FakeTrainer([0.3, 0.4], production_map=0.2, bootstrap=True)  # the real child sends one
+    fake = App(init_data_root(tmp_path / "fake", config), trainer=trainer)
+    fake.trainer = recorded_fake = _Recording(fake.trainer)
+    for app in (real, fake):
+        for seed in (1, 2):
+            app.train(_ingest(app, tmp_path / app.paths.root.name, seed))
+    assert len(recorded_real.runs) == len(recorded_fake.runs) == 2
+    for real_events, fake_events in zip(recorded_real.runs, recorded_fake.runs, strict=True):
+        assert _outline(fake_events) == _outline(real_events)
+        assert [(e.role, e.eval_set) for e in fake_events if isinstance(e, Evaluated)] == [
+            (e.role, e.eval_set) for e in real_events if isinstance(e, Evaluated)
+        ]
+        started = [e for e in real_events + fake_events if isinstance(e, ChildStarted)]
+        assert len({frozenset(e.versions) for e in started}) == 1, started
+        assert any(isinstance(e, BatchProgress) for e in real_events) and any(
+            isinstance(e, BatchProgress) for e in fake_events
+        )

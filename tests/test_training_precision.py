@@ -8,10 +8,9 @@ that what was decided is what Ultralytics trained with.
 from __future__ import annotations
 
 import pytest
+import torch
 
 from flywheel.training import precision
-
-torch = pytest.importorskip("torch")
 
 
 def test_a_cpu_with_bfloat16_instructions_trains_in_bfloat16():

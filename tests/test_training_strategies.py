@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from flywheel.core.events import BackboneUnfrozen, ChildStarted, EpochEnded, PlateauReached, TrainingEvent, WarmStarted
 from flywheel.training import precision
 from tests.training_support import Abort, checkpoint_model, checkpoint_state, dataset, spec_for, train
-
-torch = pytest.importorskip("torch")
 
 BACKBONE = tuple(f"model.{i}." for i in range(10))  # yolov8n.yaml: layers 0-9 are the backbone
 
