@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape
 
 from flywheel.core.prediction import Prediction
 
@@ -154,7 +154,7 @@ def regions_of(prediction: Prediction, names: Sequence[str]) -> tuple[Region, ..
 
 def labeling_config(names: Sequence[str]) -> str:
     """A project's labeling config for boxes of these classes, in class-id order."""
-    labels = "".join(f"<Label value={quoteattr(n)}/>" for n in names)
+    labels = "".join(f'<Label value="{escape(n, {chr(34): "&quot;"})}"/>' for n in names)
     return (
         f'<View><Image name="{TO_NAME}" value="$image"/>'
         f'<RectangleLabels name="{FROM_NAME}" toName="{TO_NAME}">{labels}</RectangleLabels></View>'

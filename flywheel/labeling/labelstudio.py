@@ -15,9 +15,9 @@ naming the URL (never the token) and what to check.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
+from xml.etree import ElementTree
 
 import httpx
 
@@ -55,7 +55,11 @@ class LabelStudio:
 
     def class_names(self) -> list[str]:
         config = str(self._json("GET", f"/api/projects/{self._id()}").get("label_config", ""))
-        return re.findall(r"<Label\b[^>]*\bvalue=\"([^\"]*)\"", config)
+        try:
+            root = ElementTree.fromstring(config)
+        except ElementTree.ParseError as exc:
+            raise self._error(f"the project's labeling config is not XML ({exc})") from None
+        return [str(label.get("value")) for label in root.iter("Label") if label.get("value") is not None]
 
     def pushed_images(self) -> set[str]:
         return {str(t["data"][SHA_KEY]) for t in self._all_tasks() if t.get("data", {}).get(SHA_KEY)}
@@ -115,7 +119,8 @@ class LabelStudio:
             page += 1
 
     def _upload(self, tasks: Sequence[NewTask]) -> list[str]:
-        files = [("file", (t.name.rsplit("/", 1)[-1], t.image)) for t in tasks]
+        # one form field per file: Label Studio reads request.FILES by field name, so a shared name keeps one
+        files = [(f"file{i}", (t.name.rsplit("/", 1)[-1], t.image)) for i, t in enumerate(tasks)]
         params = {"commit_to_project": "false"}
         answer = self._json("POST", f"/api/projects/{self._id()}/import", params=params, files=files)
         ids = [int(i) for i in answer.get("file_upload_ids", [])]
