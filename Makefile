@@ -39,13 +39,15 @@ $(COMPOSE_V1):
 
 # Label Studio in its own venv too: it pins Django 5.2, a dozen django-* packages and more,
 # which must not meet flywheel's dependencies; tests/test_labelstudio_import.py imports
-# `flywheel predict --format labelstudio` output into it, started on loopback.
+# `flywheel predict --format labelstudio` output into it, started on loopback, and
+# tests/test_labelstudio_loop.py pushes and pulls through its API. sentry-sdk 3 drops an
+# option Label Studio 1.23.2 passes at start-up (TypeError: Unknown option 'send_default_pii').
 LABEL_STUDIO := .labelstudio/bin/label-studio
 .PHONY: labelstudio
 labelstudio: $(LABEL_STUDIO)
 $(LABEL_STUDIO):
 	$(PYTHON) -m venv .labelstudio
-	.labelstudio/bin/pip install --quiet --disable-pip-version-check "label-studio==1.23.2"
+	.labelstudio/bin/pip install --quiet --disable-pip-version-check "label-studio==1.23.2" "sentry-sdk>=2.16,<3"
 
 # Debian's Prometheus server and promtool, for the slow tests of the dashboard and alerts
 # (tests/test_prometheus_server.py); installs only when missing (needs root and apt).

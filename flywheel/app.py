@@ -15,12 +15,15 @@ from flywheel.core.config import CONFIG_NAME, Config
 from flywheel.core.errors import ConfigError, DataRootError
 from flywheel.core.ports import NullObserver, Observer, Predictor, Trainer
 from flywheel.flow.deps import FlowDeps, Workspace
+from flywheel.flow.labeling import Labeling
 from flywheel.flow.registry import Registry
 from flywheel.flow.usecases import UseCases
+from flywheel.ingest.drop import InboxFolder
 from flywheel.ingest.pipeline import BatchPipeline, IngestOptions, IngestPaths
 from flywheel.service.notify import CommandWebhookNotifier
 from flywheel.store import ObjectStore, Store, database_url, make_engine, upgrade_schema
 from flywheel.store.data_root import DataRootLock, DataRootPaths
+from flywheel.store.label_pulls import StoredLabelPulls
 from flywheel.store.materialize import VersionFolders
 from flywheel.training.export import SubprocessExporter
 from flywheel.training.local_predictor import ChildPredictor
@@ -127,6 +130,15 @@ class App:
         self.train = self.cases.train
         self.resume_interrupted = self.cases.resume_interrupted
 
+    def labeling(self) -> Labeling:
+        """The Label Studio round trip ([labelstudio]); ConfigError naming the key when it is not
+        set up. httpx is imported only here: it is the `labelstudio` extra."""
+        from flywheel.labeling.setup import build_label_studio
+
+        tool = build_label_studio(self.config.labelstudio, self.paths.root)
+        inbox = InboxFolder(self.paths.inbox, self.paths.done, self.config.inbox.marker)
+        return Labeling(tool, StoredLabelPulls(self.engine), inbox)
+
     def deps(self) -> FlowDeps:
         """What the flows need, built at each call: a test or the daemon may swap the trainer or
         the observer after the App was made."""
@@ -193,5 +205,6 @@ def build_daemon(root: Path, trainer: Trainer | None = None) -> Daemon:
         ),
         inbox_watcher=lambda wake: InboxWatcher(tracker, wake, also=train_queue.queue_dir(paths.root)),
     )
-    work = DaemonWork(app.cases, app.store, app.registry, app.trainer, config, paths.root, paths.inbox)
+    pull = app.labeling().pull if config.labelstudio.url and config.labelstudio.poll_seconds > 0 else None
+    work = DaemonWork(app.cases, app.store, app.registry, app.trainer, config, paths.root, paths.inbox, pull)
     return Daemon(work, adapters)

@@ -6,10 +6,9 @@ flywheel's dependencies) takes the file through its REST API and gives the predi
 model version, each box in percent with its label and score, and each image through the
 `--image-prefix` URL that the predict command's help suggests (a local-files storage).
 
-Label Studio checks predictions against the labeling config only when its flag
-`fflag_feat_utc_210_prediction_validation_15082025` is on (off in 1.23.2's flag file), so the
-server runs with it on: a region with an unknown from_name, label or type is refused with a
-400, and the second test proves it is, or the first one's import would prove nothing.
+The server (tests/label_studio_server.py) runs with Label Studio's prediction validation on: a
+region with an unknown from_name, label or type is refused with a 400, and the second test
+proves it is, or the first one's import would prove nothing.
 
 Slow (the server migrates a fresh SQLite database on start, about a minute on two cores):
 `make test-slow`, which installs Label Studio first.
@@ -19,119 +18,32 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import pytest
 
 from flywheel.prelabel import writers
 from tests.conftest import free_port
+from tests.label_studio_server import Server
 from tests.test_prelabel import NAMES, fixed_predictions
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-LABEL_STUDIO = REPO / ".labelstudio" / "bin" / "label-studio"  # `make labelstudio` (test-slow installs it)
-TOKEN = "flywheel-test-token-0123456789"
-VALIDATE = "fflag_feat_utc_210_prediction_validation_15082025"
 BATCH = "batch7"  # the folder under the local-files root that predict wrote
 PREFIX = f"/data/local-files/?d={BATCH}/"
 
 
-@dataclass
-class Server:
-    port: int
-    files: Path  # LOCAL_FILES_DOCUMENT_ROOT
-    log: Path
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """(status, parsed JSON or raw bytes) of an API call; 4xx/5xx are answers, not errors."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
-        request.add_header("Authorization", f"Token {TOKEN}")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                status, raw, kind = response.status, response.read(), response.headers.get_content_type()
-        except urllib.error.HTTPError as exc:
-            status, raw, kind = exc.code, exc.read(), exc.headers.get_content_type()
-        return status, json.loads(raw) if kind == "application/json" else raw
-
-    def ok(self, method: str, path: str, body: Any = None) -> Any:
-        status, answer = self.call(method, path, body)
-        assert 200 <= status < 300, f"{method} {path}: {status} {answer!r}"
-        return answer
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-
-def healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-            return response.status == 200 and bool(json.loads(response.read()).get("status") == "UP")
-    except (OSError, ValueError):  # not listening yet, or not answering yet
-        return False
-
-
 @pytest.fixture(scope="module")
 def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if not LABEL_STUDIO.is_file():
-        pytest.fail(f"Label Studio is not installed: run `make labelstudio` ({LABEL_STUDIO})")
     home = tmp_path_factory.mktemp("label-studio")
-    server = Server(free_port(), home / "files", home / "server.log")
-    server.files.mkdir()
-    # A clean environment: Label Studio reads bare names too (HOST, PORT, DEBUG, DATABASE_NAME...),
-    # so the caller's variables could change the server; HOME keeps it out of the real home.
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "LABEL_STUDIO_BASE_DATA_DIR": str(home / "data"),
-        "LOCAL_FILES_SERVING_ENABLED": "true",
-        "LOCAL_FILES_DOCUMENT_ROOT": str(server.files),
-        VALIDATE: "true",
-    }
-    command = [
-        str(LABEL_STUDIO),
-        "start",
-        "--no-browser",
-        "--internal-host",
-        "127.0.0.1",
-        "--port",
-        str(server.port),
-        "--username",
-        "flywheel@localhost",
-        "--password",
-        "flywheel-test",
-        "--user-token",
-        TOKEN,
-        "--enable-legacy-api-token",  # so `Authorization: Token ...` works: 1.23 turns it off by default
-    ]
-    with server.log.open("wb") as log:
-        process = subprocess.Popen(command, env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(free_port(), home, home / "files", home / "server.log")
     try:
-        deadline = time.monotonic() + 300
-        while not healthy(server.port):
-            assert process.poll() is None, f"Label Studio exited with {process.returncode}:\n{server.tail()}"
-            assert time.monotonic() < deadline, f"Label Studio not up on port {server.port} in 300 s:\n{server.tail()}"
-            time.sleep(0.25)
+        server.start()
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
 
 
 def labeling_config(names: list[str]) -> str:

@@ -3,7 +3,8 @@
 This module only makes the typer app (its help, with the exit codes written from
 flywheel.core.errors.EXIT_CODE_MEANINGS, and --version) and registers the command groups, one
 module each: setup (init, run, demo), data (ingest, versions, quarantine), train, status,
-models (the registry and the gate), predict and suggest (pre-labels and what to label next).
+models (the registry and the gate), predict and suggest (pre-labels and what to label next),
+label (the Label Studio round trip).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated
 import typer
 
 from flywheel import __version__
-from flywheel.cli import data, gc, models, predict, setup, status, suggest, train
+from flywheel.cli import data, gc, label, models, predict, setup, status, suggest, train
 from flywheel.cli.common import out
 from flywheel.core.errors import EXIT_CODE_MEANINGS
 
@@ -32,7 +33,7 @@ app = typer.Typer(
 # before groups): fixed here, so moving a command between modules does not reorder the help.
 HELP_ORDER = (
     "init", "run", "ingest", "train", "rollback", "status", "versions", "demo",
-    "promote", "pin", "unpin", "history", "compare", "predict", "suggest",
+    "promote", "pin", "unpin", "history", "compare", "predict", "suggest", "label",
     "gc", "models", "audit", "quarantine",
 )  # fmt: skip
 
@@ -56,7 +57,7 @@ def _listed_at(name: str | None) -> int:
     return HELP_ORDER.index(name) if name in HELP_ORDER else len(HELP_ORDER)
 
 
-for group in (setup, data, train, status, models, predict, suggest, gc):
+for group in (setup, data, train, status, models, predict, suggest, label, gc):
     group.register(app)
 app.registered_commands.sort(key=lambda c: _listed_at(c.name or (c.callback.__name__ if c.callback else None)))
 app.registered_groups.sort(key=lambda g: _listed_at(g.name))

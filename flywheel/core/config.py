@@ -216,6 +216,25 @@ class RetentionConfig(_Section):
     gc_interval_hours: float = Field(24.0, ge=0)
 
 
+class LabelStudioConfig(_Section):
+    """`flywheel label push/pull` and the daemon's pull (flywheel/labeling/). Images are uploaded
+    through Label Studio's API, so any Label Studio that can be reached works (no shared disk)."""
+
+    url: str = ""  # "" = no Label Studio
+    token_env: str = "LABEL_STUDIO_API_KEY"  # the environment variable holding the API token
+    token_file: str = ""  # or a file holding it (relative to the data root); wins over token_env
+    project: str = ""  # an id (7) or a title; a title that names no project makes one
+    poll_seconds: float = Field(0.0, ge=0)  # the daemon pulls finished annotations this often; 0 = off
+    timeout_seconds: float = Field(30.0, gt=0)  # per HTTP request
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s]+", value.strip()):
+            raise ValueError('must be Label Studio\'s URL, e.g. "http://127.0.0.1:8080", or "" for none')
+        return value.strip().rstrip("/")
+
+
 class DatabaseConfig(_Section):
     url: str = ""  # empty: sqlite file flywheel.db in the data root; or postgresql+psycopg://... (store/db.py)
 
@@ -237,6 +256,7 @@ class Config(_Section):
     database: DatabaseConfig = DatabaseConfig()
     retention: RetentionConfig = RetentionConfig()
     ray: RayConfig = RayConfig()
+    labelstudio: LabelStudioConfig = LabelStudioConfig()
     log_level: str = "INFO"
 
     @field_validator("log_level")

@@ -116,3 +116,8 @@ class ExecutorUnavailable(FlywheelError):
 class EventError(TrainingError):
     """A line from the training child is not an event this daemon knows (unknown kind, a key
     missing or of the wrong type): the child and the daemon disagree on the format."""
+
+
+class LabelingToolUnavailable(FlywheelError):
+    """The labeling tool (Label Studio) cannot be reached, refuses the token, or answers in a way
+    flywheel does not understand; the message names the URL and what to check."""

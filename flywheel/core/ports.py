@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 from flywheel.core.domain import ManifestItem, RunState, StartKind
 from flywheel.core.events import TrainingEvent
 from flywheel.core.ingest_result import IngestResult
+from flywheel.core.labeling import LabeledTask, NewTask, PullMark
 from flywheel.core.ledger import Action
 from flywheel.core.predict_events import PredictEvent
 from flywheel.core.prediction import ImageInput, PredictOutcome, PredictRequest
@@ -82,6 +83,57 @@ class Predictor(Protocol):
         images: Sequence[ImageInput],
         on_event: Callable[[PredictEvent], None] | None = None,
     ) -> PredictOutcome: ...
+
+
+class LabelingTool(Protocol):
+    """A labeling tool's project (flywheel.labeling.labelstudio: Label Studio's REST API). Every
+    failure to reach it or to be understood is LabelingToolUnavailable, naming the URL."""
+
+    def ensure_project(self, class_names: Sequence[str]) -> str:
+        """The configured project (made, with boxes of these classes, when the title names none);
+        returns how to name it to people."""
+        ...
+
+    def project_key(self) -> str:
+        """The project's identity for the pull marks: the tool's URL and the project's id."""
+        ...
+
+    def class_names(self) -> list[str]:
+        """The project's labels, in its labeling config's order: the classes a pull writes."""
+        ...
+
+    def pushed_images(self) -> set[str]:
+        """The sha256 of every image flywheel pushed to the project (so none goes twice)."""
+        ...
+
+    def push(self, tasks: Sequence[NewTask]) -> list[int]:
+        """Create the tasks, their images and pre-annotations; returns the task ids."""
+        ...
+
+    def tasks(self) -> list[LabeledTask]:
+        """Every task of the project with its annotations (skips included)."""
+        ...
+
+    def image(self, task: LabeledTask) -> bytes: ...
+
+
+class LabelPulls(Protocol):
+    """What was pulled from a labeling project, per task (flywheel.store.label_pulls: a table)."""
+
+    def marks(self, project: str) -> dict[int, PullMark]: ...
+
+    def record(self, project: str, marks: Sequence[PullMark]) -> None:
+        """Keep these marks (one per task: a newer one replaces the task's old one), in one transaction."""
+        ...
+
+
+class InboxDrop(Protocol):
+    """Puts a labeled batch into the inbox as a person would: whole, then its READY marker
+    (flywheel.ingest.drop). `files`: relpath -> bytes."""
+
+    def drop(self, name: str, files: Mapping[str, bytes]) -> bool:
+        """False when a batch of this name is there already (in the inbox or done with)."""
+        ...
 
 
 class Notifier(Protocol):

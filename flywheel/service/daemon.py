@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -32,6 +33,7 @@ from flywheel.service.backoff import Backoff
 from flywheel.service.cron import cron_trigger
 from flywheel.service.daemon_parts import DaemonAdapters, DaemonWork
 from flywheel.service.health import storage_message, storage_problem
+from flywheel.service.label_pull import LabelPullJob
 from flywheel.service.trigger import Trigger
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,10 @@ class Daemon:
             if config.retention.gc_interval_hours > 0:  # gc runs in the work loop, between trainings
                 hours = config.retention.gc_interval_hours
                 scheduler.add_job(self._gc_due.set, "interval", hours=hours, id="gc")
+            if work.pull_labels is not None:  # beside the loop: Label Studio away degrades, blocks nothing
+                pull = LabelPullJob(work.pull_labels, self.degraded, self.wake)
+                seconds = config.labelstudio.poll_seconds
+                scheduler.add_job(pull, "interval", seconds=seconds, id="label-pull", next_run_time=now())
             if self.notifier.watchdog_seconds:  # WatchdogSec=: ping at half the period, however late
                 interval = self.notifier.watchdog_seconds / 2
                 scheduler.add_job(
@@ -259,6 +265,10 @@ class Daemon:
             f" to {b.quarantine_dir}" if result.quarantined else "",
             f"new version {version_name(result.version.id or 0)}" if result.version else "no new version",
         )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 def serve(daemon: Daemon) -> None:

@@ -15,6 +15,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from prometheus_client import CollectorRegistry
 
 from flywheel.core.config import Config
+from flywheel.core.labeling import PullResult
 from flywheel.core.ports import StorePort, Trainer
 from flywheel.flow.registry import Registry
 from flywheel.flow.usecases import UseCases
@@ -38,6 +39,7 @@ class DaemonWork:
     config: Config
     data_root: Path
     inbox: Path
+    pull_labels: Callable[[], PullResult] | None = None  # [labelstudio] with poll_seconds > 0
 
 
 @dataclass(frozen=True)

@@ -216,28 +216,36 @@ def storage_message(exc: OSError) -> str:
 
 class Degraded:
     """The daemon is alive but cannot do its work (disk full, read-only data root, database
-    refusing writes, a Ray cluster that cannot be reached): /readyz says why, the
-    `flywheel_degraded` gauge is 1, the reason is logged once (not at every retry), and the
-    first step that works again clears it."""
+    refusing writes, a Ray cluster that cannot be reached), or a part of it (`source`: a Label
+    Studio that cannot be reached stops the pulls, not ingest and training): /readyz says why,
+    the `flywheel_degraded` gauge is 1, the reason is logged once (not at every retry), and the
+    first step of that source that works again clears it."""
 
     def __init__(self, gauge: Callable[[bool], None] | None = None):
         self._gauge = gauge or (lambda on: None)
         self._lock = threading.Lock()
-        self.reason = ""
+        self._reasons: dict[str, str] = {}
 
-    def set(self, reason: str) -> None:
+    @property
+    def reason(self) -> str:
         with self._lock:
-            changed, self.reason = reason != self.reason, reason
+            return "; ".join(self._reasons.values())
+
+    def set(self, reason: str, source: str = "work") -> None:
+        with self._lock:
+            changed = reason != self._reasons.get(source)
+            self._reasons[source] = reason
         if changed:
             log.error("degraded, still serving /metrics and retrying: %s", reason)
         self._gauge(True)
 
-    def clear(self) -> None:
+    def clear(self, source: str = "work") -> None:
         with self._lock:
-            was, self.reason = self.reason, ""
+            was = self._reasons.pop(source, "")
+            still = bool(self._reasons)
         if was:
             log.info("recovered: no longer degraded (it was: %s)", was.splitlines()[0])
-        self._gauge(False)
+        self._gauge(still)
 
     def check(self) -> Check:
         reason = self.reason

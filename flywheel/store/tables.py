@@ -205,3 +205,16 @@ class ImageHashRow(SQLModel, table=True):
     q2: int = Field(index=True)
     q3: int = Field(index=True)
     split: str
+
+
+class LabelPullRow(SQLModel, table=True):
+    """What was pulled of a labeling project's task: the annotation and its edit time, and the
+    inbox batch it went into (flywheel/store/label_pulls.py). One row per (project, task)."""
+
+    __tablename__ = "label_pull"
+    project: str = Field(primary_key=True)  # the tool's URL and project, as configured
+    task_id: int = Field(primary_key=True)
+    annotation_id: int
+    updated_at: str  # as the tool wrote it; a newer one is a relabel
+    batch: str
+    pulled_at: datetime = Field(default_factory=utcnow)

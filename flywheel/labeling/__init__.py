@@ -1,0 +1,1 @@
+"""Adapters to labeling tools (Label Studio) behind the core's LabelingTool port."""
