@@ -187,8 +187,42 @@ class GateConfig(_Section):
     golden_dir: str = ""  # a labeled folder scored beside val (flywheel/flow/golden.py); "" = none
 
 
+EXPORT_FORMATS = ("onnx", "openvino", "torchscript", "engine")  # Ultralytics' format names
+# An fp32 export scored like the .pt (same letterbox shapes, batch, NMS) differs from it by
+# float rounding only: measured within 0.0005 mAP50-95 (docs/exports.md), so 0.002 leaves room
+# for other data and CPUs yet catches a broken export (a wrong opset, fp16 kernels: -0.007).
+DEFAULT_EXPORT_TOLERANCE = 0.002
+
+
 class ProductionConfig(_Section):
-    export_onnx: bool = False
+    """What a promotion publishes beside model.pt (flywheel/flow/exports.py)."""
+
+    formats: list[str] = []
+    export_tolerance: float = Field(DEFAULT_EXPORT_TOLERANCE, ge=0, le=1)
+    on_export_failure: Literal["hold", "promote_pt"] = "hold"
+    serving_batch: int = Field(8, ge=1)  # the batch whose latency is measured beside batch 1
+    export_onnx: bool = False  # deprecated: formats = ["onnx"]
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in EXPORT_FORMATS:
+                raise ValueError(f"unknown format {name!r}: each must be one of {', '.join(EXPORT_FORMATS)}")
+        if "engine" in value and not _tensorrt_usable():
+            raise ValueError('"engine" (TensorRT) needs a CUDA GPU and the tensorrt package; neither is usable here')
+        return list(dict.fromkeys(value))
+
+    def export_formats(self) -> list[str]:
+        """The formats to publish; the deprecated `export_onnx = true` means ["onnx"]."""
+        return self.formats or (["onnx"] if self.export_onnx else [])
+
+
+def _tensorrt_usable() -> bool:
+    """Without importing torch (seconds): the tensorrt package and an NVIDIA driver's device."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None and Path("/dev/nvidiactl").exists()
 
 
 class NotifyConfig(_Section):
