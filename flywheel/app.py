@@ -20,8 +20,10 @@ from flywheel.core import config as config_mod
 from flywheel.core.config import CONFIG_NAME, Config
 from flywheel.core.errors import Busy, ConfigError, DataRootError
 from flywheel.core.ports import NullObserver, Observer, Trainer
+from flywheel.core.records import Model
 from flywheel.flow.cycle import CycleResult, resume_interrupted, run_cycle
 from flywheel.flow.deps import FlowDeps, Workspace
+from flywheel.flow.exports import ExportPolicy, ExportShelf
 from flywheel.flow.registry import Registry
 from flywheel.ingest.service import IngestOptions, IngestPaths, IngestResult, ingest_batch
 from flywheel.service.notify import Notifier
@@ -159,15 +161,36 @@ class App:
         self.objects = ObjectStore(self.paths.objects)
         n = self.config.notify
         notifier = Notifier(n.command, n.webhook, n.retries, n.retry_seconds)
-        exporter = SubprocessExporter(self.paths.ultralytics) if self.config.production.export_onnx else None
         self.checkpoints = ObjectStore(self.paths.models, ".pt")  # models/<sha[:2]>/<sha>.pt
+        self.datasets = VersionFolders(self.objects, self.paths.versions)
         self.registry = Registry(
-            self.store, self.checkpoints, self.paths.production, notifier, exporter, self.config.training.imgsz
+            self.store,
+            self.checkpoints,
+            self.paths.production,
+            notifier,
+            self._export_shelf(),
+            self.config.training.imgsz,
         )
         self.trainer: Trainer = trainer or build_trainer(self.config, self.paths)
         self.observer: Observer = observer or NullObserver()
-        self.datasets = VersionFolders(self.objects, self.paths.versions)
         self.workspace = Workspace(self.paths.root, self.objects, self.datasets, self.paths.runs)
+
+    def _export_shelf(self) -> ExportShelf | None:
+        p, t = self.config.production, self.config.training
+        if not p.export_formats():
+            return None
+
+        def val_of(model: Model) -> dict[str, str]:  # a promotion by hand: the model's own val split
+            version = self.store.version(model.version_id)
+            manifest = self.store.manifest(model.version_id)
+            return {"val": str(self.datasets.materialize(model.version_id, version.class_names, manifest))}
+
+        # TensorRT builds on the GPU; the other runtimes are scored (and served) on the CPU
+        device = t.device if "engine" in p.export_formats() else "cpu"
+        policy = ExportPolicy(
+            p.export_formats(), p.export_tolerance, p.on_export_failure, t.batch, p.serving_batch, device
+        )
+        return ExportShelf(SubprocessExporter(self.paths.ultralytics), policy, self.checkpoints.path, val_of)
 
     def ingest(self, batch_dir: Path, move: bool, again: bool = False) -> IngestResult:
         """Ingest a batch folder or archive; `again`: even if its content was ingested before."""

@@ -24,6 +24,7 @@ class Action(StrEnum):
     PIN = "pin"  # hold promotions while investigating
     UNPIN = "unpin"
     GOLDEN_CHANGED = "golden_changed"  # the golden eval set's content changed
+    EXPORT_FAILED = "export_failed"  # a candidate the gate passed was held: an export failed or missed parity
 
 
 class Entry(Protocol):

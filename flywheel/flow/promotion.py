@@ -13,8 +13,10 @@ from typing import Any
 
 from flywheel.core.config import Config
 from flywheel.core.domain import model_name
+from flywheel.core.errors import ExportFailed
 from flywheel.core.faults import crash_point
 from flywheel.core.gate import GateDecision, GateOutcome, GatePolicy, Score, SetVerdict, decide_gate
+from flywheel.core.ledger import Action
 from flywheel.core.ports import StorePort
 from flywheel.core.records import GateRecord, Model
 from flywheel.flow.evalsets import GATED, EvalSet
@@ -69,6 +71,14 @@ def gate_and_promote(
     }
     pin = store.pin()
     held = decision.outcome is GateOutcome.PROMOTE and pin is not None and production is not None
+    export_failed = None
+    if decision.outcome is GateOutcome.PROMOTE and not held:  # what is served is verified before it is
+        try:
+            registry.verify_exports(candidate.id, {s.name: str(s.data_yaml) for s in eval_sets if s.name in GATED})
+        except ExportFailed as exc:
+            export_failed = exc
+            details["export_failed"] = {"message": str(exc), "failures": exc.failures}
+            held = True
     store.add_gate_decision(
         GateRecord(
             run_id=run_id,
@@ -87,7 +97,10 @@ def gate_and_promote(
         )
     )
     crash_point("gate.decided")
-    if held:
+    if export_failed is not None:
+        store.append_ledger(Action.EXPORT_FAILED, "flywheel", str(export_failed), model_id=candidate.id)
+        log.error("model %s passed the gate, held: %s", model_name(candidate.id), export_failed)
+    elif held:
         log.info(
             "model %s passed the gate but production is pinned (%s): left a candidate; "
             "`flywheel promote %s` when ready",
