@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 
 from flywheel.app import App, init_data_root
 from flywheel.cli.main import app as cli
+from flywheel.core.config import parse, tensorrt_usable
+from flywheel.core.errors import ConfigError
 from flywheel.core.exports import Artifact, parity_failures
 from flywheel.core.ledger import Action
 from flywheel.service.metrics_state import StateCollector
@@ -188,6 +190,17 @@ def test_a_failed_export_holds_the_promotion_and_production_is_unchanged(
     registry.register(StateCollector(app.store, None, root))
     assert registry.get_sample_value("flywheel_export_failures_total") == 1
 
+    # on_export_failure = "promote_pt": a person promotes it; the export fails again, the .pt goes alone
+    (root / "config.toml").write_text(
+        _config(root, '["onnx"]').replace("serving_batch = 4", 'serving_batch = 4\non_export_failure = "promote_pt"')
+    )
+    held = f"m{result.model.id:04d}"
+    done = CliRunner().invoke(cli, ["promote", held, "--reason", "serve the .pt alone", "--root", str(root)])
+    assert done.exit_code == 0, done.output
+    described = json.loads((root / "production" / "model.json").read_text())
+    assert described["id"] == held and set(described["artifacts"]) == {"pt"}
+    assert not (root / "production" / "model.onnx").exists()
+
 
 def test_parity_fails_a_format_off_the_pt_or_missing() -> None:
     pt = Artifact("pt", "model.pt", {}, {"val": 0.5, "golden": 0.4}, {})
@@ -201,3 +214,31 @@ def test_parity_fails_a_format_off_the_pt_or_missing() -> None:
         ("engine", "export failed: no CUDA", ""),
     ]
     assert "0.3970 on golden vs the .pt's 0.4000" in failures[0].explain()
+
+
+@pytest.mark.parametrize(
+    ("production", "message"),
+    [
+        ({"formats": ["onnx", "tflite"]}, "key `production.formats`: Value error, unknown format 'tflite'"),
+        ({"export_tolerance": -0.1}, "key `production.export_tolerance`"),
+        ({"on_export_failure": "ignore"}, "key `production.on_export_failure`"),
+    ],
+)
+def test_a_bad_export_setting_names_its_key(production: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse({"production": production})
+    assert message in str(info.value)
+
+
+@pytest.mark.skipif(tensorrt_usable(), reason="TensorRT is usable here")
+def test_engine_without_tensorrt_and_a_gpu_is_a_config_error_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"key `production.formats`: .*tensorrt"):
+        parse({"production": {"formats": ["engine"]}})
+
+
+def test_export_onnx_is_still_formats_onnx() -> None:
+    assert parse({"production": {"export_onnx": True}}).production.export_formats() == ["onnx"]
+    assert parse({"production": {"formats": ["openvino"], "export_onnx": True}}).production.export_formats() == [
+        "openvino"
+    ]
+    assert parse({}).production.export_formats() == []

@@ -90,7 +90,7 @@ def export_held(application: App) -> str:
     store = application.store
     decisions = store.gate_decisions()
     last = decisions[-1] if decisions else None
-    if last is None or "export_failed" not in last.details:
+    if last is None or not last.held or "export_failed" not in last.details:
         return ""
     if store.model(last.candidate_model_id).status != "candidate":
         return ""  # promoted or rejected since

@@ -74,11 +74,17 @@ def gate_and_promote(
     export_failed = None
     if decision.outcome is GateOutcome.PROMOTE and not held:  # what is served is verified before it is
         try:
-            registry.verify_exports(candidate.id, {s.name: str(s.data_yaml) for s in eval_sets if s.name in GATED})
+            failed = registry.verify_exports(
+                candidate.id, {s.name: str(s.data_yaml) for s in eval_sets if s.name in GATED}
+            )
         except ExportFailed as exc:
             export_failed = exc
-            details["export_failed"] = {"message": str(exc), "failures": exc.failures}
+            details["export_failed"] = {"message": str(exc), "failures": exc.failures, "held": True}
             held = True
+        else:
+            if failed:  # on_export_failure = "promote_pt": promoted without them, and that is recorded
+                message = "promoted without " + ", ".join(f["format"] for f in failed)
+                details["export_failed"] = {"message": message, "failures": failed, "held": False}
     store.add_gate_decision(
         GateRecord(
             run_id=run_id,

@@ -136,27 +136,27 @@ class Registry:
                 raise RegistryError("production is not pinned")
             return self.store.set_pin(False, actor or current_actor(), reason)
 
-    def verify_exports(self, model_id: int, eval_sets: dict[str, str] | None = None) -> None:
+    def verify_exports(self, model_id: int, eval_sets: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """Export and verify each configured format (once per model; stored beside its
         checkpoint). ExportFailed when one failed or missed parity and the policy holds; with
-        on_export_failure = "promote_pt" the failure is logged and the .pt goes alone."""
+        on_export_failure = "promote_pt" the failures are logged and returned (the model goes
+        with the formats that passed)."""
         if self.exports is None:
-            return
+            return []
         model = self.store.model(model_id)
         self.checkpoint(model)
         failures = self.exports.verify(model, self.imgsz_of(model), eval_sets)
         if not failures:
-            return
+            return []
         name = model_name(model_id)
         what = "; ".join(f.explain() for f in failures)
         if self.exports.policy.on_failure == "promote_pt":
             log.error("model %s: export_failed: %s; promoted without those (production.on_export_failure)", name, what)
-            return
+            return [f.as_dict() for f in failures]
         raise ExportFailed(
-            f"{name} is not promoted: export_failed: {what}. Production is unchanged. Fix the runtime (the "
-            "daemon's log has the exporter's error), or widen production.export_tolerance, or drop the format "
-            'from production.formats, or set production.on_export_failure = "promote_pt" to promote the .pt '
-            f"alone; then `flywheel promote {name}`",
+            f"{name} is not promoted: export_failed: {what}. Production is unchanged. Fix the runtime or the "
+            "export, or widen production.export_tolerance, or drop the format from production.formats, or set "
+            f'production.on_export_failure = "promote_pt" to promote without it; then `flywheel promote {name}`',
             [f.as_dict() for f in failures],
         )
 
