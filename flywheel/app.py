@@ -14,7 +14,9 @@ from flywheel import config_file
 from flywheel.core.config import CONFIG_NAME, Config
 from flywheel.core.errors import ConfigError, DataRootError
 from flywheel.core.ports import NullObserver, Observer, Predictor, Trainer
+from flywheel.core.records import Model
 from flywheel.flow.deps import FlowDeps, Workspace
+from flywheel.flow.exports import ExportPolicy, ExportShelf
 from flywheel.flow.labeling import Labeling
 from flywheel.flow.registry import Registry
 from flywheel.flow.usecases import UseCases
@@ -110,15 +112,19 @@ class App:
         self.objects = ObjectStore(self.paths.objects)
         n = self.config.notify
         notifier = CommandWebhookNotifier(n.command, n.webhook, n.retries, n.retry_seconds)
-        exporter = SubprocessExporter(self.paths.ultralytics) if self.config.production.export_onnx else None
         self.checkpoints = ObjectStore(self.paths.models, ".pt")  # models/<sha[:2]>/<sha>.pt
+        self.datasets = VersionFolders(self.objects, self.paths.versions)
         self.registry = Registry(
-            self.store, self.checkpoints, self.paths.production, notifier, exporter, self.config.training.imgsz
+            self.store,
+            self.checkpoints,
+            self.paths.production,
+            notifier,
+            self._export_shelf(),
+            self.config.training.imgsz,
         )
         self.trainer: Trainer = trainer or build_trainer(self.config, self.paths)
         self.predictor: Predictor = ChildPredictor(self.paths.ultralytics, self.paths.runs)
         self.observer: Observer = observer or NullObserver()
-        self.datasets = VersionFolders(self.objects, self.paths.versions)
         self.workspace = Workspace(self.paths.root, self.objects, self.datasets, self.paths.runs)
         self.cases = UseCases(
             self.deps,
@@ -138,6 +144,23 @@ class App:
         tool = build_label_studio(self.config.labelstudio, self.paths.root)
         inbox = InboxFolder(self.paths.inbox, self.paths.done, self.config.inbox.marker)
         return Labeling(tool, StoredLabelPulls(self.engine), inbox)
+
+    def _export_shelf(self) -> ExportShelf | None:
+        p, t = self.config.production, self.config.training
+        if not p.export_formats():
+            return None
+
+        def val_of(model: Model) -> dict[str, str]:  # a promotion by hand: the model's own val split
+            version = self.store.version(model.version_id)
+            manifest = self.store.manifest(model.version_id)
+            return {"val": str(self.datasets.materialize(model.version_id, version.class_names, manifest))}
+
+        # TensorRT builds on the GPU; the other runtimes are scored (and served) on the CPU
+        device = t.device if "engine" in p.export_formats() else "cpu"
+        policy = ExportPolicy(
+            p.export_formats(), p.export_tolerance, p.on_export_failure, t.batch, p.serving_batch, device
+        )
+        return ExportShelf(SubprocessExporter(self.paths.ultralytics), policy, self.checkpoints.path, val_of)
 
     def deps(self) -> FlowDeps:
         """What the flows need, built at each call: a test or the daemon may swap the trainer or

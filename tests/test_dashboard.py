@@ -208,6 +208,7 @@ def test_alert_rules_are_documented_and_split_into_conditions():
         "FlywheelNoPromotion",
         "FlywheelQuarantineSpike",
         "FlywheelProductionMapDroppedAfterRollback",
+        "FlywheelExportFailed",
         "FlywheelDiskNearlyFull",
         "FlywheelDiskFillingUp",
     }

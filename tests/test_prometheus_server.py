@@ -65,7 +65,7 @@ def test_promtool_checks_the_shipped_config_and_rules():
     rules = promtool("check", "rules", "alerts.yml")
     assert rules.returncode == 0, rules.stdout + rules.stderr
     assert f"SUCCESS: {len(alert_rules())} rules found" in rules.stdout + rules.stderr
-    assert len(alert_rules()) == 8
+    assert len(alert_rules()) == 9
 
 
 def test_promtool_alert_unit_tests_pass_and_catch_a_changed_threshold(tmp_path):

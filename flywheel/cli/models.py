@@ -19,6 +19,7 @@ from flywheel.core.domain import model_name, parse_id, run_name, version_name
 from flywheel.core.errors import ExitCode
 from flywheel.core.events import placement_text
 from flywheel.core.gate import GatePolicy, SetVerdict
+from flywheel.core.gate_details import GateDetails
 from flywheel.core.ports import StorePort
 from flywheel.core.records import Evaluation, Model, as_utc
 from flywheel.flow.compare import compare as compare_models
@@ -81,7 +82,7 @@ def show(
     store = application.store
     model = call(lambda: store.model(call(lambda: parse_id(model_id, "m"))))
     if as_json:
-        emit("models.show", show_data(store, model))
+        emit("models.show", {**show_data(store, model), "artifacts": _artifacts(application, model)})
         return
     name = model_name(model.id)
     run = store.run(model.run_id)
@@ -109,7 +110,7 @@ def show(
     else:
         against = model_name(decision.production_model_id) if decision.production_model_id else "nothing"
         out.print(
-            f"  gate: {decision.outcome} by rule {decision.rule}{' (held: production pinned)' if decision.held else ''}"
+            f"  gate: {decision.outcome} by rule {decision.rule}{_held(decision.details) if decision.held else ''}"
             f" against {against}; eval set {decision.eval_sha256[:12]}"
         )
         details = decision.details
@@ -129,6 +130,7 @@ def show(
                 f"  forgetting on {subset}: production {_f(f.production)} -> candidate "
                 f"{_f(f.candidate)} (drop {f.drop:+.4f})"
             )
+    _print_artifacts(_artifacts(application, model))
     for entry in store.ledger():
         if model.id in (entry.model_id, entry.previous_model_id):
             out.print(
@@ -136,6 +138,41 @@ def show(
                 f"{entry.reason}",
                 highlight=False,
             )
+
+
+def _held(details: GateDetails) -> str:
+    failed = details.export_failed
+    return f" (held: export_failed: {failed.message})" if failed else " (held: production pinned)"
+
+
+def _artifacts(application: App, model: Model) -> Json:
+    """format -> its verified export's record (flywheel/flow/exports.py); {} when none."""
+    shelf = application.registry.exports
+    return shelf.published(model.sha256) if shelf is not None else {}
+
+
+def _print_artifacts(artifacts: Json) -> None:
+    if not artifacts:
+        return
+    table = Table("format", "mAP50-95", ".pt", "b1 ms p50/p95", "bN ms p50/p95", "sha256")
+    table.title = "verified exports (latency per image, forward + NMS; bN: the serving batch)"
+    table.columns[0].no_wrap = True
+    for fmt, a in artifacts.items():
+        lat = a.get("latency_ms", {})
+        served = next((k.removesuffix("_p50") for k in sorted(lat) if k.endswith("_p50") and k != "batch1_p50"), "")
+        table.add_row(
+            fmt,
+            _f(a.get("map50_95")),
+            _f(a.get("pt_map50_95")),
+            f"{_ms(lat.get('batch1_p50'))}/{_ms(lat.get('batch1_p95'))}",
+            f"{_ms(lat.get(served + '_p50'))}/{_ms(lat.get(served + '_p95'))}",
+            a["sha256"][:8],
+        )
+    out.print(table)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def show_data(store: StorePort, model: Model) -> Json:
@@ -161,6 +198,7 @@ def show_data(store: StorePort, model: Model) -> Json:
             "eval_sets": details.get("eval_sets", {}),
             "verdicts": details.get("verdicts", []),
             "forgetting": details.get("forgetting", {}),
+            "export_failed": details.get("export_failed"),
         }
     return {
         "model": model_json(model, _val_score(store, model)),

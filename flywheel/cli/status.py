@@ -46,6 +46,9 @@ def status(root: Root = Path("."), as_json: JsonFlag = False) -> None:
             ),
             highlight=False,
         )
+    held = export_held(application)
+    if held:
+        out.print(styled(("promotion held: export_failed", "red"), f": {held}"), highlight=False)
     out.print(f"refresh: {_refresh(application)}")
     table = Table("run", "version", "state", "start", "epochs", "model", "where", "error", title="training runs")
     for r in store.runs()[-LAST:]:
@@ -79,6 +82,19 @@ def _refresh(application: App) -> str:
     return refresh_outlook(generations(application.store), t.refresh_growth, t.scratch_challenger_every)
 
 
+def export_held(application: App) -> str:
+    """Why the newest candidate the gate passed is not production (its exports), and what to
+    do; "" when it is not held for that."""
+    store = application.store
+    decisions = store.gate_decisions()
+    last = decisions[-1] if decisions else None
+    if last is None or not last.held or last.details.export_failed is None:
+        return ""
+    if store.model(last.candidate_model_id).status != "candidate":
+        return ""  # promoted or rejected since
+    return last.details.export_failed.message
+
+
 def status_data(application: App) -> Json:
     """`flywheel status --json` (flywheel.status/1 in docs/cli-json.md)."""
     store = application.store
@@ -89,6 +105,7 @@ def status_data(application: App) -> Json:
         "production": model_json(prod, score) if prod else None,
         "production_problem": application.registry.production_problem() or None,
         "pinned": {"at": iso(pin.at), "actor": pin.actor, "reason": pin.reason} if pin else None,
+        "export_held": export_held(application) or None,
         "newest_version": version_json(latest) if latest else None,
         "refresh": _refresh(application),
         "runs": [run_json(r) for r in store.runs()[-LAST:]],

@@ -181,8 +181,43 @@ class GateConfig(_Section):
     golden_dir: str = ""  # a labeled folder scored beside val (flywheel/flow/golden.py); "" = none
 
 
+EXPORT_FORMATS = ("onnx", "openvino", "torchscript", "engine")  # Ultralytics' format names
+# An fp32 export scored like the .pt (same letterbox shapes, batch, NMS, fp32 kernels) differs
+# from it by float rounding only: within 4e-7 mAP50-95 on BCCD and on the tests' model
+# (docs/exports.md). 0.002 leaves room for other data, CPUs and runtimes, and stays under the
+# margins the gate decides on (+0.004 between two candidates of one version, issue 30).
+DEFAULT_EXPORT_TOLERANCE = 0.002
+
+
 class ProductionConfig(_Section):
-    export_onnx: bool = False
+    """What a promotion publishes beside model.pt (flywheel/flow/exports.py)."""
+
+    formats: list[str] = []
+    export_tolerance: float = Field(DEFAULT_EXPORT_TOLERANCE, ge=0, le=1)
+    on_export_failure: Literal["hold", "promote_pt"] = "hold"
+    serving_batch: int = Field(8, ge=1)  # the batch whose latency is measured beside batch 1
+    export_onnx: bool = False  # deprecated: formats = ["onnx"]
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in EXPORT_FORMATS:
+                raise ValueError(f"unknown format {name!r}: each must be one of {', '.join(EXPORT_FORMATS)}")
+        if "engine" in value and not tensorrt_usable():
+            raise ValueError('"engine" (TensorRT) needs a CUDA GPU and the tensorrt package; neither is usable here')
+        return list(dict.fromkeys(value))
+
+    def export_formats(self) -> list[str]:
+        """The formats to publish; the deprecated `export_onnx = true` means ["onnx"]."""
+        return self.formats or (["onnx"] if self.export_onnx else [])
+
+
+def tensorrt_usable() -> bool:
+    """Without importing torch (seconds): the tensorrt package and an NVIDIA driver's device."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None and Path("/dev/nvidiactl").exists()
 
 
 class NotifyConfig(_Section):

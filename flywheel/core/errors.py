@@ -103,6 +103,15 @@ class RegistryError(FlywheelError):
     exit_code = ExitCode.REFUSED
 
 
+class ExportFailed(RegistryError):
+    """A promotion held: an export of the model failed or missed parity with its .pt
+    (production.on_export_failure = "hold"). `failures`: one dict per format (core/exports.py)."""
+
+    def __init__(self, message: str, failures: list[dict[str, object]]):
+        super().__init__(message)
+        self.failures = failures
+
+
 class Busy(FlywheelError):
     """Another flywheel process holds the lock for this work (e.g. a training is running)."""
 

@@ -78,11 +78,33 @@ def forgetting_of(pairs: Mapping[str, tuple[Score, Score | None]]) -> dict[str, 
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExportFailedNote:
+    """A candidate the gate passed whose exports failed or missed parity (flow/exports.py):
+    `held` when production stayed as it was, else it was promoted without the formats named."""
+
+    message: str
+    held: bool
+    failures: tuple[dict[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"message": self.message, "failures": list(self.failures), "held": self.held}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ExportFailedNote:
+        return cls(
+            message=str(data.get("message", "")),
+            held=bool(data.get("held", False)),
+            failures=tuple(dict(f) for f in data.get("failures") or ()),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class GateDetails:
     eval_sets: dict[str, EvalSetNote] = field(default_factory=dict)
     verdicts: tuple[SetVerdict, ...] = ()  # the primary set first
     forgetting: dict[str, Forgetting] = field(default_factory=dict)
     policy: GatePolicy | None = None  # None only in rows written before the policy was recorded
+    export_failed: ExportFailedNote | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -95,6 +117,8 @@ class GateDetails:
         }
         if self.policy is not None:
             out["policy"] = asdict(self.policy)
+        if self.export_failed is not None:
+            out["export_failed"] = self.export_failed.to_json()
         return out
 
     @classmethod
@@ -109,6 +133,9 @@ class GateDetails:
                 for k, v in dict(data.get("forgetting") or {}).items()
             },
             policy=_policy(policy) if isinstance(policy, Mapping) else None,
+            export_failed=ExportFailedNote.from_json(failed)
+            if isinstance(failed := data.get("export_failed"), Mapping)
+            else None,
         )
 
 
@@ -178,3 +205,7 @@ def _interval(value: Any) -> Interval | None:
 
 def _listed(interval: Interval | None) -> list[float] | None:
     return list(interval) if interval else None
+
+
+def _export_failed(data: object) -> ExportFailedNote | None:
+    return ExportFailedNote.from_json(data) if isinstance(data, Mapping) else None

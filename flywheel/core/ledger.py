@@ -25,6 +25,7 @@ class Action(StrEnum):
     UNPIN = "unpin"
     GOLDEN_CHANGED = "golden_changed"  # the golden eval set's content changed
     GC = "gc"  # `flywheel gc` freed space under the retention policy (what, in the reason)
+    EXPORT_FAILED = "export_failed"  # a candidate the gate passed was held: an export failed or missed parity
 
 
 class Entry(Protocol):

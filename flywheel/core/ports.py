@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from flywheel.core.domain import ManifestItem, RunState, StartKind
 from flywheel.core.events import TrainingEvent
+from flywheel.core.exports import Artifact, ExportJob
 from flywheel.core.ingest_result import IngestResult
 from flywheel.core.labeling import LabeledTask, NewTask, PullMark
 from flywheel.core.ledger import Action
@@ -52,9 +53,13 @@ class RemoteTrainer(Trainer, Protocol):
 
 
 class Exporter(Protocol):
-    """Converts a checkpoint for serving (ONNX), somewhere other than the caller's process."""
+    """Exports a checkpoint for serving and scores each artifact and the .pt alike, somewhere
+    other than the caller's process (flywheel.training.export): the .pt as scored, the
+    artifacts written under `out_dir`, and per format the error of those that failed."""
 
-    def export_onnx(self, checkpoint: Path, out: Path, imgsz: int) -> Path: ...
+    def export(
+        self, checkpoint: Path, out_dir: Path, job: ExportJob
+    ) -> tuple[Artifact, dict[str, Artifact], dict[str, str]]: ...
 
 
 class BatchIngester(Protocol):

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 
 from flywheel.core.config import Config
 from flywheel.core.domain import model_name
+from flywheel.core.errors import ExportFailed
 from flywheel.core.faults import crash_point
 from flywheel.core.gate import GateDecision, GateOutcome, GatePolicy, Score, decide_gate
-from flywheel.core.gate_details import GateDetails, forgetting_of
+from flywheel.core.gate_details import ExportFailedNote, GateDetails, forgetting_of
+from flywheel.core.ledger import Action
 from flywheel.core.ports import StorePort
 from flywheel.core.records import GateRecord, Model
 from flywheel.flow.evalsets import GATED, EvalSet
@@ -67,6 +70,23 @@ def gate_and_promote(
     )
     pin = store.pin()
     held = decision.outcome is GateOutcome.PROMOTE and pin is not None and production is not None
+    export_failed = None
+    if decision.outcome is GateOutcome.PROMOTE and not held:  # what is served is verified before it is
+        try:
+            failed = registry.verify_exports(
+                candidate.id, {s.name: str(s.data_yaml) for s in eval_sets if s.name in GATED}
+            )
+        except ExportFailed as exc:
+            export_failed = exc
+            details = replace(
+                details, export_failed=ExportFailedNote(message=str(exc), held=True, failures=tuple(exc.failures))
+            )
+            held = True
+        else:
+            if failed:  # on_export_failure = "promote_pt": promoted without them, and that is recorded
+                message = "promoted without " + ", ".join(f["format"] for f in failed)
+                note = ExportFailedNote(message=message, held=False, failures=tuple(failed))
+                details = replace(details, export_failed=note)
     store.add_gate_decision(
         GateRecord(
             run_id=run_id,
@@ -85,7 +105,10 @@ def gate_and_promote(
         )
     )
     crash_point("gate.decided")
-    if held:
+    if export_failed is not None:
+        store.append_ledger(Action.EXPORT_FAILED, "flywheel", str(export_failed), model_id=candidate.id)
+        log.error("model %s passed the gate, held: %s", model_name(candidate.id), export_failed)
+    elif held:
         log.info(
             "model %s passed the gate but production is pinned (%s): left a candidate; "
             "`flywheel promote %s` when ready",

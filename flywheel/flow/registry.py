@@ -2,8 +2,10 @@
 
 The database says which model is production (one row, enforced by a unique index); the
 folder `<data_root>/production` mirrors it for whatever serves the model. That folder is a
-symlink to `.production/<model>/` (`model.pt` + `model.json`), swapped with one `rename`,
-so a reader sees the old pair or the new pair, never a mix or a torn file. Every change runs
+symlink to `.production/<model>/` (`model.pt`, each verified export — `model.onnx`,
+`model_openvino_model/`, `model.torchscript`, `model.engine` — and `model.json` listing them),
+swapped with one `rename`, so a reader sees the old set or the new set, never a mix or a torn
+file. Every change runs
 under a lock file, so the daemon promoting and the CLI rolling back in the same instant end
 with the database and the folder agreeing.
 """
@@ -22,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.core.domain import ModelStatus, model_name, run_name, version_name
-from flywheel.core.errors import FlywheelError, IntegrityError, RegistryError
+from flywheel.core.errors import ExportFailed, IntegrityError, RegistryError
 from flywheel.core.faults import crash_point
 from flywheel.core.hashing import sha256_file
 from flywheel.core.ledger import Action
-from flywheel.core.ports import Exporter, Notifier, NullNotifier, Objects, StorePort
+from flywheel.core.ports import Notifier, NullNotifier, Objects, StorePort
 from flywheel.core.records import LedgerEntry, Model, ProductionChange, as_utc
+from flywheel.flow.exports import ExportShelf, copy_artifact
 from flywheel.flow.gc import removed_note
 
 log = logging.getLogger(__name__)
@@ -47,12 +50,12 @@ class Registry:
         checkpoints: Objects,  # models/<sha[:2]>/<sha>.pt (flywheel.store.ObjectStore with ".pt")
         production_link: Path,
         notifier: Notifier | None = None,  # None: nobody is told (tests, one-off tools)
-        exporter: Exporter | None = None,
-        onnx_imgsz: int = 640,
+        exports: ExportShelf | None = None,  # None: production is model.pt alone
+        imgsz: int = 640,  # of a model whose run did not record one
     ):
         self.store = store
-        self.exporter = exporter  # set: export each model to ONNX when it is promoted
-        self.onnx_imgsz = onnx_imgsz
+        self.exports = exports
+        self.imgsz = imgsz
         self.checkpoints = checkpoints
         self.production_link = production_link
         self.notifier: Notifier = notifier or NullNotifier()
@@ -86,7 +89,7 @@ class Registry:
     def promote(self, model_id: int, reason: str, actor: str = "flywheel", force: bool = False) -> LedgerEntry:
         """Make `model_id` production. The gate calls this for a candidate it passed; a person
         may promote a retired model, or with `force` a rejected one."""
-        self._export(self.store.model(model_id))  # before the lock: it takes seconds
+        self.verify_exports(model_id)  # before the lock: it takes seconds to minutes
         with self._locked():
             model = self.store.model(model_id)
             if model.status == ModelStatus.PRODUCTION:
@@ -135,17 +138,33 @@ class Registry:
                 raise RegistryError("production is not pinned")
             return self.store.set_pin(False, actor or current_actor(), reason)
 
-    def onnx_path(self, model: Model) -> Path:
-        return self.checkpoints.path(model.sha256).with_suffix(".onnx")
+    def verify_exports(self, model_id: int, eval_sets: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Export and verify each configured format (once per model; stored beside its
+        checkpoint). ExportFailed when one failed or missed parity and the policy holds; with
+        on_export_failure = "promote_pt" the failures are logged and returned (the model goes
+        with the formats that passed)."""
+        if self.exports is None:
+            return []
+        model = self.store.model(model_id)
+        self.checkpoint(model)
+        failures = self.exports.verify(model, self.imgsz_of(model), eval_sets)
+        if not failures:
+            return []
+        name = model_name(model_id)
+        what = "; ".join(f.explain() for f in failures)
+        if self.exports.policy.on_failure == "promote_pt":
+            log.error("model %s: export_failed: %s; promoted without those (production.on_export_failure)", name, what)
+            return [f.as_dict() for f in failures]
+        raise ExportFailed(
+            f"{name} is not promoted: export_failed: {what}. Production is unchanged. Fix the runtime or the "
+            "export, or widen production.export_tolerance, or drop the format from production.formats, or set "
+            f'production.on_export_failure = "promote_pt" to promote without it; then `flywheel promote {name}`',
+            [f.as_dict() for f in failures],
+        )
 
-    def _export(self, model: Model) -> None:
-        """ONNX beside the checkpoint, once per model; a failure is logged and never blocks."""
-        if self.exporter is None or self.onnx_path(model).is_file():
-            return
-        try:
-            self.exporter.export_onnx(self.checkpoint(model), self.onnx_path(model), self.onnx_imgsz)
-        except FlywheelError as exc:
-            log.error("model %s: %s", model_name(model.id), exc)
+    def imgsz_of(self, model: Model) -> int:
+        """The image size the model was trained at: its exports' input size."""
+        return int(self.store.run(model.run_id).params.get("imgsz", self.imgsz))
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -189,8 +208,11 @@ class Registry:
             # A copy, not a hard link: damage to one file must not be damage to both, so each
             # can restore the other (heal_production).
             _copy_durably(stored, tmp / "model.pt")
-            if self.onnx_path(model).is_file():  # exported at promotion; a rollback never waits for one
-                _copy_durably(self.onnx_path(model), tmp / "model.onnx")
+            if self.exports is not None:  # verified at promotion and stored: a rollback never re-exports
+                folder_of = self.exports.folder(model.sha256)
+                for record in self.exports.published(model.sha256).values():
+                    if record["path"] != "model.pt":
+                        copy_artifact(folder_of / record["path"], tmp / record["path"])
             (tmp / "model.json").write_text(json.dumps(self.describe(model), indent=2) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
@@ -256,6 +278,8 @@ class Registry:
             "parent": model_name(model.parent_model_id) if model.parent_model_id else None,
             "promoted_at": as_utc(model.promoted_at).isoformat() if model.promoted_at else None,
             "classes": model.class_names,
+            "imgsz": self.imgsz_of(model),
+            "artifacts": self.exports.published(model.sha256) if self.exports else {},
             "metrics": None
             if score is None
             else {

@@ -4,6 +4,7 @@ dataset, training, models and latency. Pure functions of the snapshot."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -115,6 +116,11 @@ def model_families(snap: Snapshot) -> Iterator[Metric]:
     yield decisions
     yield counter("flywheel_promotions", "Models promoted to production", snap.ledger.get("promote", 0))
     yield counter("flywheel_rollbacks", "Rollbacks of production", snap.ledger.get("rollback", 0))
+    yield counter(
+        "flywheel_export_failures",
+        "Promotions held because an export failed or missed parity with its .pt (ledger export_failed)",
+        snap.ledger.get("export_failed", 0),
+    )
     rejections = sum(n for (outcome, _), n in snap.gate.items() if outcome == "reject")
     yield counter("flywheel_rejections", "Candidates rejected by the gate", rejections)
     last = snap.last_decision
@@ -188,6 +194,28 @@ def model_families(snap: Snapshot) -> Iterator[Metric]:
         "Id of the newest model (the last candidate; 0: none)",
         snap.candidate.id if snap.candidate and snap.candidate.id else 0,
     )
+
+
+def artifact_families(described: dict[str, Any]) -> Iterator[Metric]:
+    """The production model's exports, from production/model.json (flywheel/flow/exports.py)."""
+    score = GaugeMetricFamily(
+        "flywheel_production_artifact_map50_95",
+        "mAP50-95 on val of each format published in production/ (format=pt: the checkpoint)",
+        labels=["format"],
+    )
+    latency = GaugeMetricFamily(
+        "flywheel_production_artifact_latency_seconds",
+        "Latency per image of each published format as measured at promotion (forward + NMS)",
+        labels=["format", "batch", "quantile"],
+    )
+    for fmt, record in sorted(described.get("artifacts", {}).items()):
+        if record.get("map50_95") is not None:
+            score.add_metric([fmt], record["map50_95"])
+        for key, ms in sorted(record.get("latency_ms", {}).items()):
+            batch, _, quantile = key.removeprefix("batch").partition("_p")
+            latency.add_metric([fmt, batch, f"0.{quantile}"], ms / 1000)
+    yield score
+    yield latency
 
 
 def _add_scores(score: GaugeMetricFamily, class_ap: GaugeMetricFamily, role: str, scores: Score) -> None:

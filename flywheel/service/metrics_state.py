@@ -3,6 +3,7 @@ transaction (flywheel.store.stats), and the disk gauges of the data root."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -19,6 +20,7 @@ from prometheus_client.registry import Collector
 from flywheel.core.errors import StoreError
 from flywheel.flow.gc import data_root_areas, disk_bytes
 from flywheel.service.metrics_families import (
+    artifact_families,
     dataset_families,
     inbox_families,
     latency_families,
@@ -93,6 +95,7 @@ class StateCollector(Collector):
             yield from training_families(snap)
             yield from model_families(snap)
             yield from latency_families(snap.latencies)
+            yield from self._artifacts()
         yield from self._disk()
 
     def _classes(self, snap: Snapshot) -> Iterator[Metric]:
@@ -118,6 +121,15 @@ class StateCollector(Collector):
                         boxes.add_metric([name, split], per_box.get((class_id, split), 0))
         yield images
         yield boxes
+
+    def _artifacts(self) -> Iterator[Metric]:
+        described = self.data_root / "production" / "model.json" if self.data_root is not None else None
+        try:
+            record = json.loads(described.read_text()) if described is not None and described.is_file() else {}
+        except (OSError, ValueError) as exc:
+            log.warning("production exports' metrics skipped this scrape: %s", exc)
+            record = {}
+        yield from artifact_families(record)
 
     def _disk(self) -> Iterator[Metric]:
         if self.data_root is None:
