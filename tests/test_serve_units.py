@@ -101,3 +101,21 @@ def test_serve_help_teaches_the_api():
     assert result.exit_code == 0
     for words in ("POST /v1/detect", "multipart/form-data", "Retry-After", "Bearer", "captured/", "--runtime"):
         assert words in result.output
+
+
+def test_the_stale_model_alert_passes_its_promtool_tests_and_fails_a_changed_threshold(tmp_path: Path):
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed")
+    folder = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+    ok = subprocess.run([promtool, "test", "rules", "serve-alerts.test.yml"], cwd=folder, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    for name in ("serve-alerts.yml", "serve-alerts.test.yml"):
+        shutil.copy(folder / name, tmp_path / name)
+    rules = tmp_path / "serve-alerts.yml"
+    rules.write_text(rules.read_text().replace("for: 10m", "for: 15m"))
+    changed = subprocess.run([promtool, "test", "rules", "serve-alerts.test.yml"], cwd=tmp_path, capture_output=True)
+    assert changed.returncode != 0
