@@ -111,7 +111,9 @@ def test_the_stale_model_alert_passes_its_promtool_tests_and_fails_a_changed_thr
     if promtool is None:
         pytest.skip("promtool is not installed")
     folder = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
-    ok = subprocess.run([promtool, "test", "rules", "serve-alerts.test.yml"], cwd=folder, capture_output=True, text=True)
+    ok = subprocess.run(
+        [promtool, "test", "rules", "serve-alerts.test.yml"], cwd=folder, capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     for name in ("serve-alerts.yml", "serve-alerts.test.yml"):
         shutil.copy(folder / name, tmp_path / name)
