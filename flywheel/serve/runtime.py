@@ -64,24 +64,26 @@ def load(fmt: str, path: Path, imgsz: int, threads: int) -> Runtime:
     size = (int(exported[0]), int(exported[1])) if exported else (imgsz, imgsz)
     dynamic = fmt == "pt" or bool(getattr(backend, "dynamic", False))
     stride = int(max(backend.stride)) if isinstance(backend.stride, list | tuple) else int(backend.stride)
-    compiled = _openvino_fp32(path, size) if fmt == "openvino" else None
+    compiled = _openvino_fp32(path, None if dynamic else size) if fmt == "openvino" else None
     return Runtime(fmt, path, size, stride, dynamic, bool(getattr(backend, "end2end", False)), backend, compiled)
 
 
-def _openvino_fp32(path: Path, size: tuple[int, int]) -> Any:
+def _openvino_fp32(path: Path, size: tuple[int, int] | None) -> Any:
     """The OpenVINO model compiled at fp32 with a free batch dimension.
 
     OpenVINO's CPU plugin infers in bfloat16 by default on CPUs that have it (AVX512_BF16, AMX),
     and AutoBackend keeps that default: on this project's CI CPU that moved class scores by up to
     1e-3 and boxes by pixels against the .pt (measured: ONNX Runtime 1e-7). fp32 is what the gate
     scored, so serve asks for it. The free batch dimension lets one call take a whole batch
-    (Ultralytics' static export is batch 1, which AutoBackend would split image by image)."""
+    (Ultralytics' static export is batch 1, which AutoBackend would split image by image); a
+    dynamic export (`size` None) keeps its free height and width too."""
     import openvino as ov
 
     core = ov.Core()
     xml = path if path.is_file() else next(path.glob("*.xml"))
     model = core.read_model(str(xml), str(xml.with_suffix(".bin")))
-    model.reshape({model.input().get_any_name(): ov.PartialShape([-1, 3, size[0], size[1]])})
+    height, width = size or (-1, -1)
+    model.reshape({model.input().get_any_name(): ov.PartialShape([-1, 3, height, width])})
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": ov.Type.f32}
     return core.compile_model(model, "CPU", config)
 
