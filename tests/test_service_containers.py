@@ -54,7 +54,7 @@ def test_an_invalid_compose_file_is_rejected(tmp_path: Path):
 def test_compose_runs_the_image_on_its_data_root_volume_with_the_healthcheck():
     compose = yaml.safe_load(COMPOSE.read_text())
     flywheel = compose["services"]["flywheel"]
-    assert set(compose["services"]) == {"flywheel", "prometheus", "grafana"}
+    assert set(compose["services"]) == {"flywheel", "serve", "prometheus", "grafana"}
     dockerfile = (COMPOSE.parent / flywheel["build"]["context"] / flywheel["build"]["dockerfile"]).resolve()
     assert dockerfile == DOCKERFILES[0]
     root = flywheel["environment"]["FLYWHEEL_ROOT"]
@@ -64,6 +64,9 @@ def test_compose_runs_the_image_on_its_data_root_volume_with_the_healthcheck():
     port = Config().metrics.port
     assert f"127.0.0.1:{port}:{port}" in flywheel["ports"]
     assert flywheel["init"] is True and flywheel["stop_signal"] == "SIGTERM"
+    serve = compose["services"]["serve"]  # `flywheel serve` on the same volume, reachable from outside its container
+    assert serve["image"] == flywheel["image"] and f"flywheel-data:{root}" in serve["volumes"]
+    assert serve["command"][:3] == ["flywheel", "serve", root] and "0.0.0.0" in serve["command"]
 
     gpu = yaml.safe_load(COMPOSE_GPU.read_text())["services"]["flywheel"]
     assert (COMPOSE.parent / gpu["build"]["context"] / gpu["build"]["dockerfile"]).resolve() == DOCKERFILES[1]

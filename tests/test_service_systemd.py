@@ -313,3 +313,17 @@ def test_unit_file_exposure_per_systemd_analyze_security(tmp_path: Path):
     assert exposure, result.stdout + result.stderr
     print(result.stdout)
     assert float(exposure.group(1)) <= 2.0, result.stdout  # 10 is an unhardened service
+
+
+def test_the_serve_unit_passes_systemd_analyze_verify(tmp_path: Path):
+    analyze = systemd_analyze()
+    flywheel = shutil.which("flywheel", path=os.path.dirname(sys.executable))
+    assert flywheel, "flywheel's console script is not installed beside this Python"
+    source = UNIT.with_name("flywheel-serve.service").read_text()
+    text = source.replace("/opt/flywheel/.venv/bin/flywheel", flywheel)
+    assert text != source and "flywheel serve /var/lib/flywheel" in source
+    unit = tmp_path / "flywheel-serve.service"
+    unit.write_text(text)
+    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr

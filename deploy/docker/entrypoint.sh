@@ -18,7 +18,8 @@ from flywheel.app import default_config_text
 
 path, device = sys.argv[1], sys.argv[2]
 text = default_config_text()
-edits = {'host = "127.0.0.1"': 'host = "0.0.0.0"'}
+# [metrics] host, named by its comment ([serve] has a host too: `flywheel serve --host` sets it)
+edits = {'host = "127.0.0.1"                 # where /metrics': 'host = "0.0.0.0"                   # where /metrics'}
 if device:
     edits['device = "cpu"'] = f"device = {json.dumps(device)}"
 for old, new in edits.items():

@@ -274,6 +274,35 @@ class DatabaseConfig(_Section):
     url: str = ""  # empty: sqlite file flywheel.db in the data root; or postgresql+psycopg://... (store/db.py)
 
 
+class ServeCaptureConfig(_Section):
+    """`flywheel serve` keeps what production doubts (flywheel/serve/capture.py)."""
+
+    enabled: bool = False
+    threshold: float = Field(0.5, ge=0, le=1)  # uncertainty score (flywheel/prelabel/uncertainty.py) to keep
+    control_share: float = Field(0.02, ge=0, le=1)  # random share kept whatever its score
+    quota_mb: float = Field(1024.0, gt=0)
+    dir: str = "captured"
+
+
+class ServeConfig(_Section):
+    """`flywheel serve`: production behind HTTP (flywheel/serve/)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    runtime: Literal["auto", "openvino", "onnx", "torchscript", "pt"] = "auto"
+    max_batch: int = Field(8, ge=1, le=256)
+    max_wait_ms: float = Field(5.0, ge=0, le=1000)
+    queue_size: int = Field(64, ge=1)
+    timeout: float = Field(10.0, gt=0)
+    threads: int = Field(0, ge=0)
+    max_request_mb: float = Field(32.0, gt=0)
+    max_images: int = Field(16, ge=1)
+    poll_seconds: float = Field(1.0, gt=0)
+    token_env: str = "FLYWHEEL_SERVE_TOKEN"
+    token_file: str = ""
+    capture: ServeCaptureConfig = ServeCaptureConfig()
+
+
 class Config(_Section):
     inbox: InboxConfig = InboxConfig()
     ingest: IngestConfig = IngestConfig()
@@ -292,6 +321,7 @@ class Config(_Section):
     retention: RetentionConfig = RetentionConfig()
     ray: RayConfig = RayConfig()
     labelstudio: LabelStudioConfig = LabelStudioConfig()
+    serve: ServeConfig = ServeConfig()
     log_level: str = "INFO"
 
     @field_validator("log_level")

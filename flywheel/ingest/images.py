@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -28,6 +29,7 @@ _SUFFIXES = {
     "WEBP": (".webp",),
 }
 IMAGE_SUFFIXES = frozenset(s for names in _SUFFIXES.values() for s in names)
+IMAGE_FORMATS = frozenset(_SUFFIXES)  # Pillow format names
 # Images, but not in a format flywheel stores: refused by name, with a reason, not as "unknown file".
 OTHER_IMAGE_SUFFIXES = frozenset(
     {".gif", ".heic", ".heif", ".avif", ".ico", ".psd", ".jp2", ".j2k", ".svg", ".dng", ".jfif", ".tga"}
@@ -38,14 +40,17 @@ _ORIENTATION = 0x0112
 _SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the image by 90 degrees
 
 
-def _open(path: Path) -> Image.Image:
+_Opener = Callable[[Path | IO[bytes]], Image.Image]
+
+
+def _open(path: Path | IO[bytes]) -> Image.Image:
     """Pillow's own Image.open. Importing Ultralytics replaces it process-wide with a wrapper
     that, on a file Pillow cannot identify, tries to install a HEIF plugin (pip, network) and
     fails with ImportError; ingest must say "not an image" instead, whatever else this process
     has imported (tests, `flywheel demo`)."""
-    current: Callable[[Path], Image.Image] = Image.open
+    current: _Opener = Image.open
     if getattr(current, "__module__", "") != Image.__name__:
-        original: Callable[[Path], Image.Image] | None = getattr(current, "__globals__", {}).get("_image_open")
+        original: _Opener | None = getattr(current, "__globals__", {}).get("_image_open")
         current = original if original and getattr(original, "__module__", "") == Image.__name__ else _IMPORTED_OPEN
     return current(path)
 
@@ -118,6 +123,9 @@ def _inspect(path: Path, im: Image.Image, max_pixels: int) -> ImageInfo:
     orientation = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
     shown = ImageOps.exif_transpose(im) if orientation != 1 else im
     return ImageInfo(shown.width, shown.height, fmt, orientation, dhash(shown))
+
+
+open_image = _open  # for readers of bytes in memory (flywheel/serve/decode.py)
 
 
 def _ends_with_eoi(path: Path) -> bool:
