@@ -275,7 +275,8 @@ def test_names_follow_prometheus_conventions_and_labels_stay_bounded(served, tmp
         "le",
         "area",
     }
-    allowed |= {"version", "python", "id", "sha256"}  # the two info metrics: one series each
+    allowed |= {"version", "python", "id", "sha256"}  # the info metrics: one series each
+    allowed |= {"executor", "node", "submission_id"}  # where the last training ran (placement info)
     for family in families:
         assert re.fullmatch(r"flywheel_[a-z0-9_]+", family.name), family.name
         assert family.documentation, f"{family.name} has no help text"
@@ -286,8 +287,8 @@ def test_names_follow_prometheus_conventions_and_labels_stay_bounded(served, tmp
             assert set(sample.labels) <= allowed, (sample.name, sample.labels)
             for v in sample.labels.values():  # never a batch, a file, an image or a run
                 assert not re.search(r"(b\d{4}|r\d{4}|s\d_\d{4}|\.png|\.txt|/)", v), (sample.name, v)
-    info = [f for f in families if f.name in ("flywheel_build", "flywheel_production_model")]
-    assert all(len(f.samples) == 1 for f in info)
+    info = {"flywheel_build_info", "flywheel_production_model_info", "flywheel_training_placement_info"}
+    assert {f.name: len(f.samples) for f in families if f.name in info} == dict.fromkeys(info, 1)
 
 
 def test_batch_latency_is_the_first_decision_covering_the_batch():
