@@ -116,3 +116,8 @@ class ExecutorUnavailable(FlywheelError):
 class EventError(TrainingError):
     """A line from the training child is not an event this daemon knows (unknown kind, a key
     missing or of the wrong type): the child and the daemon disagree on the format."""
+
+
+class MirrorUnavailable(FlywheelError):
+    """The outside tracker flywheel mirrors its registry into (MLflow) cannot be reached or
+    refused a call. Never raised into a production change: the mirror records what waits."""

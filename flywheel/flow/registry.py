@@ -26,7 +26,7 @@ from flywheel.core.errors import FlywheelError, IntegrityError, RegistryError
 from flywheel.core.faults import crash_point
 from flywheel.core.hashing import sha256_file
 from flywheel.core.ledger import Action
-from flywheel.core.ports import Exporter, Notifier, NullNotifier, Objects, StorePort
+from flywheel.core.ports import Exporter, Notifier, NullMirror, NullNotifier, Objects, RegistryMirror, StorePort
 from flywheel.core.records import LedgerEntry, Model, ProductionChange, as_utc
 from flywheel.flow.gc import removed_note
 
@@ -49,8 +49,10 @@ class Registry:
         notifier: Notifier | None = None,  # None: nobody is told (tests, one-off tools)
         exporter: Exporter | None = None,
         onnx_imgsz: int = 640,
+        mirror: RegistryMirror | None = None,  # None: mirrored nowhere ([mlflow] off)
     ):
         self.store = store
+        self.mirror: RegistryMirror = mirror or NullMirror()
         self.exporter = exporter  # set: export each model to ONNX when it is promoted
         self.onnx_imgsz = onnx_imgsz
         self.checkpoints = checkpoints
@@ -170,6 +172,10 @@ class Registry:
                 production=self.describe(model),
             )
         )
+        try:  # after the commit and the swap: the mirror never holds a production change back
+            self.mirror.sync()
+        except FlywheelError as exc:
+            log.error("production changed, its mirror did not follow yet: %s", exc)
 
     # --- the production folder ------------------------------------------------------------
     def publish(self) -> Path | None:
