@@ -133,7 +133,6 @@ class App:
         notifier = CommandWebhookNotifier(n.command, n.webhook, n.retries, n.retry_seconds)
         exporter = SubprocessExporter(self.paths.ultralytics) if self.config.production.export_onnx else None
         self.checkpoints = ObjectStore(self.paths.models, ".pt")  # models/<sha[:2]>/<sha>.pt
-        self.mirror = build_mirror(self.config, self.paths, self.store, self.checkpoints)
         self.registry = Registry(
             self.store,
             self.checkpoints,
@@ -141,7 +140,7 @@ class App:
             notifier,
             exporter,
             self.config.training.imgsz,
-            mirror=self.mirror,
+            mirror=build_mirror(self.config, self.paths, self.store, self.checkpoints),
         )
         self.trainer: Trainer = trainer or build_trainer(self.config, self.paths)
         self.predictor: Predictor = ChildPredictor(self.paths.ultralytics, self.paths.runs)
@@ -157,6 +156,11 @@ class App:
         self.ingest = self.cases.ingest
         self.train = self.cases.train
         self.resume_interrupted = self.cases.resume_interrupted
+
+    @property
+    def mirror(self) -> RegistryMirror:
+        """The registry's mirror ([mlflow]); the registry holds it, so a test swaps it there."""
+        return self.registry.mirror
 
     def deps(self) -> FlowDeps:
         """What the flows need, built at each call: a test or the daemon may swap the trainer or

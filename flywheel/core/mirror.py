@@ -114,5 +114,6 @@ def flat_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
             out |= flat_params(value, f"{name}.")
             continue
         text = "" if value is None else str(value)
-        out[name] = text if len(text) <= PARAM_VALUE_LIMIT else text[: PARAM_VALUE_LIMIT - 14] + " ...(truncated)"
+        cut = " ...(truncated)"
+        out[name] = text if len(text) <= PARAM_VALUE_LIMIT else text[: PARAM_VALUE_LIMIT - len(cut)] + cut
     return out
