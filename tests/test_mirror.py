@@ -122,3 +122,15 @@ def test_without_a_tracking_uri_nothing_loads_mlflow(data_root):
     )
     answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert answer.stdout.strip() == "False"
+
+
+def test_the_daemon_serves_the_mirror_gauges_when_mlflow_is_configured(tmp_path):
+    pytest.importorskip("mlflow", reason="the mlflow extra: pip install 'flywheel[mlflow]'")
+    from flywheel.app import build_daemon, init_data_root
+
+    root = init_data_root(tmp_path / "root", '[mlflow]\ntracking_uri = "http://127.0.0.1:9"\n')
+    daemon = build_daemon(root)
+    daemon.work.cases.sync_mirror(force=True)  # nothing to mirror yet: MLflow is not asked
+    scrape = daemon.metrics_registry
+    assert scrape.get_sample_value("flywheel_mirror_pending", {"target": "mlflow"}) == 0.0
+    assert scrape.get_sample_value("flywheel_mirror_up", {"target": "mlflow"}) is None

@@ -97,7 +97,7 @@ class StoreMirror:
             return self.status()  # backing off after a failure: the next step tries again
         try:
             with self.state.hold():
-                self._sync()
+                asked = self._sync()
         except MirrorUnavailable as exc:
             self.failures += 1
             pause = min(self.retry_max_seconds, self.retry_seconds * 2.0 ** (self.failures - 1))
@@ -106,16 +106,19 @@ class StoreMirror:
                 log.warning("%s mirror: %s; retrying in %.0fs, what waits is kept", self.target, exc, pause)
             self._up, self._error = False, str(exc)
         else:
+            if not asked:  # nothing waited: the tracker was not asked, so nothing is known of it
+                return self.status()
             if self._up is False:
                 log.info("%s mirror: reachable again, caught up", self.target)
             self.failures, self._due, self._up, self._error = 0, 0.0, True, ""
         return self.status()
 
-    def _sync(self) -> None:
+    def _sync(self) -> bool:
+        """Whether the tracker was asked (something waited)."""
         state = self.state.load()
         want = wanted(self.store)
         if not pending(want, state):
-            return
+            return False
         runs = {run_name(r.id): r for r in self.store.runs()}
         for name in want.runs:
             if name not in state.runs:
@@ -131,6 +134,7 @@ class StoreMirror:
                 self.tracker.set_alias(alias, state.versions[model])
                 state.aliases[alias] = model
                 self.state.save(state)
+        return True
 
     # --- what the tracker is told ---------------------------------------------------------
     def run_report(self, run: Run) -> RunReport:
