@@ -106,7 +106,9 @@ class StoreMirror:
                 log.warning("%s mirror: %s; retrying in %.0fs, what waits is kept", self.target, exc, pause)
             self._up, self._error = False, str(exc)
         else:
-            if not asked:  # nothing waited: the tracker was not asked, so nothing is known of it
+            if not asked:  # nothing waited: not asked now, but it holds everything, so it was reached
+                self._up = True if self._up is False else self._up
+                self.failures, self._due, self._error = 0, 0.0, ""
                 return self.status()
             if self._up is False:
                 log.info("%s mirror: reachable again, caught up", self.target)
