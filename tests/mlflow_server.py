@@ -4,6 +4,7 @@ artifact root in a temp folder, started in its own process group and stopped by 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -58,11 +59,27 @@ class MlflowServer:
         raise RuntimeError(f"mlflow server not up after {START_SECONDS}s: {self.folder / 'server.log'}")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        """SIGTERM to the group the server leads (by its pid: uvicorn, its job runner and huey
+        consumers), then wait until every one of them is gone; SIGKILL after 20 s."""
+        if self.process is None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)  # the group the server leads: by its pid
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        group = self.process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while _alive(group):
+            self.process.poll()  # reap the leader, or the group never empties
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(0.1)
+        self.process.wait()
+
+
+def _alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
