@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from flywheel import config_file
 from flywheel.core.config import CONFIG_NAME, Config
 from flywheel.core.errors import ConfigError, DataRootError
-from flywheel.core.ports import NullObserver, Observer, Predictor, Trainer
+from flywheel.core.ports import NullMirror, NullObserver, Observer, Predictor, RegistryMirror, Trainer
 from flywheel.core.records import Model
 from flywheel.flow.deps import FlowDeps, Workspace
 from flywheel.flow.exports import ExportPolicy, ExportShelf
@@ -93,6 +93,30 @@ def build_trainer(config: Config, paths: DataRootPaths) -> Trainer:
     )
 
 
+def build_mirror(config: Config, paths: DataRootPaths, store: Store, checkpoints: ObjectStore) -> RegistryMirror:
+    """The registry's mirror in MLflow when `[mlflow] tracking_uri` is set; else none. MLflow is
+    imported only then: the default install neither needs nor loads it."""
+    m = config.mlflow
+    if not m.tracking_uri:
+        return NullMirror()
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
+        raise ConfigError(
+            f"{paths.root / CONFIG_NAME}: key `mlflow.tracking_uri`: mirroring into MLflow needs its client, which "
+            "is not installed: pip install 'flywheel[mlflow]', or set it to \"\" to mirror nothing"
+        )
+    from flywheel.flow.mirroring import StoreMirror
+    from flywheel.mirror.mlflow import MlflowTracker
+    from flywheel.mirror.state import MirrorStateFile
+
+    tracker = MlflowTracker(m.tracking_uri, m.experiment, m.registered_model, m.timeout_seconds)
+    state = MirrorStateFile(
+        paths.root / "mirror" / "mlflow.json", f"{m.tracking_uri} {m.experiment} {m.registered_model}"
+    )
+    return StoreMirror("mlflow", store, tracker, state, checkpoints, paths.runs, m.retry_seconds, m.retry_max_seconds)
+
+
 class App:
     """Every adapter of a data root, built from its config, and the use cases (flywheel.flow.usecases)
     wired over them. `ingest`, `train` and `resume_interrupted` are those use cases, named on the
@@ -121,6 +145,7 @@ class App:
             notifier,
             self._export_shelf(),
             self.config.training.imgsz,
+            mirror=build_mirror(self.config, self.paths, self.store, self.checkpoints),
         )
         self.trainer: Trainer = trainer or build_trainer(self.config, self.paths)
         self.predictor: Predictor = ChildPredictor(self.paths.ultralytics, self.paths.runs)
@@ -162,6 +187,11 @@ class App:
         )
         return ExportShelf(SubprocessExporter(self.paths.ultralytics), policy, self.checkpoints.path, val_of)
 
+    @property
+    def mirror(self) -> RegistryMirror:
+        """The registry's mirror ([mlflow]); the registry holds it, so a test swaps it there."""
+        return self.registry.mirror
+
     def deps(self) -> FlowDeps:
         """What the flows need, built at each call: a test or the daemon may swap the trainer or
         the observer after the App was made."""
@@ -201,6 +231,10 @@ def build_daemon(root: Path, trainer: Trainer | None = None) -> Daemon:
     app = App(root, trainer)
     paths, config = app.paths, app.config
     metrics_registry, live = build_registry(app.store, app.objects, paths.root)
+    if config.mlflow.tracking_uri:
+        from flywheel.service.metrics_mirror import MirrorCollector
+
+        metrics_registry.register(MirrorCollector(app.mirror))
     degraded = Degraded(lambda on: live.degraded.set(1 if on else 0))
     notifier = ServiceNotifier.from_environment()
     heartbeat = Heartbeat(config.health.stall_seconds)

@@ -270,6 +270,35 @@ class LabelStudioConfig(_Section):
         return value.strip().rstrip("/")
 
 
+class MlflowConfig(_Section):
+    """Mirror runs and the registry into MLflow (flywheel/flow/mirroring.py; pip install 'flywheel[mlflow]')."""
+
+    tracking_uri: str = ""  # "" = off; an MLflow server's URL, or sqlite:///PATH / file:///PATH
+    experiment: str = "flywheel"  # each training is a run of this experiment
+    registered_model: str = "flywheel"  # each promoted model is a version of this registered model
+    timeout_seconds: float = Field(10.0, gt=0)  # per request: a hung server must not hold a step
+    retry_seconds: float = Field(5.0, gt=0)  # pause after a failed sync, doubling...
+    retry_max_seconds: float = Field(300.0, gt=0)  # ...up to this
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.match(r"(https?://[^/\s]+|sqlite:///.+|file:///.+|databricks)", value):
+            raise ValueError(
+                'must be an MLflow tracking URI: "http://HOST:PORT" (a server), "sqlite:///PATH" or '
+                '"file:///PATH" (local stores), or "" to mirror nothing'
+            )
+        return value.rstrip("/")
+
+    @field_validator("experiment", "registered_model")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty (it names the MLflow experiment or registered model)")
+        return value.strip()
+
+
 class DatabaseConfig(_Section):
     url: str = ""  # empty: sqlite file flywheel.db in the data root; or postgresql+psycopg://... (store/db.py)
 
@@ -322,6 +351,7 @@ class Config(_Section):
     ray: RayConfig = RayConfig()
     labelstudio: LabelStudioConfig = LabelStudioConfig()
     serve: ServeConfig = ServeConfig()
+    mlflow: MlflowConfig = MlflowConfig()
     log_level: str = "INFO"
 
     @field_validator("log_level")

@@ -130,3 +130,8 @@ class EventError(TrainingError):
 class LabelingToolUnavailable(FlywheelError):
     """The labeling tool (Label Studio) cannot be reached, refuses the token, or answers in a way
     flywheel does not understand; the message names the URL and what to check."""
+
+
+class MirrorUnavailable(FlywheelError):
+    """The outside tracker flywheel mirrors its registry into (MLflow) cannot be reached or
+    refused a call. Never raised into a production change: the mirror records what waits."""

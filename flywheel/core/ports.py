@@ -4,6 +4,7 @@ flows never import an adapter (the composition root, `flywheel.app`, wires them 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -13,6 +14,7 @@ from flywheel.core.exports import Artifact, ExportJob
 from flywheel.core.ingest_result import IngestResult
 from flywheel.core.labeling import LabeledTask, NewTask, PullMark
 from flywheel.core.ledger import Action
+from flywheel.core.mirror import MirrorState, MirrorStatus, RunReport, VersionReport
 from flywheel.core.predict_events import PredictEvent
 from flywheel.core.prediction import ImageInput, PredictOutcome, PredictRequest
 from flywheel.core.records import (
@@ -157,6 +159,59 @@ class NullNotifier:
 
     def wait(self, timeout: float = 30.0) -> None:
         pass
+
+
+class Tracker(Protocol):
+    """An outside run tracker and model registry that mirrors flywheel's (MLflow:
+    flywheel.mirror.mlflow; its in-memory twin: flywheel.mirror.memory). Each call is keyed by
+    flywheel's names, so a call repeated after an outage finds what the first one made instead
+    of making it twice. An unreachable or refusing tracker raises MirrorUnavailable."""
+
+    def log_run(self, report: RunReport) -> str:
+        """The tracker's id of the run logged for `report.run`, logging it if it is not there."""
+        ...
+
+    def register_version(self, report: VersionReport, run_ref: str) -> str:
+        """The version registered for `report.model` (from run `run_ref`), registering it if needed."""
+        ...
+
+    def set_alias(self, alias: str, version: str) -> None: ...
+
+
+class MirrorStateStore(Protocol):
+    """Where the mirror keeps what the tracker is known to hold (flywheel.mirror.state: a file
+    in the data root)."""
+
+    def load(self) -> MirrorState: ...
+
+    def save(self, state: MirrorState) -> None: ...
+
+    def hold(self) -> AbstractContextManager[object]:
+        """One sync at a time across processes (the daemon and `flywheel mirror sync`)."""
+        ...
+
+
+class RegistryMirror(Protocol):
+    """Mirrors the store's runs, models and production changes into a tracker, never in the way
+    of them: `sync` brings the tracker up to the store as far as it answers and says what still
+    waits; it does not raise for an unreachable tracker. Between failed tries it waits (backoff)
+    unless `force`d."""
+
+    def sync(self, force: bool = False) -> MirrorStatus: ...
+
+    def status(self) -> MirrorStatus:
+        """What waits now and how the last try went, without asking the tracker."""
+        ...
+
+
+class NullMirror:
+    """No tracker configured (mlflow.tracking_uri empty)."""
+
+    def sync(self, force: bool = False) -> MirrorStatus:
+        return MirrorStatus(target="", up=None)
+
+    def status(self) -> MirrorStatus:
+        return MirrorStatus(target="", up=None)
 
 
 class Observer(Protocol):

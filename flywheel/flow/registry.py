@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.core.domain import ModelStatus, model_name, run_name, version_name
-from flywheel.core.errors import ExportFailed, IntegrityError, RegistryError
+from flywheel.core.errors import ExportFailed, FlywheelError, IntegrityError, RegistryError
 from flywheel.core.faults import crash_point
 from flywheel.core.hashing import sha256_file
 from flywheel.core.ledger import Action
-from flywheel.core.ports import Notifier, NullNotifier, Objects, StorePort
+from flywheel.core.ports import Notifier, NullMirror, NullNotifier, Objects, RegistryMirror, StorePort
 from flywheel.core.records import LedgerEntry, Model, ProductionChange, as_utc
 from flywheel.flow.exports import ExportShelf, copy_artifact
 from flywheel.flow.gc import removed_note
@@ -52,10 +52,12 @@ class Registry:
         notifier: Notifier | None = None,  # None: nobody is told (tests, one-off tools)
         exports: ExportShelf | None = None,  # None: production is model.pt alone
         imgsz: int = 640,  # of a model whose run did not record one
+        mirror: RegistryMirror | None = None,  # None: mirrored nowhere ([mlflow] off)
     ):
         self.store = store
         self.exports = exports
         self.imgsz = imgsz
+        self.mirror: RegistryMirror = mirror or NullMirror()
         self.checkpoints = checkpoints
         self.production_link = production_link
         self.notifier: Notifier = notifier or NullNotifier()
@@ -189,6 +191,10 @@ class Registry:
                 production=self.describe(model),
             )
         )
+        try:  # after the commit and the swap: the mirror never holds a production change back
+            self.mirror.sync()
+        except FlywheelError as exc:
+            log.error("production changed, its mirror did not follow yet: %s", exc)
 
     # --- the production folder ------------------------------------------------------------
     def publish(self) -> Path | None:

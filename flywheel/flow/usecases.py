@@ -1,6 +1,7 @@
 """The use cases the entry points call, bound to the ports the composition root built: ingest
-a batch, train now, resume the interrupted runs, cancel the running training. The CLI and the
-daemon call these; neither reaches into the store or the trainer to do a use case's work."""
+a batch, train now, resume the interrupted runs, cancel the running training, sync the mirror.
+The CLI and the daemon call these; neither reaches into the store or the trainer to do a use
+case's work."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from flywheel.core.ingest_result import IngestResult
+from flywheel.core.mirror import MirrorStatus
 from flywheel.core.ports import BatchIngester, RunStopper
 from flywheel.core.records import Run
 from flywheel.flow import cancelling, cycle, gc, ingesting
@@ -37,8 +39,12 @@ class UseCases:
         return ingesting.ingest_batch(self._ingester, self._deps().observer, batch_dir, move, again)
 
     def train(self, version_id: int, start_from: str | None = None) -> CycleResult:
-        """`start_from`: `flywheel train --from` (production, base, a model id, a .yaml or .pt)."""
-        return cycle.run_cycle(self._deps(), version_id, start_from=start_from)
+        """`start_from`: `flywheel train --from` (production, base, a model id, a .yaml or .pt).
+        The finished run goes to the mirror (MLflow) at once; one that cannot reach it waits."""
+        deps = self._deps()
+        result = cycle.run_cycle(deps, version_id, start_from=start_from)
+        deps.registry.mirror.sync()
+        return result
 
     def resume_interrupted(self) -> list[CycleResult]:
         """Continue the runs a dead process left interrupted (training.on_interrupt)."""
@@ -49,6 +55,12 @@ class UseCases:
         holds the data root, so nothing trains or ingests meanwhile."""
         deps = self._deps()
         return gc.run_gc(deps.store, deps.workspace.data_root, gc.policy_of(deps.config), actor, dry_run=dry_run)
+
+    def sync_mirror(self, force: bool = False) -> MirrorStatus:
+        """Bring the mirror ([mlflow]) up to the registry, runs and ledger; `force`: now, even
+        while it backs off after a failure (`flywheel mirror sync`). Never raises for a tracker
+        that cannot be reached: the status says what still waits and why."""
+        return self._deps().registry.mirror.sync(force=force)
 
     def cancel_running(self, actor: str, wait_seconds: float) -> list[Run]:
         return cancelling.cancel_running(self._deps().store, self._hold_data_root, self._stopper, actor, wait_seconds)

@@ -227,6 +227,8 @@ class Daemon:
         self.trigger.asked(self.stopping)  # `flywheel train` while the daemon runs, then the schedule
         if not self.stopping.is_set():
             self.trigger.scheduled()
+        if not self.stopping.is_set():  # [mlflow]: what waits goes up; while it is down, after a backoff
+            self.work.cases.sync_mirror()
 
     def _ingest(self, batch_dir: Path) -> None:
         # once per batch, not at every retry of a database or disk outage
