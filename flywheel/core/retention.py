@@ -90,7 +90,7 @@ def plan(
 ) -> list[Removal]:
     """The removals the policy allows, in the order `found` lists them."""
     listed = list(models)
-    _, weights_kept = _weights_to_keep(listed, policy.keep_rejected, policy.keep_retired)
+    weights_kept = _weights_to_keep(listed, policy.keep_rejected, policy.keep_retired)
     retired_shas = {m.sha256 for m in listed if m.status is ModelStatus.RETIRED}
     out: list[Removal] = []
     for f in found:
@@ -100,7 +100,7 @@ def plan(
     return out
 
 
-def _weights_to_keep(models: list[ModelFacts], keep_rejected: int, keep_retired: int = 0) -> tuple[set[str], set[str]]:
+def _weights_to_keep(models: list[ModelFacts], keep_rejected: int, keep_retired: int) -> set[str]:
     def newest(status: ModelStatus, n: int) -> set[str]:
         ranked = sorted((m for m in models if m.status is status), key=lambda m: m.id, reverse=True)
         return {m.sha256 for m in ranked[: max(n, 0)]}
@@ -110,7 +110,7 @@ def _weights_to_keep(models: list[ModelFacts], keep_rejected: int, keep_retired:
     kept_retired = retired if keep_retired <= 0 else newest(ModelStatus.RETIRED, keep_retired)
     always = {m.sha256 for m in models if m.status in (ModelStatus.PRODUCTION, ModelStatus.CANDIDATE)}
     # a sha shared by a kept model and a removable one stays: the file is the kept model's too
-    return newest_rejected, always | kept_retired | newest_rejected
+    return always | kept_retired | newest_rejected
 
 
 def _why(
