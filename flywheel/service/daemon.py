@@ -207,10 +207,12 @@ class Daemon:
 
     def _step(self) -> None:
         # A training whose recording failed for good (the database away past its wait) is left
-        # "running" with nobody running it: record it as interrupted now, so it resumes, rather
-        # than at the next restart. Between steps this worker thread runs no training.
-        for r in mark_interrupted(self.work.store, self.work.registry):
-            log.warning("run %s was left running with nobody running it: interrupted", run_name(r.id))
+        # "running" with nobody running it; that only happens in a step that failed, so only then
+        # (not at every wake) is it recorded interrupted, to resume now rather than at a restart.
+        # Between steps this worker thread runs no training.
+        if self.backoff.failures:
+            for r in mark_interrupted(self.work.store, self.work.registry):
+                log.warning("run %s was left running with nobody running it: interrupted", run_name(r.id))
         for batch_dir in self.tracker.complete():  # ingest needs no production model: it goes on
             if self.stopping.is_set():
                 return
