@@ -28,6 +28,7 @@ BATCH_PREFIX = "labelstudio-"
 class PushResult:
     project: str
     tasks: list[int] = field(default_factory=list)
+    pushed: list[str] = field(default_factory=list)  # the images' names, in the order of `tasks`
     already: list[str] = field(default_factory=list)  # names of images the project had already
 
 
@@ -53,6 +54,7 @@ def push(
         )
     if tasks:
         result.tasks = tool.push(tasks)
+        result.pushed = [t.name for t in tasks]
     return result
 
 
