@@ -1,5 +1,5 @@
 """The Label Studio round trip's "done when": a labeled task goes from Label Studio to a
-promoted model with no file touched by hand.
+promoted model with no file touched by hand; and the same pull set off by Label Studio's webhook.
 
 A real Label Studio on loopback (tests/label_studio_server.py) and a real `flywheel run` child
 process, tiny trainings. The data root starts as a team's would: a first labeled batch makes
@@ -23,12 +23,16 @@ import pytest
 
 from flywheel.app import App, init_data_root
 from flywheel.cli.demo import drop, synthetic_batch
+from flywheel.core.config import LABEL_STUDIO_HOOK
 from flywheel.core.domain import ModelStatus, RunState, StartKind
 from flywheel.core.labeling import FROM_NAME, TO_NAME
+from flywheel.core.records import Batch
 from flywheel.labeling.labelstudio import NAME_KEY, SHA_KEY
 from tests.conftest import TINY_CONFIG, free_port
 from tests.label_studio_server import TOKEN, Server
+from tests.metrics_scrape import scrape
 from tests.test_end_to_end import wait_for
+from tests.test_prelabel import NAMES, fixed_predictions
 
 pytestmark = pytest.mark.slow
 FLYWHEEL = [sys.executable, "-m", "flywheel"]
@@ -183,3 +187,82 @@ def test_a_task_labeled_in_label_studio_becomes_the_promoted_model(daemon, label
     assert (again["schema"], again["batch"], again["waiting"]) == ("flywheel.label.pull/1", None, 0)  # none twice
     print("label studio -> daemon timings:", json.dumps({k: round(v, 1) for k, v in timings.items()}))
     print("pulled batches:", [(b.name, b.images_new) for b in pulled], "version", version.id, "model", model.id)
+
+
+# --- the webhook: Label Studio posts, the daemon pulls at once ---------------------------------
+
+
+@pytest.fixture
+def hooked(tmp_path: Path) -> Iterator[tuple[Server, Path, int, subprocess.Popen[bytes]]]:
+    """Label Studio allowed to post to loopback (its SSRF guard refuses private addresses by
+    default), and a daemon that pulls on its webhook alone (poll_seconds = 0) and never trains."""
+    home = tmp_path / "label-studio"
+    home.mkdir()
+    server = Server(free_port(), home, home / "files", home / "server.log", {"SSRF_PROTECTION_ENABLED": "false"})
+    port = free_port()
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    text = TINY_CONFIG.format(port=port).replace("debounce_seconds = 0.0", "debounce_seconds = 0.0\nmin_new_images = 0")
+    text += (
+        f'\n[labelstudio]\nurl = "{server.url}"\ntoken_file = "{token}"\nproject = "{PROJECT}"\npoll_seconds = 0.0\n'
+        f'webhook_url = "http://127.0.0.1:{port}{LABEL_STUDIO_HOOK}"\n'
+    )
+    root = init_data_root(tmp_path / "root", text)
+    log = (tmp_path / "daemon.log").open("wb")
+    process = None
+    try:
+        server.start()
+        process = subprocess.Popen([*FLYWHEEL, "run", "--root", str(root)], stdout=log, stderr=subprocess.STDOUT)
+        yield server, root, port, process
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+        server.stop()
+        print((tmp_path / "daemon.log").read_text())
+
+
+def test_label_studios_webhook_pulls_each_annotation_at_once(hooked, tmp_path):
+    server, root, port, process = hooked
+    app = App(root)
+    # The daemon's first pull (at start) found no project yet: degraded, and the next poll is
+    # SAFETY_POLL_SECONDS (300 s) away, far past this test's deadlines: only the webhook pulls.
+    wait_for("the start-up pull", lambda: degraded(port), process, timeout=120)
+    chosen = [(p, p.source.read_bytes()) for p in fixed_predictions(tmp_path / "src")]
+    pushed = app.labeling().push(NAMES, "m0007", chosen)  # makes the project, and its webhook
+    project = int(app.labeling().tool.project_key().rsplit("/", 1)[-1])
+    hooks = server.ok("GET", f"/api/webhooks?project={project}")
+    assert [h["url"] for h in hooks] == [f"http://127.0.0.1:{port}{LABEL_STUDIO_HOOK}"]
+
+    latencies = []
+    for count, task in enumerate(pushed.tasks[:2], start=1):
+        t0 = time.monotonic()
+        server.ok("POST", f"/api/tasks/{task}/annotations", annotation([("red", 0.5, 0.5, 0.25, 0.25)]))
+        batches = wait_for(f"annotation {count} pulled and ingested", lambda n=count: pulled(app, n), process, 60)
+        latencies.append(time.monotonic() - t0)
+        assert batches[-1].images_new == 1
+    manifest = app.store.manifest(app.store.latest_version().id)
+    assert {sha for sha in manifest} == {_sha(image) for _p, image in chosen[:2]}
+    assert app.store.runs() == []  # min_new_images = 0: nothing trains here
+    print("webhook: annotation -> batch ingested (s):", [round(x, 2) for x in latencies])
+
+
+def degraded(port: int) -> bool:
+    """flywheel_degraded is 1 on the daemon's /metrics (False while it does not answer yet)."""
+    try:
+        return scrape(port).get(("flywheel_degraded", ())) == 1
+    except OSError:
+        return False
+
+
+def pulled(app: App, count: int) -> list[Batch] | None:
+    """The batches pulled from Label Studio, once there are `count` and all are ingested."""
+    batches = [b for b in app.store.batches() if b.name.startswith("labelstudio-")]
+    return batches if len(batches) == count and all(b.state == "ingested" for b in batches) else None
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
