@@ -168,7 +168,7 @@ class App:
 
         tool = build_label_studio(self.config.labelstudio, self.paths.root)
         inbox = InboxFolder(self.paths.inbox, self.paths.done, self.config.inbox.marker)
-        return Labeling(tool, StoredLabelPulls(self.engine), inbox)
+        return Labeling(tool, StoredLabelPulls(self.engine), inbox, self.config.labelstudio.webhook_url)
 
     def _export_shelf(self) -> ExportShelf | None:
         p, t = self.config.production, self.config.training
@@ -257,11 +257,14 @@ def build_daemon(root: Path, trainer: Trainer | None = None) -> Daemon:
         stopping=stopping,
         scheduler=BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1}),
         lock=lambda: DataRootLock(paths.root),
-        http_server=lambda: HttpServer(
-            config.metrics.host, config.metrics.port, metrics_registry, probes, config.metrics.render_seconds
+        http_server=lambda hooks: HttpServer(
+            config.metrics.host, config.metrics.port, metrics_registry, probes, config.metrics.render_seconds, hooks
         ),
         inbox_watcher=lambda wake: InboxWatcher(tracker, wake, also=train_queue.queue_dir(paths.root)),
     )
-    pull = app.labeling().pull if config.labelstudio.url and config.labelstudio.poll_seconds > 0 else None
-    work = DaemonWork(app.cases, app.store, app.registry, app.trainer, config, paths.root, paths.inbox, pull)
+    ls = config.labelstudio
+    labeling = app.labeling() if ls.url and (ls.poll_seconds > 0 or ls.webhook_url) else None
+    pull = labeling.pull if labeling else None
+    hook = labeling.ensure_webhook if labeling and ls.webhook_url else None
+    work = DaemonWork(app.cases, app.store, app.registry, app.trainer, config, paths.root, paths.inbox, pull, hook)
     return Daemon(work, adapters)

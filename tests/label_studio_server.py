@@ -33,6 +33,7 @@ class Server:
     home: Path  # HOME and the data folder live here
     files: Path  # LOCAL_FILES_DOCUMENT_ROOT
     log: Path
+    settings: dict[str, str] = field(default_factory=dict)  # more of Label Studio's environment settings
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -75,6 +76,7 @@ class Server:
             "LOCAL_FILES_SERVING_ENABLED": "true",
             "LOCAL_FILES_DOCUMENT_ROOT": str(self.files),
             VALIDATE: "true",
+            **self.settings,
         }
         command = [
             str(LABEL_STUDIO),

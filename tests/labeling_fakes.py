@@ -19,6 +19,7 @@ class MemoryLabelingTool:
         self.task_list: list[LabeledTask] = []
         self.images: dict[int, bytes] = {}
         self.down = False
+        self.webhooks: list[str] = []
         self._clock = 0
 
     def _up(self) -> None:
@@ -60,6 +61,13 @@ class MemoryLabelingTool:
     def image(self, task: LabeledTask) -> bytes:
         self._up()
         return self.images[task.id]
+
+    def ensure_webhook(self, url: str) -> bool:
+        self._up()
+        if url in self.webhooks:
+            return False
+        self.webhooks.append(url)
+        return True
 
     # --- what a person does in the tool
     def annotate(self, task_id: int, regions: Sequence[Region], cancelled: bool = False, edit: int = 0) -> int:

@@ -19,12 +19,17 @@ from typer.testing import CliRunner
 from flywheel.app import App, init_data_root
 from flywheel.cli.demo import synthetic_batch
 from flywheel.cli.jsonout import iso
+from flywheel.cli.label import pull_data, push_data
 from flywheel.cli.main import app
+from flywheel.cli.mirror import sync_data
 from flywheel.cli.predict import predict_data
 from flywheel.cli.predict_pass import PredictPass
 from flywheel.cli.suggest import suggest_data
 from flywheel.core.domain import batch_name, model_name, run_name, version_name
+from flywheel.core.labeling import PullResult
+from flywheel.core.mirror import MirrorStatus
 from flywheel.core.prediction import Box, Prediction, PredictOutcome
+from flywheel.flow.labeling import PushResult
 from flywheel.prelabel import uncertainty
 from flywheel.prelabel.inputs import Inputs
 from tests.conftest import TINY_CONFIG, free_port
@@ -261,6 +266,7 @@ def same_keys(example: Any, real: Any, where: str = "") -> None:
 def test_the_docs_show_each_shape_with_the_keys_the_commands_print(root: Path, data_root: Path, tmp_path: Path):
     examples = documented()
     commands = ("status", "versions", "models", "models.show", "history", "quarantine", "predict", "suggest")
+    commands += ("label.push", "label.pull", "mirror.sync")
     assert set(examples) == {f"flywheel.{c}/1" for c in commands}
     mixed_batch(data_root / "inbox" / "mixed")
     App(data_root).ingest(data_root / "inbox" / "mixed", move=True)
@@ -282,3 +288,60 @@ def test_the_docs_show_each_shape_with_the_keys_the_commands_print(root: Path, d
     rows = [{"rank": 1, "image": "a.png", "source": "a.png", "score": 0.5, "pick": 1, "why": why}]
     real = suggest_data(run, "yolo", 0.25, 0.7, 1, 0.01, rows, preds, tmp_path)
     same_keys(examples["flywheel.suggest/1"], {"schema": "flywheel.suggest/1", **real}, "suggest")
+    pushed = PushResult("flywheel (project 3 at http://127.0.0.1:8080)", [41], ["a.png"], ["b.png"])
+    real = {"schema": "flywheel.label.push/1", **push_data(run, pushed, 2, 0.25, 2)}
+    same_keys(examples["flywheel.label.push/1"], real, "label.push")
+    pulled = PullResult("labelstudio-3f2a9c1b7e40", [41], [17], 3, {41: ["green"]})
+    real = {"schema": "flywheel.label.pull/1", **pull_data(pulled, tmp_path)}
+    same_keys(examples["flywheel.label.pull/1"], real, "label.pull")
+    status = MirrorStatus(target="mlflow", up=False, pending=("run r0003",), error="MLflow down")
+    real = {"schema": "flywheel.mirror.sync/1", **sync_data(status, "http://127.0.0.1:5000")}
+    same_keys(examples["flywheel.mirror.sync/1"], real, "mirror.sync")
+
+
+# --- label push/pull and mirror sync -----------------------------------------------------------
+
+
+def test_label_summaries_on_fixed_data(tmp_path: Path):
+    """Each task with its image, in push order; a pull's batch folder, relabels and unknown labels."""
+    run = PredictPass(Inputs(skipped=[("x.jpg", "not an image")]), PredictOutcome(names=["red"]), "m0007", tmp_path)
+    pushed = PushResult("p (project 3 at http://127.0.0.1:8080)", [41, 42], ["a.png", "b.png"], ["c.png"])
+    doc = push_data(run, pushed, 3, 0.25, 5)
+    assert doc["tasks"] == [{"task": 41, "image": "a.png"}, {"task": 42, "image": "b.png"}]
+    assert (doc["model"], doc["images"], doc["top"], doc["already"]) == ("m0007", 5, 3, ["c.png"])
+    assert doc["skipped"] == [{"image": "x.jpg", "reason": "not an image"}]
+    assert doc["ranking_json"] == str(tmp_path / "ranking.json")
+    doc = pull_data(PullResult("labelstudio-ab", [41], [17], 2, {41: ["green"]}), tmp_path)
+    assert doc == {
+        "batch": "labelstudio-ab",
+        "folder": str(tmp_path / "labelstudio-ab"),
+        "tasks": [41],
+        "relabels": [17],
+        "waiting": 2,
+        "unknown_labels": [{"task": 41, "labels": ["green"]}],
+    }
+    assert pull_data(PullResult(waiting=1), tmp_path)["folder"] is None
+
+
+def test_mirror_sync_prints_what_waits_and_exits_1_while_mlflow_is_away(data_root: Path, tmp_path: Path):
+    """No mirror: a document that says so, exit 0. MLflow unreachable: what waits, why, exit 1."""
+    doc = run_json("mirror", "sync", "--root", str(data_root), schema="flywheel.mirror.sync/1")
+    assert (doc["target"], doc["tracking_uri"], doc["pending"]) == (None, None, [])
+    pytest.importorskip("mlflow", reason="the mlflow extra: pip install 'flywheel[mlflow]'")
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    mirrored = init_data_root(tmp_path / "mirrored", f'[mlflow]\ntracking_uri = "{uri}"\ntimeout_seconds = 2.0\n')
+    application = App(mirrored, trainer=FakeTrainer([0.3]))
+    version = application.ingest(synthetic_batch(tmp_path / "b", 8, seed=1), move=False).version
+    assert version is not None
+    application.train(version.id or 0)
+    result = runner.invoke(app, ["mirror", "sync", "--root", str(mirrored), "--json"])
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    assert (doc["schema"], doc["target"], doc["tracking_uri"], doc["up"]) == (
+        "flywheel.mirror.sync/1",
+        "mlflow",
+        uri,
+        False,
+    )
+    assert doc["pending"] == ["run r0001", "model m0001", "alias candidate -> m0001", "alias production -> m0001"]
+    assert uri in doc["error"]

@@ -4,19 +4,26 @@ Label Studio round trip is tests/test_labelstudio_loop.py (slow)."""
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from flywheel.app import App, init_data_root
-from flywheel.core.config import LabelStudioConfig, parse_toml
+from flywheel.core.config import LABEL_STUDIO_HOOK, LabelStudioConfig, parse_toml
 from flywheel.core.errors import ConfigError
-from flywheel.core.labeling import PullMark, Region, labeling_config, yolo_label
+from flywheel.core.labeling import PullMark, PullResult, Region, labeling_config, yolo_label
 from flywheel.core.prediction import Box, Prediction
 from flywheel.flow.labeling import Labeling
 from flywheel.ingest.drop import InboxFolder
 from flywheel.labeling.setup import read_token
 from flywheel.service.health import Degraded
+from flywheel.service.http import HttpServer
 from flywheel.service.label_pull import LabelPullJob
 from flywheel.store.label_pulls import StoredLabelPulls
 from tests.labeling_fakes import MemoryInbox, MemoryLabelingTool, MemoryLabelPulls
@@ -121,6 +128,10 @@ def test_config_errors_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         parse_toml('[labelstudio]\nurl = "ftp://x"\n')
     with pytest.raises(ConfigError, match=r"key `labelstudio.poll_seconds`"):
         parse_toml("[labelstudio]\npoll_seconds = -1\n")
+    with pytest.raises(ConfigError, match=r"key `labelstudio.webhook_url`.*/hooks/labelstudio"):
+        parse_toml('[labelstudio]\nwebhook_url = "http://flywheel:9108/"\n')
+    hook = "http://flywheel:9108/hooks/labelstudio"
+    assert parse_toml(f'[labelstudio]\nwebhook_url = "{hook}"\n').labelstudio.webhook_url == hook
     monkeypatch.delenv("LS_TOKEN_FOR_TEST", raising=False)
     with pytest.raises(ConfigError, match=r"key `labelstudio.token_env`.*LS_TOKEN_FOR_TEST"):
         read_token(LabelStudioConfig(token_env="LS_TOKEN_FOR_TEST"), tmp_path)
@@ -132,3 +143,63 @@ def test_config_errors_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     root = init_data_root(tmp_path / "root")
     with pytest.raises(ConfigError, match=r"key `labelstudio.url` is empty"):
         App(root).labeling()
+
+
+def post(url: str) -> int:
+    request = urllib.request.Request(url, data=json.dumps({"action": "ANNOTATION_CREATED"}).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_the_webhook_registers_once_and_each_post_pulls_at_once() -> None:
+    """A POST on the daemon's hook path pulls (its body unread); another path is 404; the
+    project's webhook is registered by the push and by the job, once."""
+    tool = MemoryLabelingTool()
+    hook_url = f"http://127.0.0.1:9/{LABEL_STUDIO_HOOK.lstrip('/')}"
+    labeling = Labeling(tool, MemoryLabelPulls(), MemoryInbox(), hook_url)
+    labeling.push(NAMES, "m0003", [(Prediction("i.png", Path("i.png"), 64, 32), b"img")])
+    assert tool.webhooks == [hook_url]
+    woken: list[int] = []
+    job = LabelPullJob(labeling.pull, Degraded(), lambda: woken.append(1), labeling.ensure_webhook)
+    server = HttpServer("127.0.0.1", 0, CollectorRegistry(), {}, hooks={LABEL_STUDIO_HOOK: job.request})
+    try:
+        tool.annotate(1, [RED])
+        assert post(f"http://127.0.0.1:{server.port}{LABEL_STUDIO_HOOK}") == 202
+        deadline = time.monotonic() + 10
+        while not woken:
+            assert time.monotonic() < deadline, "the webhook's post did not pull"
+            time.sleep(0.01)
+        assert len(labeling._inbox.batches) == 1  # type: ignore[attr-defined]
+        assert tool.webhooks == [hook_url]  # the job found it registered
+        assert post(f"http://127.0.0.1:{server.port}/hooks/other") == 404
+    finally:
+        server.stop()
+
+
+def test_posts_during_a_pull_make_one_more_pull_after_it() -> None:
+    """A pull may have read the tasks before the annotation a post announces: posts that come
+    while it runs make exactly one pull after it, never a lost one nor one each."""
+    started, release, done = threading.Event(), threading.Event(), threading.Event()
+    pulls: list[int] = []
+
+    def pull() -> PullResult:
+        pulls.append(1)
+        if len(pulls) == 1:
+            started.set()
+            release.wait(10)
+        else:
+            done.set()
+        return PullResult()
+
+    job = LabelPullJob(pull, Degraded(), lambda: None)
+    job.request()
+    assert started.wait(10)
+    job.request()
+    job.request()
+    release.set()
+    assert done.wait(10)
+    assert len(pulls) == 2

@@ -16,9 +16,22 @@ import typer
 
 from flywheel.app import App
 from flywheel.cli.common import Root, call, out
-from flywheel.cli.predict_pass import Conf, Device, Imgsz, Iou, Model, Paths, Trust, report_skipped, run_pass
+from flywheel.cli.jsonout import Json, JsonFlag, emit
+from flywheel.cli.predict_pass import (
+    Conf,
+    Device,
+    Imgsz,
+    Iou,
+    Model,
+    Paths,
+    PredictPass,
+    Trust,
+    report_skipped,
+    run_pass,
+)
 from flywheel.cli.suggest import picked
 from flywheel.core.labeling import PullResult
+from flywheel.flow.labeling import PushResult
 from flywheel.prelabel import uncertainty
 
 label_app = typer.Typer(
@@ -38,6 +51,7 @@ def push(
     imgsz: Imgsz = None,
     device: Device = None,
     root: Root = Path("."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Send the K images the model is least sure of to the Label Studio project, as tasks.
 
@@ -60,6 +74,9 @@ def push(
         result = call(lambda: labeling.push(run.outcome.names, run.model, chosen))
         rows = [{"rank": i, "image": n, "score": round(u.score, 4)} for i, (n, u) in enumerate(ranking, start=1)]
         (run.out / "ranking.json").write_text(json.dumps(rows, indent=1))
+    if as_json:
+        emit("label.push", push_data(run, result, top, conf, len(ranking)))
+        return
     out.print(f"ranked {len(ranking)} images under {run.model}: {run.out / 'ranking.json'}", highlight=False)
     out.print(f"pushed {len(result.tasks)} tasks to {result.project}", highlight=False)
     if result.already:
@@ -67,8 +84,24 @@ def push(
     report_skipped(run)
 
 
+def push_data(run: PredictPass, result: PushResult, top: int, conf: float, ranked: int) -> Json:
+    """`flywheel label push --json` (flywheel.label.push/1 in docs/cli-json.md)."""
+    return {
+        "model": run.model,
+        "project": result.project,
+        "classes": list(run.outcome.names),
+        "conf": conf,
+        "images": ranked,
+        "top": top,
+        "tasks": [{"task": t, "image": n} for t, n in zip(result.tasks, result.pushed, strict=True)],
+        "already": list(result.already),
+        "ranking_json": str((run.out / "ranking.json").resolve()),
+        "skipped": [{"image": name, "reason": why} for name, why in [*run.inputs.skipped, *run.outcome.failed]],
+    }
+
+
 @label_app.command("pull")
-def pull(root: Root = Path(".")) -> None:
+def pull(root: Root = Path("."), as_json: JsonFlag = False) -> None:
     """Turn the annotations finished in Label Studio since the last pull into an inbox batch.
 
     Each finished annotation is taken once; one edited later is taken again as a relabel; a
@@ -79,7 +112,22 @@ def pull(root: Root = Path(".")) -> None:
     application = call(lambda: App(root))
     labeling = call(application.labeling)
     result = call(labeling.pull)
+    if as_json:
+        emit("label.pull", pull_data(result, application.paths.inbox))
+        return
     say(result, application.paths.inbox)
+
+
+def pull_data(result: PullResult, inbox: Path) -> Json:
+    """`flywheel label pull --json` (flywheel.label.pull/1 in docs/cli-json.md)."""
+    return {
+        "batch": result.batch,
+        "folder": str((inbox / result.batch).resolve()) if result.batch else None,
+        "tasks": list(result.tasks),
+        "relabels": list(result.relabels),
+        "waiting": result.waiting,
+        "unknown_labels": [{"task": t, "labels": list(labels)} for t, labels in result.unknown_labels.items()],
+    }
 
 
 def say(result: PullResult, inbox: Path) -> None:

@@ -251,6 +251,9 @@ class RetentionConfig(_Section):
     gc_interval_hours: float = Field(24.0, ge=0)
 
 
+LABEL_STUDIO_HOOK = "/hooks/labelstudio"  # the daemon's HTTP path Label Studio's webhook posts to
+
+
 class LabelStudioConfig(_Section):
     """`flywheel label push/pull` and the daemon's pull (flywheel/labeling/). Images are uploaded
     through Label Studio's API, so any Label Studio that can be reached works (no shared disk)."""
@@ -260,6 +263,9 @@ class LabelStudioConfig(_Section):
     token_file: str = ""  # or a file holding it (relative to the data root); wins over token_env
     project: str = ""  # an id (7) or a title; a title that names no project makes one
     poll_seconds: float = Field(0.0, ge=0)  # the daemon pulls finished annotations this often; 0 = off
+    # where Label Studio reaches the daemon's /hooks/labelstudio (metrics.host:port): the daemon
+    # registers it as the project's webhook and pulls as soon as an annotation is made or changed
+    webhook_url: str = ""
     timeout_seconds: float = Field(30.0, gt=0)  # per HTTP request
 
     @field_validator("url")
@@ -268,6 +274,17 @@ class LabelStudioConfig(_Section):
         if value and not re.fullmatch(r"https?://[^\s]+", value.strip()):
             raise ValueError('must be Label Studio\'s URL, e.g. "http://127.0.0.1:8080", or "" for none')
         return value.strip().rstrip("/")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _hook(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(rf"https?://[^\s/]+(/[^\s]*)?{LABEL_STUDIO_HOOK}", value):
+            raise ValueError(
+                f"must be the URL Label Studio reaches the daemon's {LABEL_STUDIO_HOOK} at, e.g. "
+                f'"http://flywheel-host:9108{LABEL_STUDIO_HOOK}", or "" for none'
+            )
+        return value
 
 
 class MlflowConfig(_Section):

@@ -123,6 +123,11 @@ class LabelingTool(Protocol):
 
     def image(self, task: LabeledTask) -> bytes: ...
 
+    def ensure_webhook(self, url: str) -> bool:
+        """The project posts to `url` when an annotation is made or changed; True when it
+        was registered now, False when it was already."""
+        ...
+
 
 class LabelPulls(Protocol):
     """What was pulled from a labeling project, per task (flywheel.store.label_pulls: a table)."""

@@ -28,6 +28,7 @@ BATCH_PREFIX = "labelstudio-"
 class PushResult:
     project: str
     tasks: list[int] = field(default_factory=list)
+    pushed: list[str] = field(default_factory=list)  # the images' names, in the order of `tasks`
     already: list[str] = field(default_factory=list)  # names of images the project had already
 
 
@@ -53,6 +54,7 @@ def push(
         )
     if tasks:
         result.tasks = tool.push(tasks)
+        result.pushed = [t.name for t in tasks]
     return result
 
 
@@ -88,13 +90,23 @@ def pull(tool: LabelingTool, pulls: LabelPulls, inbox: InboxDrop) -> PullResult:
 class Labeling:
     """The round trip's use cases bound to the ports the composition root built."""
 
-    def __init__(self, tool: LabelingTool, pulls: LabelPulls, inbox: InboxDrop):
+    def __init__(self, tool: LabelingTool, pulls: LabelPulls, inbox: InboxDrop, webhook_url: str = ""):
         self.tool = tool
         self._pulls = pulls
         self._inbox = inbox
+        self.webhook_url = webhook_url  # "" = none; else the project posts to it (the daemon's hook)
 
     def push(self, class_names: Sequence[str], model: str, chosen: Sequence[tuple[Prediction, bytes]]) -> PushResult:
-        return push(self.tool, class_names, model, chosen)
+        """`push`, then, with a webhook, make sure the project (perhaps made just now) posts to it."""
+        result = push(self.tool, class_names, model, chosen)
+        if self.webhook_url:
+            self.tool.ensure_webhook(self.webhook_url)
+        return result
 
     def pull(self) -> PullResult:
         return pull(self.tool, self._pulls, self._inbox)
+
+    def ensure_webhook(self) -> bool:
+        """The project posts to the webhook URL (the daemon's /hooks/labelstudio) when an
+        annotation is made or changed; True when registered now."""
+        return self.tool.ensure_webhook(self.webhook_url)

@@ -28,6 +28,7 @@ SHA_KEY = "flywheel_sha256"  # in each pushed task's data: the image's identity
 NAME_KEY = "flywheel_name"  # and its name as found
 PAGE = 100
 UPLOADS_PER_REQUEST = 20
+HOOK_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED"]
 
 
 class LabelStudio:
@@ -77,6 +78,22 @@ class LabelStudio:
 
     def image(self, task: LabeledTask) -> bytes:
         return self._call("GET", task.image_ref).content
+
+    def ensure_webhook(self, url: str) -> bool:
+        project = self._id()
+        hooks = self._json("GET", "/api/webhooks", params={"project": project})
+        if any(h.get("url") == url and h.get("is_active", True) for h in hooks if isinstance(h, dict)):
+            return False
+        # no payload: the webhook only says "pull now"; what is pulled is read from the API
+        body = {"project": project, "url": url, "send_payload": False, "is_active": True, "actions": HOOK_ACTIONS}
+        response = self._send("POST", "/api/webhooks", self._headers(), json=body)
+        if response.status_code == 400:  # its SSRF guard refuses private addresses unless told otherwise
+            raise self._error(
+                f"refused the webhook {url} (labelstudio.webhook_url): {response.text[:300]}; a Label Studio "
+                "posting to a private address needs SSRF_PROTECTION_ENABLED=false or USE_DEFAULT_BANNED_SUBNETS=false"
+            )
+        self._checked(response)
+        return True
 
     # --- HTTP
     def _id(self) -> int:

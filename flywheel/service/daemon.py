@@ -13,10 +13,11 @@ import os
 import signal
 import threading
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from flywheel.core.config import LABEL_STUDIO_HOOK
 from flywheel.core.domain import batch_name, run_name, version_name
 from flywheel.core.errors import (
     DataRootError,
@@ -28,7 +29,7 @@ from flywheel.core.errors import (
 )
 from flywheel.core.ports import RemoteTrainer
 from flywheel.flow.recovery import mark_interrupted
-from flywheel.service import train_queue
+from flywheel.service import label_pull, train_queue
 from flywheel.service.backoff import Backoff
 from flywheel.service.cron import cron_trigger
 from flywheel.service.daemon_parts import DaemonAdapters, DaemonWork
@@ -89,7 +90,13 @@ class Daemon:
                 policy = config.training.on_interrupt
                 log.warning("run %s was interrupted (on_interrupt: %s)", run_name(r.id or 0), policy)
             train_queue.drop_taken(work.data_root)
-            server = self.adapters.http_server()
+            pull = None
+            hooks: dict[str, Callable[[], None]] = {}
+            if work.pull_labels is not None:  # beside the loop: Label Studio away degrades, blocks nothing
+                pull = LabelPullJob(work.pull_labels, self.degraded, self.wake, work.register_label_hook)
+                if work.register_label_hook is not None:  # [labelstudio] webhook_url: its posts pull at once
+                    hooks[LABEL_STUDIO_HOOK] = pull.request
+            server = self.adapters.http_server(hooks)
             self.metrics_port = server.port
             log.info("metrics on http://%s:%d/metrics", config.metrics.host, self.metrics_port)
             watcher = self.adapters.inbox_watcher(self.wake)
@@ -104,10 +111,8 @@ class Daemon:
             if config.retention.gc_interval_hours > 0:  # gc runs in the work loop, between trainings
                 hours = config.retention.gc_interval_hours
                 scheduler.add_job(self._gc_due.set, "interval", hours=hours, id="gc")
-            if work.pull_labels is not None:  # beside the loop: Label Studio away degrades, blocks nothing
-                pull = LabelPullJob(work.pull_labels, self.degraded, self.wake)
-                seconds = config.labelstudio.poll_seconds
-                scheduler.add_job(pull, "interval", seconds=seconds, id="label-pull", next_run_time=now())
+            if pull is not None:
+                label_pull.schedule(scheduler, pull, config.labelstudio.poll_seconds)
             if self.notifier.watchdog_seconds:  # WatchdogSec=: ping at half the period, however late
                 interval = self.notifier.watchdog_seconds / 2
                 scheduler.add_job(
@@ -269,10 +274,6 @@ class Daemon:
             f" to {b.quarantine_dir}" if result.quarantined else "",
             f"new version {version_name(result.version.id or 0)}" if result.version else "no new version",
         )
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def serve(daemon: Daemon) -> None:

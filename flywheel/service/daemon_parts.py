@@ -6,7 +6,7 @@ systemd, the inbox watcher, the scheduler)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,8 @@ class DaemonWork:
     config: Config
     data_root: Path
     inbox: Path
-    pull_labels: Callable[[], PullResult] | None = None  # [labelstudio] with poll_seconds > 0
+    pull_labels: Callable[[], PullResult] | None = None  # [labelstudio] with poll_seconds or webhook_url
+    register_label_hook: Callable[[], bool] | None = None  # [labelstudio] webhook_url: the project posts to it
 
 
 @dataclass(frozen=True)
@@ -59,5 +60,5 @@ class DaemonAdapters:
     stopping: threading.Event
     scheduler: BaseScheduler  # APScheduler's: the settle, rescan, cron and watchdog jobs
     lock: Callable[[], AbstractContextManager[object]]  # the data root's, held while the daemon runs
-    http_server: Callable[[], HttpServer]  # binds the metrics port, /healthz and /readyz
+    http_server: Callable[[Mapping[str, Callable[[], None]]], HttpServer]  # metrics port, probes, given POST hooks
     inbox_watcher: Callable[[Callable[[], None]], InboxWatcher]  # given the daemon's wake

@@ -5,6 +5,8 @@
 - `/healthz`: liveness, 200 while the work loop is alive, 503 when it has stalled or stopped.
 - `/readyz`: readiness, 200 when start-up is done, the database answers and the data root
   takes a write; else 503. Both answer JSON: `{"status", "reason", "checks"}`.
+- `POST /hooks/labelstudio` (with `[labelstudio] webhook_url`): Label Studio's webhook; 202, and
+  the daemon pulls (flywheel/service/label_pull.py).
 
 prometheus_client's `start_http_server` serves nothing but metrics, hence this small server.
 
@@ -79,7 +81,19 @@ class Exposition:
 
 class _Handler(MetricsHandler):
     probes: ClassVar[Mapping[str, Probe]] = {}
+    hooks: ClassVar[Mapping[str, Callable[[], None]]] = {}  # POST path -> what it sets off (its body unread)
     exposition: ClassVar[Exposition]
+
+    def do_POST(self) -> None:
+        hook = self.hooks.get(urlsplit(self.path).path)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:  # read, so the connection ends cleanly; not used: a hook only says "look now"
+            self.rfile.read(min(length, 1 << 20))
+        if hook is None:
+            self._send(404, "text/plain; charset=utf-8", b"not found: nothing takes a POST here\n")
+            return
+        hook()  # quick: it starts the work elsewhere
+        self._send(202, "application/json", b'{"status": "accepted"}\n')
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
@@ -138,9 +152,15 @@ class HttpServer:
         registry: CollectorRegistry,
         probes: Mapping[str, Probe],
         render_seconds: float = 1.0,  # /metrics renders at most this often (Exposition)
+        hooks: Mapping[str, Callable[[], None]] | None = None,  # POST paths (Label Studio's webhook)
     ):
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-        attrs = {"registry": registry, "probes": dict(probes), "exposition": Exposition(registry, render_seconds)}
+        attrs = {
+            "registry": registry,
+            "probes": dict(probes),
+            "hooks": dict(hooks or {}),
+            "exposition": Exposition(registry, render_seconds),
+        }
         handler = type("FlywheelHandler", (_Handler,), attrs)
         server_class = type("FlywheelServer", (_Server,), {"address_family": family})
         self._server: ThreadingHTTPServer = server_class((host, port), handler)
