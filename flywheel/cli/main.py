@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from flywheel import __version__
-from flywheel.cli import data, gc, models, predict, setup, status, suggest, train
+from flywheel.cli import data, gc, models, predict, screen, setup, status, suggest, train
 from flywheel.cli.common import out
 from flywheel.core.errors import EXIT_CODE_MEANINGS
 
@@ -33,7 +33,7 @@ app = typer.Typer(
 HELP_ORDER = (
     "init", "run", "ingest", "train", "rollback", "status", "versions", "demo",
     "promote", "pin", "unpin", "history", "compare", "predict", "suggest",
-    "gc", "models", "audit", "quarantine",
+    "gc", "models", "audit", "quarantine", "screen", "approve",
 )  # fmt: skip
 
 
@@ -56,7 +56,7 @@ def _listed_at(name: str | None) -> int:
     return HELP_ORDER.index(name) if name in HELP_ORDER else len(HELP_ORDER)
 
 
-for group in (setup, data, train, status, models, predict, suggest, gc):
+for group in (setup, data, train, status, models, predict, suggest, gc, screen):
     group.register(app)
 app.registered_commands.sort(key=lambda c: _listed_at(c.name or (c.callback.__name__ if c.callback else None)))
 app.registered_groups.sort(key=lambda g: _listed_at(g.name))
