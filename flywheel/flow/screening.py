@@ -16,7 +16,7 @@ from pathlib import Path
 
 from flywheel.core.config import Config, ScreenConfig, resolve
 from flywheel.core.domain import ManifestItem, batch_name, model_name
-from flywheel.core.errors import NotFound
+from flywheel.core.errors import FlywheelError, NotFound
 from flywheel.core.label_check import LabelThresholds, Rect, check_image
 from flywheel.core.manifests import changes
 from flywheel.core.plan import training_threads
@@ -73,7 +73,12 @@ def screen_batch(deps: ScreenDeps, batch_id: int) -> Screening:
     manifest = store.manifest(version.id)
     parent = store.manifest(version.parent_id) if version.parent_id else {}
     new = changes(parent, manifest.values())
-    suspects = _label_suspects(deps, batch_id, production.id, new)
+    try:
+        suspects = _label_suspects(deps, batch_id, production.id, new)
+        failed = ""
+    except FlywheelError as exc:  # the other checks need no model: they still run
+        suspects, failed = [], str(exc)
+        log.error("screening %s: the label check failed, the other checks go on: %s", batch_name(batch_id), exc)
     suspects += _leakage(deps, new)
     shift = _shift(deps, new, parent, version.class_names)
     if shift is not None:
@@ -85,6 +90,8 @@ def screen_batch(deps: ScreenDeps, batch_id: int) -> Screening:
     checks = {str(c): {"policy": str(policies[c]), "flagged": flagged[c]} for c in Check}
     if shift is not None:
         checks[str(Check.CLASS_SHIFT)] |= shift[1]
+    if failed:
+        checks[str(Check.LABEL_ERRORS)]["error"] = failed
     quarantined = _quarantine(deps, batch_id, new, suspects, policies) if state is ScreenState.QUARANTINED else ()
     note = _note(state, flagged, cfg)
     screening = store.add_screening(

@@ -53,6 +53,7 @@ class Trigger:
             work.store, what.version_id, work.config.screen.hold_timeout_hours
         )
         if blocked:
+            self.note = blocked  # on STATUS lines: why the newest version waits (a hold: what to run)
             if what.version_id not in self._told:  # once per version, not at every rescan
                 self._told.add(what.version_id)
                 log.info("%s", blocked)
