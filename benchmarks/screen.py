@@ -99,12 +99,13 @@ def score(found: list[tuple[str, str, Rect]], truth: list[tuple[str, str, Rect]]
     return {"findings": len(mine), "truth": len(wanted), "hits": hits, "precision": p, "recall": r}
 
 
-def run(name: str, work: Path, epochs: int, imgsz: int, batch_images: int, seed: int) -> dict[str, Any]:
+def run(name: str, work: Path, epochs: int, imgsz: int, batch_images: int, seed: int, base_cap: int) -> dict[str, Any]:
     data = datasets.copy(work, name)
     rng = random.Random(seed)
     pool = sorted(data.train)
     rng.shuffle(pool)
     base, rest = pool[:-batch_images], pool[-batch_images:]
+    base = base[:base_cap] if base_cap else base
     root = work / f"root-{name}"
     shutil.rmtree(root, ignore_errors=True)
     training = {"imgsz": imgsz, "epochs_scratch": epochs, "batch": 16, "threads": 2, "device": "cpu"}
@@ -169,10 +170,11 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--batch-images", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--base-images", type=int, default=0, help="at most this many train images (0: all)")
     args = parser.parse_args()
     out = []
     for name in args.data:
-        r = run(name, args.work, args.epochs, args.imgsz, args.batch_images, args.seed)
+        r = run(name, args.work, args.epochs, args.imgsz, args.batch_images, args.seed, args.base_images)
         common.write_json(args.work, f"screen-{name}.json", r)
         out.append(r)
         print(json.dumps(r, indent=1), flush=True)

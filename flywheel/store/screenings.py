@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from flywheel.core.errors import NotFound
+from flywheel.core.records import as_utc
 from flywheel.core.screening import Check, Hashed, Screening, ScreenState, Suspect, check_release
 from flywheel.store.db import session
 from flywheel.store.tables import ImageHashRow, ScreeningRow
@@ -37,8 +38,8 @@ def screening_of(row: ScreeningRow) -> Screening:
         checks=dict(row.checks),
         suspects=tuple(suspect_of(s) for s in row.suspects),
         quarantined=tuple(row.quarantined),
-        created_at=row.created_at,
-        decided_at=row.decided_at,
+        created_at=as_utc(row.created_at),
+        decided_at=as_utc(row.decided_at) if row.decided_at else None,
         decided_by=row.decided_by,
     )
 
