@@ -71,7 +71,7 @@ def inject(batch: Path, names: list[str], rng: random.Random) -> list[tuple[str,
 def copy_val(app: App, batch: Path, count: int, rng: random.Random) -> list[str]:
     """Re-encoded copies of `count` of production's val images (with their labels) in the batch."""
     manifest = app.store.manifest(app.store.latest_version().id)  # type: ignore[union-attr]
-    val = sorted(i for i in manifest.values() if i.split == "val")
+    val = sorted((i for i in manifest.values() if i.split == "val"), key=lambda i: i.image_sha256)
     names = []
     for k, item in enumerate(rng.sample(val, min(count, len(val)))):
         with Image.open(app.objects.path(item.image_sha256)) as im:
@@ -99,7 +99,9 @@ def score(found: list[tuple[str, str, Rect]], truth: list[tuple[str, str, Rect]]
     return {"findings": len(mine), "truth": len(wanted), "hits": hits, "precision": p, "recall": r}
 
 
-def run(name: str, work: Path, epochs: int, imgsz: int, batch_images: int, seed: int, base_cap: int) -> dict[str, Any]:
+def run(
+    name: str, work: Path, epochs: int, imgsz: int, batch_images: int, seed: int, base_cap: int, reuse: bool
+) -> dict[str, Any]:
     data = datasets.copy(work, name)
     rng = random.Random(seed)
     pool = sorted(data.train)
@@ -107,14 +109,19 @@ def run(name: str, work: Path, epochs: int, imgsz: int, batch_images: int, seed:
     base, rest = pool[:-batch_images], pool[-batch_images:]
     base = base[:base_cap] if base_cap else base
     root = work / f"root-{name}"
-    shutil.rmtree(root, ignore_errors=True)
-    training = {"imgsz": imgsz, "epochs_scratch": epochs, "batch": 16, "threads": 2, "device": "cpu"}
-    common.write_config(root, training, extra={"production": {"export_onnx": False}})
-    app = App(root)
     started = time.monotonic()
-    first = app.ingest(datasets.yolo_batch(work / f"{name}-base", base, data.names), move=False)
-    cycle = app.train(first.version.id)  # type: ignore[union-attr]
+    decision = "reused"
+    if not reuse or not (root / "config.toml").is_file() or App(root).store.production() is None:
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(work / f"{name}-base", ignore_errors=True)
+        training = {"imgsz": imgsz, "epochs_scratch": epochs, "batch": 16, "threads": 2, "device": "cpu"}
+        common.write_config(root, training, extra={"production": {"export_onnx": False}})
+        first = App(root).ingest(datasets.yolo_batch(work / f"{name}-base", base, data.names), move=False)
+        cycle = App(root).train(first.version.id)  # type: ignore[union-attr]
+        decision = str(cycle.decision.outcome) if cycle.decision else "none"
+    app = App(root)
     trained = time.monotonic() - started
+    shutil.rmtree(work / f"{name}-batch", ignore_errors=True)
     batch = datasets.yolo_batch(work / f"{name}-batch", rest, data.names)
     truth = inject(batch, data.names, rng)
     copies = copy_val(app, batch, max(1, round(RATES["copies"] * batch_images)), rng)
@@ -148,14 +155,23 @@ def run(name: str, work: Path, epochs: int, imgsz: int, batch_images: int, seed:
         "imgsz": imgsz,
         "base_images": len(base),
         "batch_images": len(rest) + len(copies),
-        "production_decision": str(cycle.decision.outcome) if getattr(cycle, "decision", None) else None,
+        "production_decision": decision,
+        "production_val_map50_95": production_map(app),
         "train_seconds": round(trained, 1),
         "screen_seconds": round(screened, 1),
         "rows": rows,
         "spurious_findings": sum(1 for f in found if f[1] == "spurious"),
-        "class_shift": {k: shift.get(k) for k in ("p_value", "distance", "flagged")},
+        "class_shift": {k: shift.get(k) for k in ("p_value", "distance", "chi2", "flagged")},
         "state": str(s.state),
     }
+
+
+def production_map(app: App) -> float | None:
+    prod = app.store.production()
+    if prod is None:
+        return None
+    score = app.store.evaluation(prod.sha256, app.store.version(prod.version_id).val_sha256)
+    return round(score.score.map50_95, 4) if score else None
 
 
 def fmt(v: float | None) -> str:
@@ -170,11 +186,12 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--batch-images", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", action="store_true", help="keep a production model trained before")
     parser.add_argument("--base-images", type=int, default=0, help="at most this many train images (0: all)")
     args = parser.parse_args()
     out = []
     for name in args.data:
-        r = run(name, args.work, args.epochs, args.imgsz, args.batch_images, args.seed, args.base_images)
+        r = run(name, args.work, args.epochs, args.imgsz, args.batch_images, args.seed, args.base_images, args.reuse)
         common.write_json(args.work, f"screen-{name}.json", r)
         out.append(r)
         print(json.dumps(r, indent=1), flush=True)

@@ -99,7 +99,9 @@ class Registry:
         return Path("/m.pt")
 
 
-def _world(n: int = 20, swap: int = 0, config: str = "", seed: int = 0) -> tuple[MemoryStore, ScreenDeps, list[str]]:
+def _world(
+    n: int = 20, swap: int = 0, config: str = "", seed: int = 0, one_class: bool = False
+) -> tuple[MemoryStore, ScreenDeps, list[str]]:
     """Version 1 (batch 1) with a production model, version 2 (batch 2: `n` new images, the
     first `swap` of them with class 0 labelled 1); the model sees every object right."""
     rng = random.Random(seed)
@@ -111,7 +113,8 @@ def _world(n: int = 20, swap: int = 0, config: str = "", seed: int = 0) -> tuple
     labels: dict[str, list[tuple[int, float, float, float, float]]] = {}
     truth: dict[str, list[Detection]] = {}
     for k, item in enumerate(old + new):
-        cls, cx, cy = k % 2, rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7)
+        cls = 0 if one_class and item in new else k % 2
+        cx, cy = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7)
         truth[f"{item.image_sha256}.png"] = [
             Detection(cls, 0.9, (cx - 0.1) * 100, (cy - 0.1) * 100, (cx + 0.1) * 100, (cy + 0.1) * 100)
         ]
@@ -176,3 +179,13 @@ def test_before_the_first_production_model_the_batch_is_skipped_and_says_why():
     v = fresh.create_version(None, 1, ["cat"], [ManifestItem("a", "la", ".png", "train", 1)])
     s = screen_batch(replace(deps, store=fresh), 1)
     assert s.state is ScreenState.SKIPPED and "no production model" in s.note and s.version_id == v.id
+
+
+def test_a_batch_of_one_class_is_a_class_shift_and_a_mixed_one_is_not():
+    _, deps, _ = _world(n=40, one_class=True, config='[screen]\nclass_shift = "hold"\n')
+    s = screen_batch(deps, 2)
+    assert [x.kind for x in s.flagged(Check.CLASS_SHIFT)] == ["class_shift"] and s.state is ScreenState.HELD
+    assert s.checks["class_shift"]["p_value"] < 0.001
+    _, deps, _ = _world(n=40)
+    mixed = screen_batch(deps, 2)
+    assert mixed.flagged(Check.CLASS_SHIFT) == [] and mixed.checks["class_shift"]["p_value"] > 0.1

@@ -80,16 +80,15 @@ def screen_batch(deps: ScreenDeps, batch_id: int) -> Screening:
         suspects, failed = [], str(exc)
         log.error("screening %s: the label check failed, the other checks go on: %s", batch_name(batch_id), exc)
     suspects += _leakage(deps, new)
-    shift = _shift(deps, new, parent, version.class_names)
+    shift, shift_stats = _shift(deps, new, parent, version.class_names)
     if shift is not None:
-        suspects.append(shift[0])
+        suspects.append(shift)
     policies = {Check.LABEL_ERRORS: Policy(cfg.label_errors), Check.LEAKAGE: Policy(cfg.leakage)}
     policies[Check.CLASS_SHIFT] = Policy(cfg.class_shift)
     flagged = {c: len({s.image_sha256 for s in suspects if s.check is c}) for c in Check}
     state = decide(flagged, policies)
     checks = {str(c): {"policy": str(policies[c]), "flagged": flagged[c]} for c in Check}
-    if shift is not None:
-        checks[str(Check.CLASS_SHIFT)] |= shift[1]
+    checks[str(Check.CLASS_SHIFT)] |= shift_stats
     if failed:
         checks[str(Check.LABEL_ERRORS)]["error"] = failed
     quarantined = _quarantine(deps, batch_id, new, suspects, policies) if state is ScreenState.QUARANTINED else ()
@@ -178,18 +177,17 @@ def _leakage(deps: ScreenDeps, new: Sequence[ManifestItem]) -> list[Suspect]:
 
 def _shift(
     deps: ScreenDeps, new: Sequence[ManifestItem], parent: Mapping[str, ManifestItem], names: list[str]
-) -> tuple[Suspect, dict[str, object]] | None:
-    """The batch's boxes per class against the parent version's; a suspect when it shifted."""
+) -> tuple[Suspect | None, dict[str, object]]:
+    """The batch's boxes per class against the parent version's: the test's figures, and a
+    suspect when the mix shifted (significant and large enough)."""
     if not parent or not new:
-        return None
-    batch = _class_counts(deps.files, new, names)
-    base = _class_counts(deps.files, parent.values(), names)
-    test = class_shift(batch, base)
+        return None, {}
+    test = class_shift(_class_counts(deps.files, new, names), _class_counts(deps.files, parent.values(), names))
     cfg = deps.config.screen
     stats: dict[str, object] = {"chi2": round(test.chi2, 3), "dof": test.dof, "p_value": test.p_value}
     stats |= {"distance": round(test.distance, 4), "batch": test.batch, "version": test.version}
     if test.p_value >= cfg.shift_p or test.distance < cfg.shift_distance:
-        return None
+        return None, stats
     why = (
         f"the batch's class mix differs from the version's: chi-square {test.chi2:.1f} on {test.dof} dof, "
         f"p = {test.p_value:.2g} (< {cfg.shift_p}), total variation {test.distance:.2f} (>= {cfg.shift_distance})"
