@@ -22,9 +22,11 @@ from flywheel.cli.jsonout import iso
 from flywheel.cli.main import app
 from flywheel.cli.predict import predict_data
 from flywheel.cli.predict_pass import PredictPass
+from flywheel.cli.screen import screening_json
 from flywheel.cli.suggest import suggest_data
 from flywheel.core.domain import batch_name, model_name, run_name, version_name
 from flywheel.core.prediction import Box, Prediction, PredictOutcome
+from flywheel.core.screening import Check, Screening, ScreenState, Suspect
 from flywheel.prelabel import uncertainty
 from flywheel.prelabel.inputs import Inputs
 from tests.conftest import TINY_CONFIG, free_port
@@ -248,11 +250,19 @@ def documented() -> dict[str, dict[str, Any]]:
 
 def same_keys(example: Any, real: Any, where: str = "") -> None:
     """The example's keys are the real document's: `"…": "…"` stands for keys left out, and
-    open maps (per class, reason codes, the gate's record, exports by format) are compared by their key only."""
+    open maps (per class, reason codes, the gate's record, exports by format, screening checks)
+    are compared by their key only."""
     if isinstance(example, dict) and isinstance(real, dict) and "…" not in example:
         assert list(example) == list(real), where
     if isinstance(example, dict) and isinstance(real, dict):
-        for k in set(example) & set(real) - {"per_class", "quarantine_reasons", "boxes_per_class", "gate", "artifacts"}:
+        for k in set(example) & set(real) - {
+            "per_class",
+            "quarantine_reasons",
+            "boxes_per_class",
+            "gate",
+            "artifacts",
+            "checks",
+        }:
             same_keys(example[k], real[k], f"{where}.{k}")
     elif isinstance(example, list) and isinstance(real, list) and example and real:
         same_keys(example[0], real[0], f"{where}[0]")
@@ -260,7 +270,7 @@ def same_keys(example: Any, real: Any, where: str = "") -> None:
 
 def test_the_docs_show_each_shape_with_the_keys_the_commands_print(root: Path, data_root: Path, tmp_path: Path):
     examples = documented()
-    commands = ("status", "versions", "models", "models.show", "history", "quarantine", "predict", "suggest")
+    commands = ("status", "versions", "models", "models.show", "history", "quarantine", "predict", "suggest", "screen")
     assert set(examples) == {f"flywheel.{c}/1" for c in commands}
     mixed_batch(data_root / "inbox" / "mixed")
     App(data_root).ingest(data_root / "inbox" / "mixed", move=True)
@@ -282,3 +292,7 @@ def test_the_docs_show_each_shape_with_the_keys_the_commands_print(root: Path, d
     rows = [{"rank": 1, "image": "a.png", "source": "a.png", "score": 0.5, "pick": 1, "why": why}]
     real = suggest_data(run, "yolo", 0.25, 0.7, 1, 0.01, rows, preds, tmp_path)
     same_keys(examples["flywheel.suggest/1"], {"schema": "flywheel.suggest/1", **real}, "suggest")
+    swap = Suspect(Check.LABEL_ERRORS, "swapped", "a" * 64, 0.8, "why", "train", (1, 2, 3, 4), 0, (1, 0.9, 1, 2, 3, 4))
+    screened = Screening(batch_id=2, version_id=2, model_id=1, state=ScreenState.REPORTED, suspects=(swap,))
+    real = {"schema": "flywheel.screen/1", **screening_json(screened), "review": None}
+    same_keys(examples["flywheel.screen/1"], real, "screen")
