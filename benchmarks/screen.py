@@ -100,7 +100,15 @@ def score(found: list[tuple[str, str, Rect]], truth: list[tuple[str, str, Rect]]
 
 
 def run(
-    name: str, work: Path, epochs: int, imgsz: int, batch_images: int, seed: int, base_cap: int, reuse: bool
+    name: str,
+    work: Path,
+    epochs: int,
+    imgsz: int,
+    batch_images: int,
+    seed: int,
+    base_cap: int,
+    reuse: bool,
+    fprs: list[float],
 ) -> dict[str, Any]:
     data = datasets.copy(work, name)
     rng = random.Random(seed)
@@ -108,19 +116,23 @@ def run(
     rng.shuffle(pool)
     base, rest = pool[:-batch_images], pool[-batch_images:]
     base = base[:base_cap] if base_cap else base
-    root = work / f"root-{name}"
+    root, trained = work / f"root-{name}", work / f"root-{name}-trained"  # the root before the batch
     started = time.monotonic()
     decision = "reused"
-    if not reuse or not (root / "config.toml").is_file() or App(root).store.production() is None:
-        shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
+    if reuse and (trained / "config.toml").is_file():
+        shutil.copytree(trained, root, symlinks=True)
+    else:
         shutil.rmtree(work / f"{name}-base", ignore_errors=True)
         training = {"imgsz": imgsz, "epochs_scratch": epochs, "batch": 16, "threads": 2, "device": "cpu"}
-        common.write_config(root, training, extra={"production": {"export_onnx": False}})
+        common.write_config(root, training, extra={"production": {"formats": []}})
         first = App(root).ingest(datasets.yolo_batch(work / f"{name}-base", base, data.names), move=False)
         cycle = App(root).train(first.version.id)  # type: ignore[union-attr]
         decision = str(cycle.decision.outcome) if cycle.decision else "none"
+        shutil.rmtree(trained, ignore_errors=True)
+        shutil.copytree(root, trained, symlinks=True)
     app = App(root)
-    trained = time.monotonic() - started
+    train_seconds = time.monotonic() - started
     shutil.rmtree(work / f"{name}-batch", ignore_errors=True)
     batch = datasets.yolo_batch(work / f"{name}-batch", rest, data.names)
     truth = inject(batch, data.names, rng)
@@ -131,13 +143,7 @@ def run(
     started = time.monotonic()
     s = app.cases.screen(result.batch.id)
     screened = time.monotonic() - started
-    found = []
-    for x in s.suspects:
-        if x.kind == "missing" and x.predicted:
-            found.append((x.image_sha256, "missing", Rect(int(x.predicted[0]), *x.predicted[2:6])))
-        elif x.box:
-            found.append((x.image_sha256, x.kind, Rect(x.cls, *x.box)))
-    rows = {k: score(found, truth, k) for k in ("missing", "swapped", "misplaced")}
+    rows = label_rows(s, truth)
     leaked = {x.image_sha256 for x in s.suspects if x.check == "leakage"}
     copied = {sha_of[c] for c in copies}
     hits = len(leaked & copied)
@@ -148,6 +154,12 @@ def run(
         "precision": hits / len(leaked) if leaked else None,
         "recall": hits / len(copied) if copied else None,
     }
+    config = (root / "config.toml").read_text()
+    sweep = {}
+    for rate in fprs:  # the same batch screened again at other false-positive rates
+        (root / "config.toml").write_text(config + f"\n[screen]\nfalse_positive_rate = {rate}\n")
+        sweep[str(rate)] = label_rows(App(root).cases.screen(result.batch.id), truth)
+    (root / "config.toml").write_text(config)
     shift = s.checks.get("class_shift", {})
     return {
         "data": name,
@@ -157,13 +169,76 @@ def run(
         "batch_images": len(rest) + len(copies),
         "production_decision": decision,
         "production_val_map50_95": production_map(app),
-        "train_seconds": round(trained, 1),
+        "train_seconds": round(train_seconds, 1),
         "screen_seconds": round(screened, 1),
         "rows": rows,
-        "spurious_findings": sum(1 for f in found if f[1] == "spurious"),
+        "thresholds": s.checks["label_errors"].get("thresholds"),
+        "calibration": s.checks["label_errors"].get("calibration"),
+        "sweep": sweep,
+        "spurious_findings": sum(1 for x in s.suspects if x.kind == "spurious"),
         "class_shift": {k: shift.get(k) for k in ("p_value", "distance", "chi2", "flagged")},
         "state": str(s.state),
     }
+
+
+def chain(name: str, work: Path, generations: int, batch_images: int, seed: int, imgsz: int) -> dict[str, Any]:
+    """Both arms start from the trained root; each generation ingests the same batch with the
+    same injected errors, is screened (the `screened` arm quarantines what label_errors and
+    leakage flag, the other only reports) and trains warm; production is scored on the data
+    set's held-out split after each generation."""
+    data = datasets.copy(work, name)
+    pool = sorted(data.train)
+    random.Random(seed).shuffle(pool)
+    rest = pool[-batch_images:]
+    parts = [rest[k * len(rest) // generations : (k + 1) * len(rest) // generations] for k in range(generations)]
+    heldout = datasets.heldout_yaml(data)
+    arms: dict[str, Any] = {}
+    for arm, policy in (("unscreened", "report"), ("screened", "quarantine")):
+        root = work / f"chain-{name}-{arm}"
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(work / f"root-{name}-trained", root, symlinks=True)
+        with (root / "config.toml").open("a") as config:
+            config.write(f'\n[screen]\nlabel_errors = "{policy}"\nleakage = "{policy}"\n')
+        app = App(root)
+        checkpoints = {"g0": app.registry.checkpoint(app.store.production())}  # type: ignore[arg-type]
+        steps = []
+        for k, images in enumerate(parts, start=1):
+            folder = work / f"chain-{name}-{arm}-batch{k}"
+            shutil.rmtree(folder, ignore_errors=True)
+            batch = datasets.yolo_batch(folder, images, data.names)
+            rng = random.Random(seed * 1000 + k)
+            inject(batch, data.names, rng)
+            copy_val(app, batch, max(1, round(RATES["copies"] * len(images))), rng)
+            ingested = app.ingest(batch, move=False)
+            screened = app.cases.screen(ingested.batch.id)
+            cycle = app.train(ingested.version.id)  # type: ignore[union-attr]
+            production = app.store.production()
+            assert production is not None
+            checkpoints[f"g{k}"] = app.registry.checkpoint(production)
+            steps.append(
+                {
+                    "generation": k,
+                    "quarantined": len(screened.quarantined),
+                    "decision": str(cycle.decision.outcome) if cycle.decision else "none",
+                    "production": production.id,
+                }
+            )
+        scores = common.score(work / f"chain-{name}-{arm}-scores", checkpoints, heldout, imgsz, 16, 2, data.names)
+        first: dict[str, Any] = {"generation": 0, "heldout_map50_95": round(scores["g0"]["map50_95"], 4)}
+        for step in steps:
+            step["heldout_map50_95"] = round(scores[f"g{step['generation']}"]["map50_95"], 4)
+        arms[arm] = [first, *steps]
+    return {"generations": generations, "heldout_images": len(data.heldout), "arms": arms}
+
+
+def label_rows(s: Any, truth: list[tuple[str, str, Rect]]) -> dict[str, Any]:
+    found = []
+    for x in s.suspects:
+        if x.kind == "missing" and x.predicted:
+            found.append((x.image_sha256, "missing", Rect(int(x.predicted[0]), *x.predicted[2:6])))
+        elif x.box:
+            found.append((x.image_sha256, x.kind, Rect(x.cls, *x.box)))
+    return {k: score(found, truth, k) for k in ("missing", "swapped", "misplaced")}
 
 
 def production_map(app: App) -> float | None:
@@ -186,12 +261,19 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--batch-images", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reuse", action="store_true", help="keep a production model trained before")
+    parser.add_argument("--reuse", action="store_true", help="start from the root trained before (root-DATA-trained)")
     parser.add_argument("--base-images", type=int, default=0, help="at most this many train images (0: all)")
+    parser.add_argument("--sweep", default="0.005,0.02,0.05", help="false-positive rates to screen again at")
+    parser.add_argument("--chain", type=int, default=0, help="then the chain with and without screening, N generations")
     args = parser.parse_args()
     out = []
     for name in args.data:
-        r = run(name, args.work, args.epochs, args.imgsz, args.batch_images, args.seed, args.base_images, args.reuse)
+        fprs = [float(x) for x in args.sweep.split(",") if x]
+        r = run(
+            name, args.work, args.epochs, args.imgsz, args.batch_images, args.seed, args.base_images, args.reuse, fprs
+        )
+        if args.chain:
+            r["chain"] = chain(name, args.work, args.chain, args.batch_images, args.seed, args.imgsz)
         common.write_json(args.work, f"screen-{name}.json", r)
         out.append(r)
         print(json.dumps(r, indent=1), flush=True)
@@ -201,6 +283,19 @@ def main() -> None:
         for k, v in r["rows"].items()
     ]
     print(common.table(["data", "check", "injected", "flagged", "matched", "precision", "recall"], rows))
+    sweep = [
+        [r["data"], rate, k, v["findings"], fmt(v["precision"]), fmt(v["recall"])]
+        for r in out
+        for rate, kinds in {str(r["calibration"]["false_positive_rate"]): r["rows"], **r["sweep"]}.items()
+        for k, v in kinds.items()
+        if k != "val copies"
+    ]
+    print(common.table(["data", "false_positive_rate", "check", "flagged", "precision", "recall"], sweep))
+    for r in out:
+        for arm, steps in r.get("chain", {}).get("arms", {}).items():
+            maps = ", ".join(f"g{s['generation']} {s['heldout_map50_95']:.4f}" for s in steps)
+            left_out = [s.get("quarantined") for s in steps[1:]]
+            print(f"{r['data']} chain {arm}: held-out mAP50-95 {maps}; quarantined per generation {left_out}")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,15 @@ def _print(s: Screening) -> None:
     model = model_name(s.model_id) if s.model_id else "none"
     out.print(f"{batch_name(s.batch_id)} ({version_name(s.version_id)}), screened with {model}: {s.state}")
     out.print(f"  {s.note}", highlight=False)
+    labels = s.checks.get("label_errors", {})
+    if labels.get("thresholds"):
+        c = labels["calibration"]
+        flags = ", ".join(f"{k} {v:.2f}" for k, v in labels["thresholds"].items())
+        source = f"{c['images']} val images ({c['boxes']} boxes)" if c["images"] else "nothing (no val boxes: fixed)"
+        out.print(
+            f"  label thresholds {flags}: calibrated on {source} at false_positive_rate {c['false_positive_rate']}",
+            highlight=False,
+        )
     table = Table("check", "kind", "image", "split", "score", "why", title=f"{len(s.suspects)} suspects")
     for x in s.suspects:
         table.add_row(str(x.check), x.kind, x.image_sha256[:12] or "(batch)", x.split, f"{x.score:.2f}", x.why)

@@ -306,10 +306,9 @@ class ScreenConfig(_Section):
     label_errors: Literal["report", "hold", "quarantine"] = "report"
     leakage: Literal["report", "hold", "quarantine"] = "report"
     class_shift: Literal["report", "hold"] = "report"  # a mix is the batch's, no image to set aside
-    label_score: float = Field(0.5, ge=0, le=1)  # a box finding at or above this flags its image
-    missing_conf: float = Field(0.5, gt=0, le=1)
+    false_positive_rate: float = Field(0.01, gt=0, lt=1)  # per kind, of clean boxes (calibrated on val)
     match_iou: float = Field(0.5, gt=0, le=1)
-    overlap_iou: float = Field(0.1, ge=0, le=1)
+    overlap_iou: float = Field(0.25, ge=0, le=1)
     leakage_bits: int = Field(10, ge=0, le=32)  # dHash bits apart at most for a near copy
     shift_p: float = Field(0.001, gt=0, lt=1)  # chi-square p-value under which the mix shifted...
     shift_distance: float = Field(0.15, ge=0, le=1)  # ...and by at least this total variation

@@ -159,6 +159,11 @@ class ScreenFiles(Protocol):
         """The class id of every box of the items' labels."""
         ...
 
+    def fine_distance(self, a: str, b: str) -> int | None:
+        """Bits apart of two stored images' fine (512-bit) difference hashes; None when either
+        is not a stored image (a golden one)."""
+        ...
+
     def golden_hashes(self, folder: Path | None) -> list[Hashed]:
         """The golden set's images' difference hashes (none without a golden set)."""
         ...

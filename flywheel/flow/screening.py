@@ -17,11 +17,8 @@ from pathlib import Path
 from flywheel.core.config import Config, ScreenConfig, resolve
 from flywheel.core.domain import ManifestItem, batch_name, model_name
 from flywheel.core.errors import FlywheelError, NotFound
-from flywheel.core.label_check import LabelThresholds, Rect, check_image
 from flywheel.core.manifests import changes
-from flywheel.core.plan import training_threads
 from flywheel.core.ports import Predictor, ScreenFiles, StorePort
-from flywheel.core.prediction import PredictRequest
 from flywheel.core.records import Version
 from flywheel.core.screening import (
     Check,
@@ -34,6 +31,7 @@ from flywheel.core.screening import (
     decide,
     near_copies,
 )
+from flywheel.flow.label_screening import LabelScreen, label_suspects
 from flywheel.flow.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -73,13 +71,15 @@ def screen_batch(deps: ScreenDeps, batch_id: int) -> Screening:
     manifest = store.manifest(version.id)
     parent = store.manifest(version.parent_id) if version.parent_id else {}
     new = changes(parent, manifest.values())
+    labels = LabelScreen([], {})
     try:
-        suspects = _label_suspects(deps, batch_id, production.id, new)
+        d = deps
+        labels = label_suspects(d.store, d.registry, d.predictor, d.files, d.config, batch_id, production, new)
         failed = ""
     except FlywheelError as exc:  # the other checks need no model: they still run
-        suspects, failed = [], str(exc)
+        failed = str(exc)
         log.error("screening %s: the label check failed, the other checks go on: %s", batch_name(batch_id), exc)
-    suspects += _leakage(deps, new)
+    suspects = labels.suspects + _leakage(deps, new)
     shift, shift_stats = _shift(deps, new, parent, version.class_names)
     if shift is not None:
         suspects.append(shift)
@@ -89,6 +89,7 @@ def screen_batch(deps: ScreenDeps, batch_id: int) -> Screening:
     state = decide(flagged, policies)
     checks = {str(c): {"policy": str(policies[c]), "flagged": flagged[c]} for c in Check}
     checks[str(Check.CLASS_SHIFT)] |= shift_stats
+    checks[str(Check.LABEL_ERRORS)] |= labels.summary
     if failed:
         checks[str(Check.LABEL_ERRORS)]["error"] = failed
     quarantined = _quarantine(deps, batch_id, new, suspects, policies) if state is ScreenState.QUARANTINED else ()
@@ -110,61 +111,6 @@ def screen_batch(deps: ScreenDeps, batch_id: int) -> Screening:
     return screening
 
 
-def _label_suspects(deps: ScreenDeps, batch_id: int, model_id: int, new: Sequence[ManifestItem]) -> list[Suspect]:
-    cfg, training = deps.config.screen, deps.config.training
-    if not new:
-        return []
-    work = f"screen-{batch_name(batch_id)}"
-    images, labels = deps.files.stage(work, new)
-    try:
-        request = PredictRequest(
-            checkpoint=deps.registry.checkpoint(deps.store.model(model_id)),
-            conf=LabelThresholds().floor_conf,
-            iou=0.7,
-            imgsz=0,
-            fallback_imgsz=training.imgsz,
-            device=training.device,
-            threads=training_threads(training.threads),
-        )
-        outcome = deps.predictor.predict(request, images)
-    finally:
-        deps.files.clear(work)
-    t = LabelThresholds(missing_conf=cfg.missing_conf, match_iou=cfg.match_iou, overlap_iou=cfg.overlap_iou)
-    split = {i.image_sha256: i.split for i in new}
-    out: list[Suspect] = []
-    for p in outcome.predictions:
-        sha = Path(p.name).stem
-        given = [_pixels(b, p.width, p.height) for b in labels.get(sha, [])]
-        predicted = [Rect(b.cls, b.x1, b.y1, b.x2, b.y2, b.conf) for b in p.boxes]
-        for f in check_image(given, predicted, t):
-            if f.score >= cfg.label_score:
-                o = f.other
-                behind = (o.cls, o.conf, o.x1, o.y1, o.x2, o.y2) if o is not None else ()
-                box = (f.box.x1, f.box.y1, f.box.x2, f.box.y2)
-                why = f.why
-                out.append(
-                    Suspect(
-                        Check.LABEL_ERRORS,
-                        str(f.issue),
-                        sha,
-                        round(f.score, 4),
-                        why,
-                        split[sha],
-                        box,
-                        f.box.cls,
-                        behind,
-                    )
-                )
-    for name, why in outcome.failed:
-        log.warning("screening %s: the model could not read %s: %s", batch_name(batch_id), name, why)
-    return out
-
-
-def _pixels(box: tuple[int, float, float, float, float], width: int, height: int) -> Rect:
-    cls, cx, cy, w, h = box
-    return Rect(cls, (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
-
-
 def _leakage(deps: ScreenDeps, new: Sequence[ManifestItem]) -> list[Suspect]:
     stored = deps.store.stored_hashes()
     mine = {i.image_sha256: i.split for i in new}
@@ -172,7 +118,7 @@ def _leakage(deps: ScreenDeps, new: Sequence[ManifestItem]) -> list[Suspect]:
     golden_dir = deps.config.gate.golden_dir
     golden = deps.files.golden_hashes(resolve(deps.data_root, golden_dir) if golden_dir else None)
     reference: list[Hashed] = [h for h in stored if h.image_sha256 not in mine] + golden
-    return near_copies(fresh, reference, deps.config.screen.leakage_bits)
+    return near_copies(fresh, reference, deps.config.screen.leakage_bits, deps.files.fine_distance)
 
 
 def _shift(

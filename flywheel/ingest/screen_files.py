@@ -16,7 +16,7 @@ from PIL import Image
 from flywheel.core.domain import ManifestItem
 from flywheel.core.prediction import ImageInput
 from flywheel.core.screening import Hashed
-from flywheel.ingest.images import dhash
+from flywheel.ingest.images import dhash, fine_dhash
 from flywheel.store.objects import ObjectStore
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -26,6 +26,7 @@ YoloBox = tuple[int, float, float, float, float]  # class, cx, cy, w, h normalis
 class ScreenFolders:
     def __init__(self, objects: ObjectStore, work_root: Path, quarantine_root: Path) -> None:
         self.objects, self.work_root, self.quarantine_root = objects, work_root, quarantine_root
+        self._fine_cache: dict[str, int] = {}
 
     def stage(self, name: str, items: Sequence[ManifestItem]) -> tuple[list[ImageInput], dict[str, list[YoloBox]]]:
         """Each item's image at work_root/name/<sha><ext>, measured, and its label's boxes by sha."""
@@ -51,6 +52,19 @@ class ScreenFolders:
 
     def label_classes(self, items: Iterable[ManifestItem]) -> list[int]:
         return [b[0] for i in items for b in _yolo(self.objects.path(i.label_sha256).read_text())]
+
+    def fine_distance(self, a: str, b: str) -> int | None:
+        hashes = [self._fine(sha) for sha in (a, b)]
+        return None if None in hashes else (hashes[0] ^ hashes[1]).bit_count()  # type: ignore[operator]
+
+    def _fine(self, sha: str) -> int | None:
+        if sha not in self._fine_cache:
+            path = self.objects.path(sha)
+            if not path.is_file():
+                return None
+            with Image.open(path) as im:
+                self._fine_cache[sha] = fine_dhash(im)
+        return self._fine_cache[sha]
 
     def golden_hashes(self, folder: Path | None) -> list[Hashed]:
         if folder is None or not folder.is_dir():
