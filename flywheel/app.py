@@ -19,9 +19,11 @@ from flywheel.flow.deps import FlowDeps, Workspace
 from flywheel.flow.exports import ExportPolicy, ExportShelf
 from flywheel.flow.labeling import Labeling
 from flywheel.flow.registry import Registry
+from flywheel.flow.screening import ScreenDeps
 from flywheel.flow.usecases import UseCases
 from flywheel.ingest.drop import InboxFolder
 from flywheel.ingest.pipeline import BatchPipeline, IngestOptions, IngestPaths
+from flywheel.ingest.screen_files import ScreenFolders
 from flywheel.service.notify import CommandWebhookNotifier
 from flywheel.store import ObjectStore, Store, database_url, make_engine, upgrade_schema
 from flywheel.store.data_root import DataRootLock, DataRootPaths
@@ -156,6 +158,7 @@ class App:
             build_ingester(self.store, self.config, self.paths, self.objects),
             lambda: DataRootLock(self.paths.root),
             RunFolders(self.paths.runs),
+            self.screen_deps,
         )
         self.ingest = self.cases.ingest
         self.train = self.cases.train
@@ -191,6 +194,10 @@ class App:
     def mirror(self) -> RegistryMirror:
         """The registry's mirror ([mlflow]); the registry holds it, so a test swaps it there."""
         return self.registry.mirror
+
+    def screen_deps(self) -> ScreenDeps:
+        files = ScreenFolders(self.objects, self.paths.runs, self.paths.quarantine)
+        return ScreenDeps(self.store, self.registry, self.predictor, files, self.config, self.paths.root)
 
     def deps(self) -> FlowDeps:
         """What the flows need, built at each call: a test or the daemon may swap the trainer or

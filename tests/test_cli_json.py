@@ -24,11 +24,13 @@ from flywheel.cli.main import app
 from flywheel.cli.mirror import sync_data
 from flywheel.cli.predict import predict_data
 from flywheel.cli.predict_pass import PredictPass
+from flywheel.cli.screen import screening_json
 from flywheel.cli.suggest import suggest_data
 from flywheel.core.domain import batch_name, model_name, run_name, version_name
 from flywheel.core.labeling import PullResult
 from flywheel.core.mirror import MirrorStatus
 from flywheel.core.prediction import Box, Prediction, PredictOutcome
+from flywheel.core.screening import Check, Screening, ScreenState, Suspect
 from flywheel.flow.labeling import PushResult
 from flywheel.prelabel import uncertainty
 from flywheel.prelabel.inputs import Inputs
@@ -253,11 +255,19 @@ def documented() -> dict[str, dict[str, Any]]:
 
 def same_keys(example: Any, real: Any, where: str = "") -> None:
     """The example's keys are the real document's: `"…": "…"` stands for keys left out, and
-    open maps (per class, reason codes, the gate's record, exports by format) are compared by their key only."""
+    open maps (per class, reason codes, the gate's record, exports by format, screening checks)
+    are compared by their key only."""
     if isinstance(example, dict) and isinstance(real, dict) and "…" not in example:
         assert list(example) == list(real), where
     if isinstance(example, dict) and isinstance(real, dict):
-        for k in set(example) & set(real) - {"per_class", "quarantine_reasons", "boxes_per_class", "gate", "artifacts"}:
+        for k in set(example) & set(real) - {
+            "per_class",
+            "quarantine_reasons",
+            "boxes_per_class",
+            "gate",
+            "artifacts",
+            "checks",
+        }:
             same_keys(example[k], real[k], f"{where}.{k}")
     elif isinstance(example, list) and isinstance(real, list) and example and real:
         same_keys(example[0], real[0], f"{where}[0]")
@@ -265,7 +275,7 @@ def same_keys(example: Any, real: Any, where: str = "") -> None:
 
 def test_the_docs_show_each_shape_with_the_keys_the_commands_print(root: Path, data_root: Path, tmp_path: Path):
     examples = documented()
-    commands = ("status", "versions", "models", "models.show", "history", "quarantine", "predict", "suggest")
+    commands = ("status", "versions", "models", "models.show", "history", "quarantine", "predict", "suggest", "screen")
     commands += ("label.push", "label.pull", "mirror.sync")
     assert set(examples) == {f"flywheel.{c}/1" for c in commands}
     mixed_batch(data_root / "inbox" / "mixed")
@@ -297,6 +307,11 @@ def test_the_docs_show_each_shape_with_the_keys_the_commands_print(root: Path, d
     status = MirrorStatus(target="mlflow", up=False, pending=("run r0003",), error="MLflow down")
     real = {"schema": "flywheel.mirror.sync/1", **sync_data(status, "http://127.0.0.1:5000")}
     same_keys(examples["flywheel.mirror.sync/1"], real, "mirror.sync")
+
+    swap = Suspect(Check.LABEL_ERRORS, "swapped", "a" * 64, 0.8, "why", "train", (1, 2, 3, 4), 0, (1, 0.9, 1, 2, 3, 4))
+    screened = Screening(batch_id=2, version_id=2, model_id=1, state=ScreenState.REPORTED, suspects=(swap,))
+    real = {"schema": "flywheel.screen/1", **screening_json(screened), "review": None}
+    same_keys(examples["flywheel.screen/1"], real, "screen")
 
 
 # --- label push/pull and mirror sync -----------------------------------------------------------

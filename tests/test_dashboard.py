@@ -76,7 +76,7 @@ def test_panels_are_laid_out_and_read_the_datasource_variable(board):
     (ds,) = datasource["datasources"]
     assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090" and ds["isDefault"]
     panels = [p for p in board["panels"] if p["type"] != "row"]
-    assert len(panels) == 30
+    assert len(panels) == 31
     assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
     cells: set[tuple[int, int]] = set()
     for p in board["panels"]:

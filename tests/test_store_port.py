@@ -191,3 +191,32 @@ def test_the_core_and_the_flows_import_no_store_and_no_database_library():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@every_store
+def test_screenings_are_recorded_released_once_and_read_back_typed(store: Store):
+    from flywheel.core.errors import InvalidTransition
+    from flywheel.core.screening import Check, Screening, ScreenState, Suspect
+
+    suspect = Suspect(
+        Check.LABEL_ERRORS, "swapped", "a" * 64, 0.8, "why", "train", (1.0, 2.0, 3.0, 4.0), 0, (1, 0.9, 1, 2, 3, 4)
+    )
+    held = store.add_screening(
+        Screening(
+            batch_id=2,
+            version_id=2,
+            model_id=1,
+            state=ScreenState.HELD,
+            checks={"leakage": {"flagged": 0}},
+            suspects=(suspect,),
+        )
+    )
+    store.add_screening(Screening(batch_id=3, version_id=3, model_id=None, state=ScreenState.SKIPPED, note="none"))
+    assert held.id and [x.id for x in store.screenings(2)] == [held.id] and len(store.screenings()) == 2
+    assert (
+        store.screenings(2)[0].suspects == (suspect,) and store.screenings(2)[0].suspects[0].check is Check.LABEL_ERRORS
+    )
+    released = store.approve_screening(held.id, "alice")
+    assert released.state is ScreenState.APPROVED and released.decided_by == "alice" and released.decided_at
+    with pytest.raises(InvalidTransition):
+        store.approve_screening(held.id, "bob")

@@ -583,6 +583,23 @@ def build() -> dict[str, Any]:
         ).decimals(0)
     )
 
+    d = d.with_panel(
+        bars(
+            ids,
+            "Screening suspects",
+            "Images each screening check flagged (flywheel screen BATCH): in the newest screened batch, "
+            "and in all batches; a held batch waits for `flywheel approve`",
+            queries(
+                ("flywheel_screen_last_batch_suspects", "newest batch: {{check}}"),
+                ("flywheel_screen_suspects_total", "all batches: {{check}}"),
+                ('flywheel_screen_batches{state="held"}', "batches held"),
+                instant=True,
+            ),
+            w=12,
+            unit="short",
+        ).decimals(0)
+    )
+
     d = d.with_row(builders.Row("Process").id(ids.id()))
     d = d.with_panel(
         series(

@@ -15,6 +15,8 @@ from rich.table import Table
 from flywheel.app import App
 from flywheel.cli.common import Root, call, out, setup_logging, styled
 from flywheel.cli.jsonout import Json, JsonFlag, emit, version_json
+from flywheel.cli.screen import screening_json
+from flywheel.cli.status import screened
 from flywheel.core.domain import batch_name, version_name
 from flywheel.core.errors import Busy, ExitCode
 from flywheel.ingest import quarantine
@@ -82,9 +84,14 @@ def show(ctx: typer.Context, root: Root = Path("."), as_json: JsonFlag = False) 
         return
     application = call(lambda: App(root))
     entries = quarantine.list_quarantine(application.paths.quarantine)
+    held_out = [s for s in screened(application.store) if s.quarantined]
     if as_json:
-        emit("quarantine", quarantine_data(entries))
+        emit("quarantine", quarantine_data(entries) | {"screened": [screening_json(s) for s in held_out]})
         return
+    for s in held_out:  # versioned, but left out of training by the screening's policy
+        b = batch_name(s.batch_id)
+        out.print(f"{b}: {len(s.quarantined)} train images left out by its screening ({s.note});")
+        out.print(f"  their copies and reasons: quarantine/{b}/screen/; `flywheel screen {b}`")
     if not entries:
         out.print("nothing in quarantine")
         return

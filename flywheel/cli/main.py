@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from flywheel import __version__
-from flywheel.cli import data, gc, label, mirror, models, predict, serve, setup, status, suggest, train
+from flywheel.cli import data, gc, label, mirror, models, predict, screen, serve, setup, status, suggest, train
 from flywheel.cli.common import out
 from flywheel.core.errors import EXIT_CODE_MEANINGS
 
@@ -34,7 +34,7 @@ app = typer.Typer(
 HELP_ORDER = (
     "init", "run", "ingest", "train", "rollback", "status", "versions", "demo",
     "promote", "pin", "unpin", "history", "compare", "predict", "suggest", "label",
-    "gc", "models", "audit", "quarantine", "serve", "mirror",
+    "gc", "models", "audit", "quarantine", "screen", "approve", "serve", "mirror",
 )  # fmt: skip
 
 
@@ -57,7 +57,7 @@ def _listed_at(name: str | None) -> int:
     return HELP_ORDER.index(name) if name in HELP_ORDER else len(HELP_ORDER)
 
 
-for group in (setup, data, train, status, models, predict, suggest, label, gc, serve, mirror):
+for group in (setup, data, train, status, models, predict, suggest, label, gc, screen, serve, mirror):
     group.register(app)
 app.registered_commands.sort(key=lambda c: _listed_at(c.name or (c.callback.__name__ if c.callback else None)))
 app.registered_groups.sort(key=lambda g: _listed_at(g.name))

@@ -11,10 +11,13 @@ from rich.table import Table
 from flywheel.app import App
 from flywheel.cli.common import Root, call, out, styled
 from flywheel.cli.jsonout import Json, JsonFlag, batch_json, emit, iso, model_json, run_json, version_json
+from flywheel.cli.screen import screening_json
 from flywheel.cli.train import progress_of
 from flywheel.core.domain import batch_name, model_name, run_name, version_name
 from flywheel.core.events import placement_text
 from flywheel.core.plan import refresh_outlook
+from flywheel.core.ports import StorePort
+from flywheel.core.screening import Screening
 from flywheel.flow.cycle import generations
 
 LAST = 10  # runs and batches shown
@@ -75,6 +78,8 @@ def status(root: Root = Path("."), as_json: JsonFlag = False) -> None:
             version_name(b.version_id) if b.version_id else "-",
         )
     out.print(batches)
+    for s in screened(store):
+        out.print(f"screening {batch_name(s.batch_id)}: {s.state}, {s.note}", highlight=False)
 
 
 def _refresh(application: App) -> str:
@@ -110,7 +115,14 @@ def status_data(application: App) -> Json:
         "refresh": _refresh(application),
         "runs": [run_json(r) for r in store.runs()[-LAST:]],
         "batches": [batch_json(b) for b in store.batches()[-LAST:]],
+        "screenings": [screening_json(s) for s in screened(store)],
     }
+
+
+def screened(store: StorePort) -> list[Screening]:
+    """The newest screening of each of the last batches."""
+    newest = {s.batch_id: s for s in store.screenings()}
+    return [newest[k] for k in sorted(newest)[-LAST:]]
 
 
 def register(app: typer.Typer) -> None:

@@ -316,6 +316,22 @@ class MlflowConfig(_Section):
         return value.strip()
 
 
+class ScreenConfig(_Section):
+    """The data engine (flywheel/flow/screening.py): each batch screened with production first."""
+
+    enabled: bool = True
+    label_errors: Literal["report", "hold", "quarantine"] = "report"
+    leakage: Literal["report", "hold", "quarantine"] = "report"
+    class_shift: Literal["report", "hold"] = "report"  # a mix is the batch's, no image to set aside
+    false_positive_rate: float = Field(0.01, gt=0, lt=1)  # per kind, of clean boxes (calibrated on val)
+    match_iou: float = Field(0.5, gt=0, le=1)
+    overlap_iou: float = Field(0.25, ge=0, le=1)
+    leakage_bits: int = Field(10, ge=0, le=32)  # dHash bits apart at most for a near copy
+    shift_p: float = Field(0.001, gt=0, lt=1)  # chi-square p-value under which the mix shifted...
+    shift_distance: float = Field(0.15, ge=0, le=1)  # ...and by at least this total variation
+    hold_timeout_hours: float = Field(72.0, ge=0)  # a held batch trains after this (0 = never)
+
+
 class DatabaseConfig(_Section):
     url: str = ""  # empty: sqlite file flywheel.db in the data root; or postgresql+psycopg://... (store/db.py)
 
@@ -365,6 +381,7 @@ class Config(_Section):
     daemon: DaemonConfig = DaemonConfig()
     database: DatabaseConfig = DatabaseConfig()
     retention: RetentionConfig = RetentionConfig()
+    screen: ScreenConfig = ScreenConfig()
     ray: RayConfig = RayConfig()
     labelstudio: LabelStudioConfig = LabelStudioConfig()
     serve: ServeConfig = ServeConfig()

@@ -29,6 +29,7 @@ from flywheel.core.records import (
     Run,
     Version,
 )
+from flywheel.core.screening import Hashed, Screening
 from flywheel.core.spec import TrainSpec
 
 
@@ -145,6 +146,35 @@ class InboxDrop(Protocol):
 
     def drop(self, name: str, files: Mapping[str, bytes]) -> bool:
         """False when a batch of this name is there already (in the inbox or done with)."""
+
+
+class ScreenFiles(Protocol):
+    """The files a screening reads and writes (flywheel.ingest.screen_files.ScreenFolders)."""
+
+    def stage(
+        self, name: str, items: Sequence[ManifestItem]
+    ) -> tuple[list[ImageInput], dict[str, list[tuple[int, float, float, float, float]]]]:
+        """The items' images ready for the Predictor (under a work folder `name`), and each
+        one's boxes (class, cx, cy, w, h normalised) by image sha256."""
+        ...
+
+    def clear(self, name: str) -> None: ...
+
+    def label_classes(self, items: Iterable[ManifestItem]) -> list[int]:
+        """The class id of every box of the items' labels."""
+        ...
+
+    def fine_distance(self, a: str, b: str) -> int | None:
+        """Bits apart of two stored images' fine (512-bit) difference hashes; None when either
+        is not a stored image (a golden one)."""
+        ...
+
+    def golden_hashes(self, folder: Path | None) -> list[Hashed]:
+        """The golden set's images' difference hashes (none without a golden set)."""
+        ...
+
+    def quarantine(self, batch: str, items: Iterable[ManifestItem], report: dict[str, object]) -> Path:
+        """Copies of the items' files and the report under quarantine/<batch>/screen/."""
         ...
 
 
@@ -387,3 +417,20 @@ class StorePort(Protocol):
         ...
 
     def gate_decisions(self) -> list[GateRecord]: ...
+
+    # --- screenings (the data engine, flywheel/core/screening.py)
+    def add_screening(self, screening: Screening) -> Screening:
+        """Record a screening; the result carries its id and time."""
+        ...
+
+    def approve_screening(self, screening_id: int, actor: str) -> Screening:
+        """Release a held screening (InvalidTransition when it is not held)."""
+        ...
+
+    def screenings(self, batch_id: int | None = None) -> list[Screening]:
+        """Every screening (of one batch), oldest first; a batch's newest one is what counts."""
+        ...
+
+    def stored_hashes(self) -> list[Hashed]:
+        """Every stored image's difference hash and split (ingest records them)."""
+        ...

@@ -21,6 +21,7 @@ from flywheel.core.records import Evaluation, Version
 from flywheel.core.spec import EvalTarget, TrainSpec
 from flywheel.flow.evalsets import EvalSet, version_eval_sets
 from flywheel.flow.golden import golden_eval_sets
+from flywheel.flow.screen_release import excluded
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ def version_scoring(
 ) -> VersionScoring:
     version = store.version(version_id)
     manifest = store.manifest(version_id)
+    left_out = excluded(store, version_id)  # quarantined by a screening: train images only
+    manifest = {k: i for k, i in manifest.items() if k not in left_out or i.split == "val"}
     data_yaml = datasets.materialize(version_id, version.class_names, manifest)
     parent = store.manifest(version.parent_id) if version.parent_id else {}
     eval_sets = version_eval_sets(data_yaml, version.class_names, version.val_sha256, manifest, parent)

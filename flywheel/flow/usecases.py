@@ -9,13 +9,16 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from flywheel.core.errors import UsageError
 from flywheel.core.ingest_result import IngestResult
 from flywheel.core.mirror import MirrorStatus
 from flywheel.core.ports import BatchIngester, RunStopper
 from flywheel.core.records import Run
-from flywheel.flow import cancelling, cycle, gc, ingesting
+from flywheel.core.screening import Screening
+from flywheel.flow import cancelling, cycle, gc, ingesting, screen_release, screening
 from flywheel.flow.cycle import CycleResult
 from flywheel.flow.deps import FlowDeps
+from flywheel.flow.screening import ScreenDeps
 
 
 class UseCases:
@@ -28,11 +31,13 @@ class UseCases:
         ingester: BatchIngester,
         hold_data_root: Callable[[], AbstractContextManager[object]],
         stopper: RunStopper,
+        screen_deps: Callable[[], ScreenDeps] | None = None,
     ):
         self._deps = deps
         self._ingester = ingester
         self._hold_data_root = hold_data_root
         self._stopper = stopper
+        self._screen_deps = screen_deps
 
     def ingest(self, batch_dir: Path, move: bool, again: bool = False) -> IngestResult:
         """Ingest a batch folder or archive; `again`: even if its content was ingested before."""
@@ -64,3 +69,13 @@ class UseCases:
 
     def cancel_running(self, actor: str, wait_seconds: float) -> list[Run]:
         return cancelling.cancel_running(self._deps().store, self._hold_data_root, self._stopper, actor, wait_seconds)
+
+    def screen(self, batch_id: int) -> Screening:
+        """Screen a batch's new images with the production model (`[screen]`), recorded."""
+        if self._screen_deps is None:
+            raise UsageError("screening is not wired in this process (flywheel.app builds it)")
+        return screening.screen_batch(self._screen_deps(), batch_id)
+
+    def approve(self, batch_id: int, actor: str) -> Screening:
+        """Release a batch its screening holds: the versions it held may train."""
+        return screen_release.approve(self._deps().store, batch_id, actor)

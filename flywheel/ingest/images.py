@@ -147,6 +147,20 @@ def dhash(im: Image.Image) -> int:
     return bits
 
 
+def fine_dhash(im: Image.Image, n: int = 16) -> int:
+    """A finer difference hash for flat images: each pixel of a 17x17 grey thumbnail against its
+    right and its lower neighbour, 512 bits (screening's near copies, flywheel/core/screening.py)."""
+    px = im.convert("L").resize((n + 1, n + 1), Image.Resampling.BILINEAR).tobytes()
+    bits = 0
+    for row in range(n):
+        for col in range(n):
+            bits = (bits << 1) | (px[row * (n + 1) + col] > px[row * (n + 1) + col + 1])
+    for row in range(n):
+        for col in range(n):
+            bits = (bits << 1) | (px[row * (n + 1) + col] > px[(row + 1) * (n + 1) + col])
+    return bits
+
+
 def upright_bytes(path: Path) -> bytes:
     """The image re-encoded with its EXIF rotation applied to the pixels (and the tag gone), so
     every reader sees the frame the labeling tool showed, whether or not it honours EXIF."""

@@ -274,6 +274,17 @@ class Daemon:
             f" to {b.quarantine_dir}" if result.quarantined else "",
             f"new version {version_name(result.version.id or 0)}" if result.version else "no new version",
         )
+        if result.version and self.work.config.screen.enabled:
+            self._screen(b.id)
+
+    def _screen(self, batch_id: int) -> None:
+        """Before the version can train (flywheel/flow/screening.py); a screening that fails is
+        logged and the batch goes on as if reported: a broken model must not stop the data."""
+        self.status.step(f"screening batch {batch_name(batch_id)}")
+        try:
+            self.work.cases.screen(batch_id)
+        except FlywheelError as exc:
+            log.error("screening of %s failed, the batch goes on unscreened: %s", batch_name(batch_id), exc)
 
 
 def serve(daemon: Daemon) -> None:

@@ -31,6 +31,7 @@ from flywheel.core.domain import RunState, StartKind
 from flywheel.core.errors import FlywheelError
 from flywheel.core.events import BatchProgress, EpochEnded, Placed, TrainingEvent
 from flywheel.service.metrics_families import RUN_OUTCOMES, SCORE_METRICS, START_KINDS
+from flywheel.service.metrics_screen import ScreenCollector
 from flywheel.service.metrics_state import StateCollector
 from flywheel.store import ObjectStore, Store
 
@@ -188,4 +189,5 @@ def build_registry(
     GCCollector(registry=registry)
     live = LiveMetrics(registry, store)
     registry.register(StateCollector(store, objects, data_root))
+    registry.register(ScreenCollector(store))
     return registry, live

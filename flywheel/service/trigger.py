@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from flywheel.core import schedule
 from flywheel.core.domain import version_name
 from flywheel.flow.cycle import trainable
+from flywheel.flow.screen_release import holding
 from flywheel.flow.waiting import waiting
 from flywheel.service import train_queue
 from flywheel.service.daemon_parts import DaemonWork
@@ -48,8 +49,11 @@ class Trigger:
             self._wake_in(verdict.retry_in)
         if not verdict.train or what.version_id is None:
             return
-        blocked = trainable(work.store, what.version_id)
+        blocked = trainable(work.store, what.version_id) or holding(
+            work.store, what.version_id, work.config.screen.hold_timeout_hours
+        )
         if blocked:
+            self.note = blocked  # on STATUS lines: why the newest version waits (a hold: what to run)
             if what.version_id not in self._told:  # once per version, not at every rescan
                 self._told.add(what.version_id)
                 log.info("%s", blocked)

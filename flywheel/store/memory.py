@@ -25,6 +25,7 @@ from flywheel.core.errors import NotFound, RegistryError
 from flywheel.core.ledger import GENESIS, Action, digest
 from flywheel.core.manifests import DELTA, Totals
 from flywheel.core.records import KEEP, Epoch, Evaluation, GateRecord, Keep, LedgerEntry, Model, Run, Version
+from flywheel.core.screening import Hashed, Screening, ScreenState, check_release
 
 R = TypeVar("R")
 
@@ -44,6 +45,8 @@ class MemoryStore:
         self._ledger: list[LedgerEntry] = []
         self._evaluations: dict[tuple[str, str], Evaluation] = {}
         self._gates: list[GateRecord] = []
+        self._screenings: dict[int, Screening] = {}
+        self.hashes: list[Hashed] = []  # what ingest would have stored (a test sets them)
 
     # --- dataset versions -----------------------------------------------------------------
     def latest_version(self) -> Version | None:
@@ -294,6 +297,27 @@ class MemoryStore:
 
     def gate_decisions(self) -> list[GateRecord]:
         return list(self._gates)
+
+    # --- screenings ------------------------------------------------------------------------
+    def add_screening(self, screening: Screening) -> Screening:
+        with self._lock:
+            recorded = replace(screening, id=len(self._screenings) + 1, created_at=_now())
+            self._screenings[recorded.id] = recorded
+            return recorded
+
+    def approve_screening(self, screening_id: int, actor: str) -> Screening:
+        with self._lock:
+            current = _found(self._screenings, screening_id, f"screening {screening_id}", "flywheel screen BATCH")
+            check_release(current, ScreenState.APPROVED)
+            released = replace(current, state=ScreenState.APPROVED, decided_by=actor, decided_at=_now())
+            self._screenings[screening_id] = released
+            return released
+
+    def screenings(self, batch_id: int | None = None) -> list[Screening]:
+        return [s for s in _by_id(self._screenings) if batch_id is None or s.batch_id == batch_id]
+
+    def stored_hashes(self) -> list[Hashed]:
+        return list(self.hashes)
 
 
 def _found(records: Mapping[int, R], key: int, name: str, listing: str) -> R:

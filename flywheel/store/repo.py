@@ -44,10 +44,12 @@ from flywheel.core.records import (
     Run,
     Version,
 )
+from flywheel.core.screening import Hashed, Screening, ScreenState
 from flywheel.store import versions
 from flywheel.store.convert import epoch_row, evaluation_record, evaluation_row, gate_row, maybe, record, records
 from flywheel.store.db import session
 from flywheel.store.image_hashes import ImageHashes
+from flywheel.store.screenings import Screenings
 from flywheel.store.tables import (
     BatchRow,
     EpochRow,
@@ -65,6 +67,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.image_hashes = ImageHashes(engine)  # ingest's near-copy lookups (flywheel/ingest/dedupe.py)
+        self._screenings = Screenings(engine)  # flywheel/store/screenings.py
 
     # --- batches --------------------------------------------------------------------------
     def add_batch(self, name: str, content_sha256: str, files: int) -> Batch:
@@ -347,6 +350,19 @@ class Store:
     def gate_decisions(self) -> list[GateRecord]:
         with session(self.engine) as s:
             return records(GateRecord, s.exec(select(GateRow).order_by(col(GateRow.id))))
+
+    # --- screenings (the data engine) -----------------------------------------------------
+    def add_screening(self, screening: Screening) -> Screening:
+        return self._screenings.add(screening)
+
+    def approve_screening(self, screening_id: int, actor: str) -> Screening:
+        return self._screenings.release(screening_id, ScreenState.APPROVED, actor)
+
+    def screenings(self, batch_id: int | None = None) -> list[Screening]:
+        return self._screenings.all(batch_id)
+
+    def stored_hashes(self) -> list[Hashed]:
+        return self._screenings.hashes()
 
     # --- aggregates for metrics and status ------------------------------------------------
     def counts(self) -> dict[str, Any]:

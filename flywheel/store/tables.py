@@ -218,3 +218,23 @@ class LabelPullRow(SQLModel, table=True):
     updated_at: str  # as the tool wrote it; a newer one is a relabel
     batch: str
     pulled_at: datetime = Field(default_factory=utcnow)
+
+
+class ScreeningRow(SQLModel, table=True):
+    """A batch screened with the production model before it trained (flywheel/core/screening.py):
+    the policy's state, each check's summary and every suspect with its reason and score."""
+
+    __tablename__ = "screening"
+    id: int | None = Field(default=None, primary_key=True)
+    batch_id: int = Field(index=True)
+    version_id: int
+    model_id: int | None
+    state: str  # flywheel.core.screening.ScreenState
+    note: str = ""
+    images: int = 0
+    checks: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    suspects: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    quarantined: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    decided_at: datetime | None = None
+    decided_by: str = ""
