@@ -1,0 +1,107 @@
+"""A real PostgreSQL stopped (`pg_ctl stop -m fast`) exactly at a step of ingest, evaluation or
+promotion in a running daemon, and started again once the daemon has retried a few times: the
+daemon stays up, logs a few lines rather than one per try, and afterwards every invariant holds
+(tests/outage_kit.py: each file versioned or quarantined, no run left running, production
+loadable and as recorded, the ledger verifies). Training across an outage is
+tests/test_database_outage.py's; these stop the server at the named crash points of
+flywheel.core.faults, the ones the SIGKILL test kills at."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from threading import Thread
+
+import pytest
+
+from flywheel.cli.demo import drop, synthetic_batch
+from flywheel.service.backoff import Backoff
+from flywheel.service.daemon import Daemon
+from tests.outage_kit import (
+    LoadableTrainer,
+    PauseAt,
+    Records,
+    captured_log,
+    check_invariants,
+    data_root,
+    files_of,
+    pg_database,
+    retries,
+    running_daemon,
+    sha256,
+    until,
+)
+
+# the crash points of ingest, evaluation and promotion, in the order a batch meets them
+STEP_POINTS = [
+    "ingest.started",
+    "ingest.stored",
+    "ingest.versioned",  # the version committed, the batch not yet recorded ingested
+    "ingest.recorded",
+    "eval.scored",  # the candidate scored, nothing registered yet
+    "gate.decided",
+    "promote.committed",  # production changed in the database, production/ not swapped
+    "run.finished",
+]
+RETRIES_IN_OUTAGE = 3  # the daemon tried (and waited) this often before the server comes back
+LINES_IN_OUTAGE = 4  # a state change or two (degraded; the step that was under way), never one per try
+
+
+@pytest.mark.parametrize("point", STEP_POINTS)
+def test_postgresql_stopped_at_a_step_and_started_again_leaves_every_invariant(point, pg_server, tmp_path, monkeypatch):
+    pause = PauseAt(pg_server, point)
+    pause.install(monkeypatch)
+    first = synthetic_batch(tmp_path / "staging" / "b1", 8, seed=1)
+    second = synthetic_batch(tmp_path / "staging" / "b2", 12, seed=2)
+    (second / "images" / "broken.jpg").write_bytes(b"not a jpeg at all")  # quarantined, never versioned
+    (second / "labels" / "broken.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    dropped = {b.name: [*files_of(b), "READY"] for b in (first, second)}
+    good = {sha256(p) for b in (first, second) for p in (b / "images").iterdir() if p.name != "broken.jpg"}
+    bad = {sha256(second / "images" / "broken.jpg")}
+    trainer = LoadableTrainer([0.3, 0.5, 0.5])  # m0001, then a better m0002 (trained again if cut off)
+    with captured_log() as log, pg_database(pg_server) as url:
+        root = data_root(tmp_path / "root", url)
+        with running_daemon(root, trainer) as (daemon, thread):
+            lines_in_outage, retried = outage_at(pause, daemon, thread, root, first, second, log)
+        check_invariants(root, dropped, good, bad)
+        lines = log.since()
+    print(f"\n{point}: {len(lines_in_outage)} log lines at INFO+ over {retried:.0f} retries: {lines_in_outage}")
+    assert len(lines_in_outage) <= LINES_IN_OUTAGE, lines_in_outage
+    assert all(n == 1 for n in Counter(lines_in_outage).values()), lines_in_outage  # nothing said twice
+    assert sum("batch b2 complete, ingesting" in line for line in lines) == 1, lines  # once, not once a try
+    assert sum(line.startswith("ERROR degraded") for line in lines) == 1, lines
+
+
+def outage_at(
+    pause: PauseAt, daemon: Daemon, thread: Thread, root: Path, first: Path, second: Path, log: Records
+) -> tuple[list[str], float]:
+    """Batch one through, then batch two with the server stopped at the armed point and started
+    again after a few retries; what was logged meanwhile, and the retries counted."""
+    # the real backoff, with shorter pauses: the test waits on the retries it counts, not on seconds
+    daemon.backoff = Backoff(base=0.2, cap=1.6)
+    store = daemon.work.store
+    drop(first, root / "inbox")
+    until("the first run recorded", lambda: [r.state for r in store.runs()] == ["succeeded"], thread)
+    assert retries(daemon) == 0
+    pause.armed = True
+    drop(second, root / "inbox")
+    until(f"the server stopped at {pause.point}", pause.fired.is_set, thread)
+    until(f"{RETRIES_IN_OUTAGE} retries", lambda: retries(daemon) >= RETRIES_IN_OUTAGE, thread)
+    during = log.since(pause.at, time.time())
+    pause.server.unpause()
+
+    def done() -> bool:
+        runs, production = store.runs(), store.production()
+        return (
+            len(runs) == 2
+            and all(r.state == "succeeded" for r in runs)
+            and production is not None
+            and production.run_id == runs[-1].id
+            and not (root / "inbox" / second.name).exists()
+            and not daemon.degraded.reason
+            and production.sha256 in (root / "production" / "model.json").read_text()
+        )
+
+    until("the daemon to finish the second batch", done, thread)
+    return during, retries(daemon)
