@@ -19,6 +19,7 @@ from flywheel.cli.demo import drop, synthetic_batch
 from flywheel.service.backoff import Backoff
 from flywheel.service.daemon import Daemon
 from tests.outage_kit import (
+    CONFIG,
     LoadableTrainer,
     PauseAt,
     Records,
@@ -60,10 +61,15 @@ def test_postgresql_stopped_at_a_step_and_started_again_leaves_every_invariant(p
     good = {sha256(p) for b in (first, second) for p in (b / "images").iterdir() if p.name != "broken.jpg"}
     bad = {sha256(second / "images" / "broken.jpg")}
     trainer = LoadableTrainer([0.3, 0.5, 0.5])  # m0001, then a better m0002 (trained again if cut off)
+    told = tmp_path / "told.jsonl"  # what the [notify] command hears of each production change
+    notify = f'\n[notify]\ncommand = "cat >> {told} && echo >> {told}"\nretry_seconds = 0.1\n'
     with captured_log() as log, pg_database(pg_server) as url:
-        root = data_root(tmp_path / "root", url)
+        root = data_root(tmp_path / "root", url, CONFIG + notify)
         with running_daemon(root, trainer) as (daemon, thread):
             lines_in_outage, retried = outage_at(pause, daemon, thread, root, first, second, log)
+            # whoever serves production is told of m0002, also when the outage came between the
+            # production commit and the telling (at least once: twice if it came just after)
+            until("the notify command", lambda: '"model": "m0002"' in told.read_text(), thread, timeout=10)
         check_invariants(root, dropped, good, bad)
         lines = log.since()
     print(f"\n{point}: {len(lines_in_outage)} log lines at INFO+ over {retried:.0f} retries: {lines_in_outage}")
