@@ -8,6 +8,7 @@ flywheel.core.faults, the ones the SIGKILL test kills at."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,9 +16,13 @@ from threading import Thread
 
 import pytest
 
+from flywheel.app import App
 from flywheel.cli.demo import drop, synthetic_batch
+from flywheel.core.domain import BatchState
 from flywheel.service.backoff import Backoff
 from flywheel.service.daemon import Daemon
+from tests.fakes import FakeTrainer
+from tests.metrics_scrape import scrape, value
 from tests.outage_kit import (
     CONFIG,
     LoadableTrainer,
@@ -111,3 +116,40 @@ def outage_at(
 
     until("the daemon to finish the second batch", done, thread)
     return during, retries(daemon)
+
+
+def test_a_batch_dropped_while_postgresql_is_stopped_is_retried_with_pauses_and_ingested_once(pg_server, tmp_path):
+    """The issue's hot loop: "batch b9 complete, ingesting" 1,559 times in 30 s. Now a try, then
+    pauses doubling from a second (flywheel.service.backoff), each counted in
+    flywheel_daemon_retries_total{reason="storage"}, two log lines in all, one ingest after."""
+    config = CONFIG.replace("rescan_seconds = 2.0", "rescan_seconds = 3600.0")  # only the batch wakes it
+    config = config.replace("[schedule]\n", "[schedule]\nmin_new_images = 100000\n")  # ingest only
+    batch = synthetic_batch(tmp_path / "staging" / "b1", 8, seed=1)
+    with captured_log() as log, pg_database(pg_server) as url:
+        root = data_root(tmp_path / "root", url, config)
+        with running_daemon(root, FakeTrainer([])) as (daemon, thread):
+            pg_server.pause()
+            stopped, started = time.time(), time.monotonic()
+            drop(batch, root / "inbox")
+            until("4 retries", lambda: retries(daemon) >= 4, thread)
+            elapsed, tried = time.monotonic() - started, retries(daemon)
+            during = log.since(stopped, time.time())
+            pg_server.unpause()
+            store = daemon.work.store
+            until("the batch ingested", lambda: len(store.versions()) == 1 and not daemon.degraded.reason, thread)
+            until("the inbox emptied", lambda: not (root / "inbox" / "b1").exists(), thread)
+            exposed = value(scrape(daemon.metrics_port), "flywheel_daemon_retries_total", reason="storage")
+        store = App(root).store
+        (row,) = store.batches()
+        (version,) = store.versions()
+        lines = log.since()
+    print(f"\n{tried:.0f} retries in {elapsed:.1f}s, {exposed:.0f} on /metrics, {len(during)} log lines: {during}")
+    # pauses of at least 0.5, 1, 2, 4 ... s: n tries take at least (2^(n-1) - 1)/2 s
+    assert tried <= 1 + math.log2(2 * elapsed + 1), (tried, elapsed)
+    assert exposed in (tried, tried + 1)  # + the try that may have come between the count and the start
+    # the batch taken up; degraded, once, not once per try (twice if the server was stopped in
+    # the middle of the start-up step: "terminating connection", then "connection refused")
+    assert len(during) <= 3, during
+    assert row.state == BatchState.INGESTED and version.batch_id == row.id and row.files_versioned == 8 * 2 + 1
+    assert sum("batch b1 complete, ingesting" in line for line in lines) == 1, lines
+    assert sum("ingested: 8 images accepted" in line for line in lines) == 1, lines
