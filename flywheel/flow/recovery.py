@@ -109,9 +109,12 @@ def finish_decided(store: StorePort, registry: Registry, run: Run) -> bool:
             registry.promote(model.id, reason=reason)
         else:
             registry.reject(model.id, reason=reason)
+    elif model.status == ModelStatus.PRODUCTION and not decision.held:  # its serving side may lag
+        registry.finish_promotion(model.id)
     store.update_run(run.id, RunState.SUCCEEDED, model_id=model.id)
     log.warning(
-        "run %s: its gate decision (%s) was recorded before the process died; finished it",
+        "run %s: its gate decision (%s) was recorded before its step stopped (a kill, or the database "
+        "away); finished it",
         run_name(run.id),
         decision.outcome,
     )

@@ -103,6 +103,18 @@ class Registry:
         self._announce(entry)
         return entry
 
+    def finish_promotion(self, model_id: int) -> None:
+        """A promotion committed by a step that stopped before production/ was swapped and the
+        change announced (a kill, or the database gone just then): swap and announce now. At
+        least once: a step that stopped just after announcing is announced again."""
+        ledger = self.store.ledger()
+        entry = next((e for e in reversed(ledger) if e.model_id == model_id and e.action == Action.PROMOTE), None)
+        if entry is None:
+            return
+        with self._locked():
+            self.publish()
+        self._announce(entry)
+
     def reject(self, model_id: int, reason: str) -> LedgerEntry:
         return self.store.reject(model_id, reason)
 

@@ -64,6 +64,7 @@ class Daemon:
         self.status = adapters.status
         self._executor_where = ""
         self.backoff = Backoff()
+        self._retrying: set[str] = set()  # inbox batches whose ingest failed for a storage reason
         self._gc_due = threading.Event()
 
     def wake(self) -> None:
@@ -238,21 +239,24 @@ class Daemon:
             self.work.cases.sync_mirror()
 
     def _ingest(self, batch_dir: Path) -> None:
-        # once per batch, not at every retry of a database or disk outage
-        log.log(
-            logging.DEBUG if self.backoff.failures else logging.INFO, "batch %s complete, ingesting", batch_dir.name
-        )
+        # once per batch, not at every retry of a database or disk outage (also when the outage
+        # began before the batch came: then its first try is a retry of the step)
+        retry = batch_dir.name in self._retrying
+        log.log(logging.DEBUG if retry else logging.INFO, "batch %s complete, ingesting", batch_dir.name)
         self.status.step(f"ingesting batch {batch_dir.name}")
         try:
             result = self.work.cases.ingest(batch_dir, move=True)
         except FlywheelError as exc:
             if storage_problem(exc):
+                self._retrying.add(batch_dir.name)
                 raise  # not the batch's fault: retried at each rescan until the disk takes writes again
+            self._retrying.discard(batch_dir.name)
             self.tracker.hold(batch_dir.name)
             log.error(
                 "batch %s left in the inbox, to be retried when it changes or on restart: %s", batch_dir.name, exc
             )
             return
+        self._retrying.discard(batch_dir.name)
         b = result.batch
         if result.left_in_inbox:  # done, but it may not be moved: not looked at again until it changes
             self.tracker.hold(batch_dir.name)

@@ -48,6 +48,8 @@ class CommandWebhookNotifier:
 
     def _start(self, kind: str, send: Callable[[], None]) -> None:
         thread = threading.Thread(target=self._with_retries, args=(kind, send), name=f"notify-{kind}", daemon=True)
+        # the daemon's notifier lives for months: only the sends still under way are kept
+        self._threads = [t for t in self._threads if t.is_alive()]
         self._threads.append(thread)
         thread.start()
 
