@@ -274,6 +274,7 @@ def test_names_follow_prometheus_conventions_and_labels_stay_bounded(served, tmp
         "rule",
         "le",
         "area",
+        "check",  # a screening check: label_errors, leakage, class_shift
     }
     allowed |= {"version", "python", "id", "sha256"}  # the info metrics: one series each
     allowed |= {"executor", "node", "submission_id"}  # where the last training ran (placement info)
