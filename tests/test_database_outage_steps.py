@@ -54,7 +54,14 @@ RETRIES_IN_OUTAGE = 3  # the daemon tried (and waited) this often before the ser
 LINES_IN_OUTAGE = 4  # a state change or two (degraded; the step that was under way), never one per try
 
 
-@pytest.mark.parametrize("point", STEP_POINTS)
+# make test keeps the point that found a defect (the promotion never announced); the other
+# seven (about 7 s each) run in the slow suite, so the README's command stays near 5 minutes
+FAST_POINTS = {"promote.committed"}
+
+
+@pytest.mark.parametrize(
+    "point", [p if p in FAST_POINTS else pytest.param(p, marks=pytest.mark.slow) for p in STEP_POINTS]
+)
 def test_postgresql_stopped_at_a_step_and_started_again_leaves_every_invariant(point, pg_server, tmp_path, monkeypatch):
     pause = PauseAt(pg_server, point)
     pause.install(monkeypatch)
