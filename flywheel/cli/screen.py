@@ -38,7 +38,12 @@ def screen(
 ) -> None:
     """A batch's screening with the production model: likely label errors (missing, swapped,
     misplaced, spurious boxes), near copies of val or golden images, the class-mix shift, and
-    what its policy did (`[screen]` in config.toml). Without --run it shows the recorded one."""
+    what its policy did (`[screen]` in config.toml). Without --run it shows the recorded one.
+
+    Review the suspects in Label Studio: `flywheel screen b0003 --review review-b0003`, then
+    import review-b0003/tasks.json into a project (each class twice: given:NAME and model:NAME).
+    Fix the labels, drop the fixed batch into the inbox again (a relabel), and `flywheel approve
+    b0003` if the batch is held."""
     setup_logging()
     application = call(lambda: App(root))
     batch_id = call(lambda: parse_id(batch, "b"))
