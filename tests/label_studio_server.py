@@ -9,12 +9,14 @@ runs with it on: an import that passes was checked, not just stored.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,3 +123,16 @@ def healthy(port: int) -> bool:
             return response.status == 200 and bool(json.loads(response.read()).get("status") == "UP")
     except (OSError, ValueError):  # not listening yet, or not answering yet
         return False
+
+
+@contextlib.contextmanager
+def running(home: Path) -> Iterator[Server]:
+    """A Label Studio on a free loopback port whose data lives under `home`, stopped after."""
+    from tests.conftest import free_port
+
+    server = Server(free_port(), home, home / "files", home / "server.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 START_SECONDS = 120.0  # the server imports Flask, FastAPI and SQLAlchemy: ~15 s on a busy CPU
@@ -83,3 +84,16 @@ def _alive(group: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def running(home: Path) -> Iterator[MlflowServer]:
+    """`mlflow server` on a free loopback port, its SQLite store under `home`, stopped after."""
+    from tests.conftest import free_port
+
+    server = MlflowServer(home, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -29,7 +29,7 @@ from flywheel.core.labeling import FROM_NAME, TO_NAME
 from flywheel.core.records import Batch
 from flywheel.labeling.labelstudio import NAME_KEY, SHA_KEY
 from tests.conftest import TINY_CONFIG, free_port
-from tests.label_studio_server import TOKEN, Server
+from tests.label_studio_server import TOKEN, Server, running
 from tests.metrics_scrape import scrape
 from tests.test_end_to_end import wait_for
 from tests.test_prelabel import NAMES, fixed_predictions
@@ -44,12 +44,8 @@ LABELED = 4  # images pushed and annotated; also min_new_images, so the daemon t
 def label_studio(tmp_path: Path) -> Iterator[Server]:
     home = tmp_path / "label-studio"
     home.mkdir()
-    server = Server(free_port(), home, home / "files", home / "server.log")
-    try:
-        server.start()
+    with running(home) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def config(server: Server, token_file: Path) -> str:

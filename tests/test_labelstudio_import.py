@@ -25,8 +25,7 @@ from xml.sax.saxutils import quoteattr
 import pytest
 
 from flywheel.prelabel import writers
-from tests.conftest import free_port
-from tests.label_studio_server import Server
+from tests.label_studio_server import Server, running
 from tests.test_prelabel import NAMES, fixed_predictions
 
 pytestmark = pytest.mark.slow
@@ -37,13 +36,8 @@ PREFIX = f"/data/local-files/?d={BATCH}/"
 
 @pytest.fixture(scope="module")
 def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("label-studio")
-    server = Server(free_port(), home, home / "files", home / "server.log")
-    try:
-        server.start()
+    with running(tmp_path_factory.mktemp("label-studio")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def labeling_config(names: list[str]) -> str:

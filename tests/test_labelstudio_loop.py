@@ -23,8 +23,7 @@ from flywheel.core.prediction import Box, Prediction
 from flywheel.labeling.labelstudio import SHA_KEY
 from flywheel.service.health import Degraded
 from flywheel.service.label_pull import LabelPullJob
-from tests.conftest import free_port
-from tests.label_studio_server import TOKEN, Server
+from tests.label_studio_server import TOKEN, Server, running
 from tests.test_prelabel import NAMES, fixed_predictions
 
 pytestmark = pytest.mark.slow
@@ -35,12 +34,8 @@ PROJECT = "flywheel loop"
 def label_studio(tmp_path: Path) -> Iterator[Server]:
     home = tmp_path / "label-studio"
     home.mkdir()
-    server = Server(free_port(), home, home / "files", home / "server.log")
-    try:
-        server.start()
+    with running(home) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def data_root(tmp_path: Path, server: Server) -> Path:

@@ -21,7 +21,7 @@ from flywheel.app import App, init_data_root
 from flywheel.cli.demo import drop, synthetic_batch
 from tests.conftest import TINY_CONFIG, free_port
 from tests.metrics_scrape import scrape, value
-from tests.mlflow_server import MlflowServer
+from tests.mlflow_server import MlflowServer, running
 from tests.test_end_to_end import wait_for
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra: pip install 'flywheel[mlflow]'")
@@ -35,12 +35,8 @@ MODEL = "flywheel"  # [mlflow] registered_model
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[MlflowServer]:
-    running = MlflowServer(tmp_path / "mlflow", free_port())
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    with running(tmp_path / "mlflow") as server:
+        yield server
 
 
 @pytest.fixture

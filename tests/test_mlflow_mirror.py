@@ -16,9 +16,8 @@ from flywheel.app import App, init_data_root
 from flywheel.cli.demo import synthetic_batch
 from flywheel.cli.main import app as cli
 from flywheel.service.metrics_mirror import MirrorCollector
-from tests.conftest import free_port
 from tests.fakes import FakeTrainer
-from tests.mlflow_server import MlflowServer
+from tests.mlflow_server import MlflowServer, running
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra: pip install 'flywheel[mlflow]'")
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -28,12 +27,8 @@ pytestmark = pytest.mark.slow  # two server starts of ~15 s each, beside the tra
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[MlflowServer]:
-    running = MlflowServer(tmp_path / "mlflow", free_port())
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    with running(tmp_path / "mlflow") as server:
+        yield server
 
 
 def _root(tmp_path: Path, uri: str) -> Path:

@@ -76,7 +76,8 @@ class Screening:
 
 
 def informative(dhash: int) -> bool:
-    """Nearly flat images (few or almost all bits set) say too little to match on (as ingest's)."""
+    """Nearly flat images (few or almost all bits set) say too little to match on (ingest's
+    near-duplicate check and screening's near copies)."""
     return 8 <= dhash.bit_count() <= 56
 
 

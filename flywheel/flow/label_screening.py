@@ -13,7 +13,15 @@ from typing import Any
 
 from flywheel.core.config import Config
 from flywheel.core.domain import ManifestItem, batch_name, model_name, version_name
-from flywheel.core.label_check import Calibration, LabelIssue, LabelThresholds, Rect, calibrate, check_image
+from flywheel.core.label_check import (
+    BoxFinding,
+    Calibration,
+    LabelIssue,
+    LabelThresholds,
+    Rect,
+    calibrate,
+    check_image,
+)
 from flywheel.core.plan import training_threads
 from flywheel.core.ports import Predictor, ScreenFiles, StorePort
 from flywheel.core.prediction import PredictRequest
@@ -108,7 +116,7 @@ def _pixels(box: tuple[int, float, float, float, float], width: int, height: int
     return Rect(cls, (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
 
 
-def _suspect(f: Any, sha: str, split: str) -> Suspect:
+def _suspect(f: BoxFinding, sha: str, split: str) -> Suspect:
     o = f.other
     behind = (o.cls, o.conf, o.x1, o.y1, o.x2, o.y2) if o is not None else ()
     box = (f.box.x1, f.box.y1, f.box.x2, f.box.y2)

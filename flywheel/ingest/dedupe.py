@@ -14,13 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from flywheel.core.screening import informative
 from flywheel.store.image_hashes import ImageHashes, quarters
 
 MAX_DISTANCE = 3
-
-
-def informative(h: int) -> bool:
-    return 8 <= h.bit_count() <= 56
 
 
 @dataclass(frozen=True)

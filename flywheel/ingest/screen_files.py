@@ -5,6 +5,7 @@ difference hashes; the suspects' files copied to quarantine/<batch>/screen/ with
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -26,7 +27,9 @@ YoloBox = tuple[int, float, float, float, float]  # class, cx, cy, w, h normalis
 class ScreenFolders:
     def __init__(self, objects: ObjectStore, work_root: Path, quarantine_root: Path) -> None:
         self.objects, self.work_root, self.quarantine_root = objects, work_root, quarantine_root
-        self._fine_cache: dict[str, int] = {}
+        # a flat image meets the same flat candidates batch after batch; the daemon lives for
+        # months, so the cache is bounded (an entry is a 512-bit int)
+        self._fine = functools.lru_cache(maxsize=4096)(self._fine_uncached)
 
     def stage(self, name: str, items: Sequence[ManifestItem]) -> tuple[list[ImageInput], dict[str, list[YoloBox]]]:
         """Each item's image at work_root/name/<sha><ext>, measured, and its label's boxes by sha."""
@@ -57,14 +60,12 @@ class ScreenFolders:
         hashes = [self._fine(sha) for sha in (a, b)]
         return None if None in hashes else (hashes[0] ^ hashes[1]).bit_count()  # type: ignore[operator]
 
-    def _fine(self, sha: str) -> int | None:
-        if sha not in self._fine_cache:
-            path = self.objects.path(sha)
-            if not path.is_file():
-                return None
-            with Image.open(path) as im:
-                self._fine_cache[sha] = fine_dhash(im)
-        return self._fine_cache[sha]
+    def _fine_uncached(self, sha: str) -> int | None:
+        path = self.objects.path(sha)
+        if not path.is_file():
+            return None
+        with Image.open(path) as im:
+            return fine_dhash(im)
 
     def golden_hashes(self, folder: Path | None) -> list[Hashed]:
         if folder is None or not folder.is_dir():
